@@ -1,0 +1,100 @@
+"""cellpipe: turn a tagged Jupyter notebook into a pipeline and run it faithfully.
+
+The public API is small on purpose::
+
+    cellpipe.compile(path)                      # -> Pipeline, or CompileError with every problem
+    cellpipe.run(path, backend="local", parameters={...})   # -> RunStatus
+    cellpipe.runs(path)                         # -> list of RunStatus, newest first
+    cellpipe.load(run_id, step, name)           # a value from any past run
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+from .errors import CellpipeError, CompileError, StepFailed  # noqa: E402
+from .model import State  # noqa: E402
+
+if TYPE_CHECKING:
+    from .model import Pipeline
+    from .runs import RunStatus
+
+__all__ = [
+    "CellpipeError",
+    "CompileError",
+    "State",
+    "StepFailed",
+    "__version__",
+    "compile",
+    "load",
+    "run",
+    "runs",
+]
+
+
+def compile(path: str | Path) -> Pipeline:  # noqa: A001 - the verb users expect
+    """Compile the notebook at ``path``; raises CompileError listing every problem."""
+    from .compiler import compile_notebook
+
+    return compile_notebook(path)
+
+
+def run(
+    path: str | Path,
+    *,
+    backend: str = "local",
+    parameters: dict[str, Any] | None = None,
+    jobs: int | None = None,
+    use_cache: bool = True,
+    runs_root: str | Path | None = None,
+) -> RunStatus:
+    """Run the notebook at ``path`` as a pipeline and wait for the end; return its status.
+
+    Works from inside a running event loop too (a notebook cell).
+    """
+    from .backends import RunOptions, get_backend
+    from .compiler import compile_notebook
+    from .notebook import read_notebook, resolve_parameters
+    from .runs import RunDir, default_root
+
+    nb, _ = read_notebook(path)
+    pipeline = compile_notebook(nb, path=str(path))
+    values = resolve_parameters(list(pipeline.parameters), parameters or {})
+    root = Path(runs_root) if runs_root else default_root()
+    rd = RunDir.create(root, pipeline, nb, backend=backend, parameters=values)
+    get_backend(backend).execute(rd, RunOptions(jobs=jobs, use_cache=use_cache))
+    return rd.status()
+
+
+def runs(path: str | Path | None = None, *, runs_root: str | Path | None = None) -> list[RunStatus]:
+    """Runs (of the notebook at ``path``, when given), newest first."""
+    from .runs import default_root, list_runs
+
+    root = Path(runs_root) if runs_root else default_root()
+    return [rd.status() for rd in list_runs(root, path)]
+
+
+def load(run_id: str, step: str, name: str, *, runs_root: str | Path | None = None) -> Any:
+    """The value ``name`` as step ``step`` of run ``run_id`` saved it (time travel).
+
+    Only names a later step reads are saved. Raises RunNotFound / KeyError with the names
+    that exist.
+    """
+    from .marshal import load_value, read_manifest
+    from .runs import RunDir, default_root
+
+    rd = RunDir.open(Path(runs_root) if runs_root else default_root(), run_id)
+    directory = rd.data_dir(step)
+    try:
+        manifest = read_manifest(directory)
+    except FileNotFoundError:
+        raise KeyError(f"run {run_id} has no saved values for step {step!r}") from None
+    if name not in manifest:
+        raise KeyError(
+            f"step {step} of run {run_id} saved no `{name}`; it saved: "
+            + (", ".join(n for n in manifest if not n.startswith("@")) or "nothing")
+        )
+    return load_value(manifest[name], directory)

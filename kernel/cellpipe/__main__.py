@@ -1,0 +1,5 @@
+"""``python -m cellpipe``: the same as the ``cellpipe`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,536 @@
+"""The ``cellpipe`` command.
+
+Exit codes: 0 success, 1 the pipeline failed, 2 bad input (the message names the cell and
+the tag or variable). With ``--json`` stdout carries only JSON; messages go to stderr.
+Heavy imports happen inside commands so ``cellpipe --help`` and ``compile`` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import __version__
+from .errors import CellpipeError, CompileError
+
+_STATE_STYLE = {
+    "pending": "dim",
+    "running": "bold blue",
+    "succeeded": "green",
+    "cached": "cyan",
+    "failed": "bold red",
+    "skipped": "yellow",
+    "cancelled": "magenta",
+}
+
+
+class _Context:
+    debug = False
+    json = False
+
+
+def _fail(exc: BaseException, ctx: _Context) -> NoReturn:
+    """The CLI's one translation point from exceptions to exit codes and messages."""
+    if isinstance(exc, CellpipeError):
+        if ctx.json:
+            click.echo(json.dumps(exc.to_json(), indent=1))
+        elif isinstance(exc, CompileError):
+            click.echo(f"cellpipe: {len(exc.diagnostics)} problem(s) in the notebook:", err=True)
+            for d in exc.diagnostics:
+                click.echo(f"  error: {d}", err=True)
+        else:
+            click.echo(f"cellpipe: error: {exc}", err=True)
+        if ctx.debug:
+            raise exc
+        sys.exit(exc.exit_code)
+    raise exc
+
+
+def _runs_root(value: str | None) -> Path:
+    from .runs import default_root
+
+    return Path(value) if value else default_root()
+
+
+runs_root_option = click.option(
+    "--runs-root",
+    envvar="CELLPIPE_RUNS_ROOT",
+    type=click.Path(file_okay=False),
+    help="Where run directories live. Default: $CELLPIPE_RUNS_ROOT, else ./.cellpipe/runs.",
+)
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout only."
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cellpipe")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Run a tagged Jupyter notebook as a pipeline of steps.
+
+    Tag code cells `step:NAME` (or Kale's `block:NAME`), optionally `prev:NAME`, and mark
+    shared cells `imports`, `functions` and `parameters`. cellpipe works out which variables
+    each step needs from earlier steps, and runs the steps as a DAG so that the result is what
+    "Restart and Run All" computes.
+
+    \b
+    Examples:
+      cellpipe compile examples/wine.ipynb            # show the steps and their data
+      cellpipe run examples/wine.ipynb -p n_estimators=20 --output executed.ipynb
+      cellpipe runs                                   # history, newest first
+      cellpipe logs RUN_ID train                      # a step's stdout and stderr
+    """
+    ctx.obj = _Context()
+    ctx.obj.debug = debug
+
+
+# -- compile -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Write pipeline.json and steps/<step>.py into this directory.",
+)
+@click.option(
+    "--target",
+    type=click.Choice(["scripts"]),
+    default="scripts",
+    show_default=True,
+    help="What to generate.",
+)
+@json_option
+@click.pass_obj
+def compile(obj: _Context, notebook: str, out_dir: str | None, target: str, as_json: bool) -> None:
+    """Check a notebook and show its pipeline: steps, dependencies, inputs -> outputs.
+
+    Exits 2 and lists every problem (with cell numbers) when the notebook cannot run as a
+    pipeline that matches a top-to-bottom run.
+    """
+    from .compiler import compile_notebook, write_pipeline
+
+    obj.json = as_json
+    try:
+        pipeline = compile_notebook(notebook)
+    except CellpipeError as exc:
+        _fail(exc, obj)
+    if out_dir:
+        write_pipeline(pipeline, Path(out_dir))
+    if as_json:
+        click.echo(json.dumps(pipeline.to_json(), indent=1))
+        return
+    _print_pipeline(pipeline)
+    if out_dir:
+        click.echo(f"\nWrote {Path(out_dir) / 'pipeline.json'} and {len(pipeline.steps)} step scripts in {Path(out_dir) / 'steps'}/")
+
+
+def _print_pipeline(pipeline: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{pipeline.name}: {len(pipeline.steps)} steps", title_justify="left")
+    table.add_column("step", style="bold")
+    table.add_column("after")
+    table.add_column("cells", justify="right")
+    table.add_column("inputs")
+    table.add_column("outputs")
+    table.add_column("settings")
+    from .compiler import _describe_settings
+
+    numbers = {c.id: c.number for c in pipeline.cells}
+    for s in pipeline.steps:
+        cells = sorted(numbers[c] for c in s.cells)
+        inputs = ", ".join(f"{n}←{p}" for n, p in s.inputs.items())
+        table.add_row(
+            s.name,
+            ", ".join(s.after) or "-",
+            _ranges(cells),
+            inputs or "-",
+            ", ".join(s.outputs) or "-",
+            _describe_settings(s.settings.to_json()) or "-",
+        )
+    console.print(table)
+    if pipeline.parameters:
+        console.print(
+            "parameters: " + ", ".join(f"{p.name}={p.expression}" for p in pipeline.parameters)
+        )
+    for d in pipeline.diagnostics:
+        console.print(f"[yellow]warning:[/] {d}", highlight=False)
+
+
+def _ranges(numbers: list[int]) -> str:
+    out, start, prev = [], None, None
+    for n in numbers:
+        if start is None:
+            start = prev = n
+        elif n == prev + 1:
+            prev = n
+        else:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = n
+    if start is not None:
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+    return ",".join(out)
+
+
+# -- run -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False), required=False)
+@click.option("--backend", default="local", show_default=True, help="Where steps run: local.")
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a value of the parameters cell (typed like papermill: bool, None, int, "
+    "float, else str). Repeatable.",
+)
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Steps at once. Default: cores.")
+@click.option("--no-cache", is_flag=True, help="Run every step, even unchanged ones.")
+@click.option(
+    "--resume",
+    metavar="RUN_ID",
+    help="Continue RUN_ID: keep its succeeded steps, run failed and later ones again with "
+    "the notebook's current code.",
+)
+@click.option(
+    "--output",
+    "executed",
+    type=click.Path(dir_okay=False),
+    help="Write a copy of the notebook with every cell's outputs (the source is untouched).",
+)
+@runs_root_option
+@json_option
+@click.pass_obj
+def run(
+    obj: _Context,
+    notebook: str | None,
+    backend: str,
+    parameters: tuple[str, ...],
+    jobs: int | None,
+    no_cache: bool,
+    resume: str | None,
+    executed: str | None,
+    runs_root: str | None,
+    as_json: bool,
+) -> None:
+    """Run a notebook as a pipeline and wait for it to finish.
+
+    Exit status: 0 when every step succeeded, 1 when a step failed, 2 for bad input.
+    """
+    obj.json = as_json
+    try:
+        code = _run(
+            notebook, backend, parameters, jobs, no_cache, resume, executed, runs_root, as_json
+        )
+    except CellpipeError as exc:
+        _fail(exc, obj)
+    sys.exit(code)
+
+
+def _run(
+    notebook: str | None,
+    backend_name: str,
+    raw_params: tuple[str, ...],
+    jobs: int | None,
+    no_cache: bool,
+    resume: str | None,
+    executed: str | None,
+    runs_root: str | None,
+    as_json: bool,
+) -> int:
+    from .backends import RunOptions, get_backend
+    from .compiler import compile_notebook
+    from .errors import Conflict, ParameterError
+    from .notebook import coerce_parameter, read_notebook, resolve_parameters
+    from .runs import RunDir
+
+    root = _runs_root(runs_root)
+    overrides: dict[str, Any] = {}
+    for item in raw_params:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise ParameterError(f"-p expects NAME=VALUE, got {item!r}")
+        overrides[name] = coerce_parameter(value)
+
+    backend = get_backend(backend_name)
+    ok, why = backend.available()
+    if not ok:
+        from .errors import BackendUnavailable
+
+        raise BackendUnavailable(f"the {backend_name} backend cannot run here: {why}")
+
+    if resume:
+        rd = RunDir.open(root, resume)
+        status = rd.status()
+        if not status.state.terminal:
+            raise Conflict(f"run {resume} is still {status.state.value}; cancel it first")
+        info = rd.info()
+        source = notebook or info.get("notebook")
+        if source and Path(source).is_file():
+            nb, _ = read_notebook(source)
+        else:
+            source = None
+            nb = json.loads((rd.path / "notebook.ipynb").read_text())
+        pipeline = compile_notebook(nb, path=source or info.get("notebook"))
+        if overrides:
+            raise ParameterError("--resume keeps the run's parameters; start a new run to change them")
+        resolve_parameters(list(pipeline.parameters), info.get("parameters") or {})
+        rd.replace_pipeline(pipeline, nb)
+    else:
+        if not notebook:
+            raise ParameterError("give a NOTEBOOK to run, or --resume RUN_ID")
+        nb, _ = read_notebook(notebook)
+        pipeline = compile_notebook(nb, path=notebook)
+        values = resolve_parameters(list(pipeline.parameters), overrides)
+        rd = RunDir.create(
+            root,
+            pipeline,
+            nb,
+            backend=backend_name,
+            parameters=values,
+            options={"jobs": jobs, "no_cache": no_cache},
+        )
+    for d in pipeline.diagnostics:
+        click.echo(f"cellpipe: warning: {d}", err=True)
+    if not as_json:
+        click.echo(f"cellpipe: run {rd.run_id} ({len(pipeline.steps)} steps, {backend_name})", err=True)
+
+    options = RunOptions(jobs=jobs, use_cache=not no_cache, resume=bool(resume))
+    progress = _Progress(rd) if not as_json and sys.stderr.isatty() else None
+    if progress:
+        progress.start()
+    try:
+        state = backend.execute(rd, options)
+    finally:
+        if progress:
+            progress.stop()
+    status = rd.status()
+    if executed:
+        from .executed import write_executed_notebook
+
+        write_executed_notebook(rd, Path(executed))
+    if as_json:
+        click.echo(json.dumps(_status_json(status), indent=1))
+    else:
+        _print_status(status, rd)
+        if executed:
+            click.echo(f"executed notebook: {executed}", err=True)
+    return 0 if state.ok else 1
+
+
+def _status_json(status: Any) -> dict[str, Any]:
+    d = status.to_json()
+    d["steps"] = {
+        name: {k: s[k] for k in ("state", "duration_s", "attempts", "cached", "message")}
+        for name, s in d["steps"].items()
+    }
+    return d
+
+
+class _Progress:
+    """A live table on the terminal: one line per step with its state and elapsed time."""
+
+    def __init__(self, rd: Any):
+        self.rd = rd
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cellpipe-progress", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(stderr=True)
+        with Live(console=console, refresh_per_second=8, transient=True) as live:
+            while not self._stop.wait(0.12):
+                try:
+                    live.update(_status_table(self.rd.status(), live=True))
+                except (OSError, ValueError):
+                    continue
+
+
+def _status_table(status: Any, live: bool = False) -> Any:
+    from rich.table import Table
+
+    table = Table(
+        title=f"run {status.run_id} · {status.state.value}", title_justify="left", expand=False
+    )
+    table.add_column("step", style="bold")
+    table.add_column("state")
+    table.add_column("duration", justify="right")
+    table.add_column("attempts", justify="right")
+    table.add_column("cached")
+    table.add_column("message", overflow="fold", max_width=60)
+    now = time.time()
+    for name, st in status.steps.items():
+        if st.duration_s is not None:
+            dur = f"{st.duration_s:.2f} s"
+        elif st.started_at and st.state.value == "running":
+            dur = f"{now - st.started_at:.1f} s"
+        else:
+            dur = ""
+        style = _STATE_STYLE.get(st.state.value, "")
+        table.add_row(
+            name,
+            f"[{style}]{st.state.value}[/]",
+            dur,
+            str(st.attempts or ""),
+            "yes" if st.cached else "",
+            st.message if (live or st.state.value not in ("succeeded",)) else "",
+        )
+    return table
+
+
+def _print_status(status: Any, rd: Any) -> None:
+    from rich.console import Console
+
+    console = Console()
+    console.print(_status_table(status))
+    dur = f" in {status.duration_s:.2f} s" if status.duration_s is not None else ""
+    console.print(f"run [bold]{status.run_id}[/] {status.state.value}{dur} · {rd.path}", highlight=False)
+    for name, st in status.steps.items():
+        if st.state.value == "failed":
+            console.print(
+                f"[red]step {name} failed[/]: {st.message}\n  log: {rd.log_path(name)}",
+                highlight=False,
+            )
+
+
+# -- runs, status, logs, cancel ---------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("notebook", type=click.Path(dir_okay=False), required=False)
+@click.option("--limit", default=20, show_default=True, help="How many runs to show.")
+@runs_root_option
+@json_option
+@click.pass_obj
+def runs(obj: _Context, notebook: str | None, limit: int, runs_root: str | None, as_json: bool) -> None:
+    """List runs, newest first (of NOTEBOOK only, when given)."""
+    from .runs import list_runs
+
+    obj.json = as_json
+    dirs = list_runs(_runs_root(runs_root), notebook)[:limit]
+    statuses = [rd.status() for rd in dirs]
+    if as_json:
+        click.echo(json.dumps([_status_json(s) for s in statuses], indent=1))
+        return
+    if not statuses:
+        click.echo("no runs yet: start one with `cellpipe run NOTEBOOK`", err=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("run", "notebook", "state", "started", "duration", "steps"):
+        table.add_column(col)
+    for s in statuses:
+        counts: dict[str, int] = {}
+        for st in s.steps.values():
+            counts[st.state.value] = counts.get(st.state.value, 0) + 1
+        table.add_row(
+            s.run_id,
+            Path(s.notebook).name if s.notebook else "-",
+            f"[{_STATE_STYLE.get(s.state.value, '')}]{s.state.value}[/]",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started_at)) if s.started_at else "",
+            f"{s.duration_s:.1f} s" if s.duration_s is not None else "",
+            " ".join(f"{n} {k}" for k, n in counts.items()),
+        )
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("run_id")
+@runs_root_option
+@json_option
+@click.pass_obj
+def status(obj: _Context, run_id: str, runs_root: str | None, as_json: bool) -> None:
+    """Show the state of a run and of each of its steps."""
+    from .runs import RunDir
+
+    obj.json = as_json
+    try:
+        rd = RunDir.open(_runs_root(runs_root), run_id)
+    except CellpipeError as exc:
+        _fail(exc, obj)
+    st = rd.status()
+    if as_json:
+        click.echo(json.dumps(_status_json(st), indent=1))
+    else:
+        _print_status(st, rd)
+        if st.message and st.state.value != "failed":
+            click.echo(st.message)
+        elif st.message:
+            click.echo(st.message, err=True)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.argument("step")
+@runs_root_option
+@click.pass_obj
+def logs(obj: _Context, run_id: str, step: str, runs_root: str | None) -> None:
+    """Print the stdout and stderr of STEP in run RUN_ID."""
+    from .errors import RunNotFound
+    from .runs import RunDir
+
+    try:
+        rd = RunDir.open(_runs_root(runs_root), run_id)
+        names = [s.name for s in rd.pipeline().steps]
+        if step not in names:
+            raise RunNotFound(f"run {run_id} has no step {step!r}; steps: {', '.join(names)}")
+    except CellpipeError as exc:
+        _fail(exc, obj)
+    path = rd.log_path(step)
+    if not path.exists():
+        click.echo(f"step {step} has not written a log yet", err=True)
+        return
+    click.echo(path.read_text(encoding="utf-8", errors="replace"), nl=False)
+
+
+@cli.command()
+@click.argument("run_id")
+@runs_root_option
+@click.pass_obj
+def cancel(obj: _Context, run_id: str, runs_root: str | None) -> None:
+    """Stop a running run: its running steps end as cancelled."""
+    from .backends import get_backend
+    from .runs import RunDir
+
+    try:
+        rd = RunDir.open(_runs_root(runs_root), run_id)
+        get_backend(rd.info().get("backend", "local")).cancel(rd)
+    except CellpipeError as exc:
+        _fail(exc, obj)
+    click.echo(f"run {run_id} {rd.status().state.value}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="cellpipe")
+
+
+if __name__ == "__main__":
+    main()

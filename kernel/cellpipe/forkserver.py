@@ -1,0 +1,179 @@
+"""A warm process that runs the prelude once and forks one child per step.
+
+``python -m cellpipe.forkserver --run-dir DIR`` is started by the local backend. It runs the
+imports, functions and parameters cells, then answers commands on stdin, one JSON object a
+line, and reports on stdout:
+
+    -> {"ready": true, "fork": true|false, "reason": "...", "prelude_s": 0.8}
+    <- {"run": "train", "attempt": 1, "limits": {...}}
+    -> {"started": "train", "pid": 1234}
+    -> {"exited": "train", "pid": 1234, "code": 0}      code < 0: killed by signal -code
+
+A step then costs a fork (milliseconds) instead of an interpreter start and the prelude's
+imports. Forking is refused when the prelude left threads running (a forked child would
+inherit locks held by threads that do not exist in it); the backend then starts a fresh
+process per step and says so in the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .limits import apply_limits
+from .runs import RunDir
+
+
+def _send(msg: dict[str, Any]) -> None:
+    os.write(_out_fd, (json.dumps(msg) + "\n").encode())
+
+
+_out_fd = 1
+
+
+def serve(run_dir: Path) -> int:
+    global _out_fd
+    # Our protocol owns the original stdout; anything else printing goes to stderr (the log).
+    _out_fd = os.dup(1)
+    os.dup2(2, 1)
+    from .runner import run_step, warm_up
+
+    rd = RunDir(run_dir)
+    log_path = rd.path / "logs" / "_prelude.log"
+    t0 = time.perf_counter()
+    with open(log_path, "a", buffering=1, encoding="utf-8") as log:
+        warm = warm_up(rd, log)
+    if warm.failure is None:
+        # Later steps get new log files; the warm shell must not keep writing here.
+        warm.shell.step_log = None
+    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    fork_ok = not threads
+    reason = "" if fork_ok else f"the prelude started threads ({', '.join(threads[:3])})"
+    _send(
+        {
+            "ready": True,
+            "fork": fork_ok,
+            "reason": reason,
+            "prelude_s": round(time.perf_counter() - t0, 4),
+        }
+    )
+    if not fork_ok:
+        return 0
+    touches_random = _prelude_seeds_random(rd)
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    sel = selectors.DefaultSelector()
+    sel.register(sys.stdin.fileno(), selectors.EVENT_READ, "cmd")
+    sel.register(wake_r, selectors.EVENT_READ, "child")
+    children: dict[int, str] = {}
+    buf = b""
+    stdin_open = True
+    while stdin_open or children:
+        for key, _ in sel.select(timeout=1.0):
+            if key.data == "cmd":
+                chunk = os.read(sys.stdin.fileno(), 65536)
+                if not chunk:
+                    stdin_open = False
+                    sel.unregister(sys.stdin.fileno())
+                    continue
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    cmd = json.loads(line)
+                    pid = os.fork()
+                    if pid == 0:  # the step
+                        _child(rd, cmd, warm, touches_random, run_step)
+                    children[pid] = cmd["run"]
+                    _send({"started": cmd["run"], "pid": pid})
+            else:
+                os.read(wake_r, 4096)
+        _reap(children)
+    return 0
+
+
+def _reap(children: dict[int, str]) -> None:
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        step = children.pop(pid, None)
+        if step is None:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        _send({"exited": step, "pid": pid, "code": code})
+
+
+def _child(rd: RunDir, cmd: dict[str, Any], warm: Any, touches_random: bool, run_step: Any) -> None:
+    code = 1
+    try:
+        os.setsid()  # its own process group: cancel and timeouts end everything it started
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        fd = os.open(rd.log_path(cmd["run"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        os.close(_out_fd)
+        os.close(0)
+        apply_limits(cmd.get("limits") or {}, cmd.get("cpus"))
+        if not touches_random:
+            _reseed()
+        code = run_step(rd, cmd["run"], attempt=cmd.get("attempt", 1), warm=warm)
+    except BaseException as exc:  # the child must never return into the server's loop
+        try:
+            os.write(2, f"cellpipe: step process crashed: {exc!r}\n".encode())
+        except OSError:
+            pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _reseed() -> None:
+    """Forked children share the warm process's random state; a fresh process would not."""
+    import random
+
+    random.seed()
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed()
+
+
+def _prelude_seeds_random(rd: RunDir) -> bool:
+    from .analysis import analyse_cell
+
+    for cell in rd.pipeline().prelude:
+        try:
+            if "@random" in analyse_cell(cell.source).mutates:
+                return True
+        except Exception:
+            continue
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cellpipe.forkserver")
+    parser.add_argument("--run-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    return serve(args.run_dir.resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""``python -m cellpipe.runner --run-dir DIR --step NAME``: execute ONE step of a run.
+
+Every backend ends here: the local backend calls it in a forked or fresh process, the Docker
+backend in a container, the Argo backend in a pod. So it depends only on the engine's small
+dependency set and on the run directory.
+
+A step runs like a slice of "Restart and Run All": the prelude (imports, functions and
+parameters cells, then injected parameter values), then the step's inputs loaded from the
+steps that produced them, then the step's own cells in notebook order, stopping at the first
+error. Evidence is saved before the verdict: outputs and log are on disk before the
+``failed`` or ``succeeded`` event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .atomic import write_json
+from .errors import CellpipeError, UnpicklableValue
+from .model import Cell, Role, State
+from .runs import RunDir
+
+#: Cell id under which the injected parameter values' outputs are recorded.
+INJECTED = "injected-parameters"
+_LIVE_WRITE_INTERVAL = 0.5
+
+
+@dataclass
+class CellRecord:
+    outputs: list[dict[str, Any]]
+    execution_count: int | None
+    status: str  # "ok" | "error"
+    duration_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "outputs": self.outputs,
+            "execution_count": self.execution_count,
+            "status": self.status,
+            "duration_s": round(self.duration_s, 4),
+        }
+
+
+@dataclass
+class Failure:
+    cell: Cell | None
+    ename: str
+    evalue: str
+    traceback: list[str] = field(default_factory=list)
+
+    def message(self) -> str:
+        where = f"cell {self.cell.number}: " if self.cell else ""
+        return f"{where}{self.ename}: {self.evalue}"
+
+
+@dataclass
+class Warm:
+    """A shell that has run the prelude: what every step of the run starts from."""
+
+    shell: Any  # cellpipe.shell.StepShell
+    records: dict[str, CellRecord]
+    failure: Failure | None
+    references: dict[int, str]
+
+
+def warm_up(rd: RunDir, log: TextIO | None = None) -> Warm:
+    """Create a shell and run the prelude cells in it once."""
+    from .notebook import injected_parameters_source
+    from .shell import StepShell
+
+    _prepare_process(rd)
+    pipeline = rd.pipeline()
+    params = rd.info().get("parameters") or {}
+    shell = StepShell(log=log)
+    records: dict[str, CellRecord] = {}
+    failure = None
+    prelude = list(pipeline.prelude)
+    last_params = max((c.index for c in prelude if c.role is Role.PARAMETERS), default=None)
+    for cell in prelude:
+        failure = _run_cell(shell, cell.id, cell.source, records, cell)
+        if failure:
+            break
+        if cell.index == last_params and params:
+            failure = _run_cell(shell, INJECTED, injected_parameters_source(params), records, cell)
+            if failure:
+                break
+    return Warm(shell, records, failure, _definitions(shell.user_ns))
+
+
+def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None = None) -> int:
+    """Run one step; return 0 when it succeeded, 1 when it failed.
+
+    With ``warm`` (a forked child of a process that already ran the prelude) the prelude is
+    not run again and its recorded outputs are reused.
+    """
+    pipeline = rd.pipeline()
+    step = pipeline.step(step_name)
+    rd.emit(State.RUNNING, step_name, attempt=attempt, pid=os.getpid())
+    started = time.time()
+    log = open(rd.log_path(step_name), "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    log.write(f"--- cellpipe: step {step_name}, attempt {attempt}, {time.ctime(started)} ---\n")
+    out_file = rd.outputs_path(step_name)
+    records: dict[str, CellRecord] = {}
+    writer = _LiveWriter(out_file, rd.run_id, step_name, attempt, records)
+
+    def finish(state: State, failure: Failure | None = None, message: str = "") -> int:
+        writer.flush()
+        log.flush()
+        extra: dict[str, Any] = {"duration_s": round(time.time() - started, 4)}
+        if failure:
+            message = message or failure.message()
+            extra.update(ename=failure.ename, evalue=failure.evalue)
+            if failure.cell:
+                extra.update(cell=failure.cell.number, cell_id=failure.cell.id)
+            log.write(f"--- cellpipe: step {step_name} failed: {message} ---\n")
+        rd.emit(state, step_name, attempt=attempt, message=message, **extra)
+        log.close()
+        return 0 if state is State.SUCCEEDED else 1
+
+    try:
+        if warm is None:
+            warm = warm_up(rd, log)
+            _limit_fresh_process()
+        else:
+            warm.shell.step_log = log
+        shell = warm.shell
+        records.update(warm.records)
+        shell.on_output = writer.live
+        if warm.failure:
+            return finish(State.FAILED, warm.failure)
+
+        failure = _load_inputs(rd, step, shell, warm.references)
+        if failure:
+            return finish(State.FAILED, failure)
+
+        for cell in pipeline.step_cells(step_name):
+            writer.current = cell.id
+            failure = _run_cell(shell, cell.id, cell.source, records, cell)
+            writer.flush()
+            if failure:
+                return finish(State.FAILED, failure)
+
+        if step.metrics:
+            rd.record_metrics(step_name, _metric_values(shell.user_ns, step.metrics))
+        try:
+            _save_outputs(rd, step, shell.user_ns, warm.references)
+        except UnpicklableValue as exc:
+            log.write(str(exc) + "\n")
+            return finish(State.FAILED, Failure(None, "UnpicklableValue", str(exc)), str(exc))
+        return finish(State.SUCCEEDED)
+    except CellpipeError as exc:
+        return finish(State.FAILED, Failure(None, type(exc).__name__, str(exc)))
+
+
+def _run_cell(
+    shell: Any, cid: str, source: str, records: dict[str, CellRecord], cell: Cell
+) -> Failure | None:
+    t0 = time.perf_counter()
+    result = shell.execute(source)
+    records[cid] = CellRecord(
+        result.outputs,
+        result.execution_count,
+        "ok" if result.success else "error",
+        time.perf_counter() - t0,
+    )
+    if result.success:
+        return None
+    err = result.error or {}
+    return Failure(
+        cell, err.get("ename", "Error"), err.get("evalue", ""), list(err.get("traceback", []))
+    )
+
+
+def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) -> Failure | None:
+    from .hidden_state import restore
+    from .marshal import load_value, read_manifest
+
+    manifests: dict[str, dict[str, Any]] = {}
+    for name, producer in step.inputs.items():
+        directory = rd.data_dir(producer)
+        if producer not in manifests:
+            try:
+                manifests[producer] = read_manifest(directory)
+            except FileNotFoundError:
+                return Failure(
+                    None,
+                    "MissingInput",
+                    f"input `{name}` comes from step {producer}, which has no saved data in "
+                    f"{directory}; run step {producer} first",
+                )
+        record = manifests[producer].get(name)
+        if record is None:
+            # The producer did not define it on this run (a conditional assignment): leave it
+            # unset, as a top-to-bottom run would have, so reading it raises NameError.
+            continue
+        try:
+            value = load_value(record, directory, namespace=shell.user_ns)
+        except Exception as exc:
+            return Failure(
+                None,
+                "LoadError",
+                f"cannot load input `{name}` ({record.type}) from step {producer}: {exc}",
+            )
+        if name.startswith("@"):
+            restore(name, value)
+        else:
+            shell.user_ns[name] = value
+    return None
+
+
+def _save_outputs(rd: RunDir, step: Any, ns: dict[str, Any], references: dict[int, str]) -> None:
+    from .hidden_state import capture
+    from .marshal import save_value, write_manifest
+
+    directory = rd.data_dir(step.name)
+    if directory.exists():
+        shutil.rmtree(directory)  # an earlier attempt's leftovers must not pass for this one's
+    directory.mkdir(parents=True)
+    records = []
+    for name in step.outputs:
+        if name.startswith("@"):
+            value = capture(name)
+        elif name in ns:
+            value = ns[name]
+        else:
+            continue
+        records.append(
+            save_value(
+                name,
+                value,
+                directory,
+                producer=step.name,
+                consumers=step.consumers.get(name, ()),
+                references=references,
+            )
+        )
+    write_manifest(directory, records)
+
+
+def _metric_values(ns: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in names:
+        if name not in ns:
+            continue
+        v = ns[name]
+        if hasattr(v, "item") and getattr(v, "shape", None) == ():
+            v = v.item()  # numpy scalars
+        if isinstance(v, (bool, int, float, str)) or v is None:
+            values[name] = v
+        elif isinstance(v, types.ModuleType) or callable(v):
+            continue
+        else:
+            values[name] = repr(v)[:200]
+    return values
+
+
+def _definitions(ns: dict[str, Any]) -> dict[int, str]:
+    """Functions and classes the prelude defined: pickled by reference, because every step
+    defines them again and an instance must belong to the consuming step's class."""
+    return {
+        id(v): k
+        for k, v in ns.items()
+        if isinstance(v, (type, types.FunctionType))
+        and getattr(v, "__module__", None) == "__main__"
+        and not k.startswith("_")
+    }
+
+
+def _limit_fresh_process() -> None:
+    """Limits come from the local backend in the environment; applied after the prelude so
+    the interpreter and the imports do not count against them (as in a forked step)."""
+    spec = os.environ.pop("CELLPIPE_LIMITS", None)
+    if spec:
+        from .limits import apply_limits
+
+        data = json.loads(spec)
+        apply_limits(data.get("limits") or {}, data.get("cpus"))
+
+
+def _prepare_process(rd: RunDir) -> None:
+    """Run where the notebook lives, as Jupyter does, so relative paths mean the same."""
+    workdir = rd.info().get("workdir")
+    if workdir and Path(workdir).is_dir():
+        os.chdir(workdir)
+        if "" not in sys.path and workdir not in sys.path:
+            sys.path.insert(0, workdir)
+
+
+class _LiveWriter:
+    """Writes outputs/<step>.json as cells produce output, at most twice a second."""
+
+    def __init__(
+        self, path: Path, run_id: str, step: str, attempt: int, records: dict[str, CellRecord]
+    ):
+        self.path, self.run_id, self.step, self.attempt = path, run_id, step, attempt
+        self.records = records
+        self.current: str | None = None
+        self._last = 0.0
+
+    def live(self, outputs: list[dict[str, Any]]) -> None:
+        if self.current is None:
+            return
+        now = time.monotonic()
+        if now - self._last < _LIVE_WRITE_INTERVAL:
+            return
+        self._last = now
+        running = dict(self.records)
+        running[self.current] = CellRecord(list(outputs), None, "running", 0.0)
+        self._write(running)
+
+    def flush(self) -> None:
+        self._write(self.records)
+
+    def _write(self, records: dict[str, CellRecord]) -> None:
+        write_json(
+            self.path,
+            {
+                "run": self.run_id,
+                "step": self.step,
+                "attempt": self.attempt,
+                "cells": {cid: r.to_json() for cid, r in records.items()},
+            },
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cellpipe.runner",
+        description="Execute one step of a cellpipe run directory (what every backend calls).",
+    )
+    parser.add_argument("--run-dir", required=True, type=Path, help="the run directory")
+    parser.add_argument("--step", required=True, help="the step to execute")
+    parser.add_argument("--attempt", type=int, default=1, help="attempt number (for retries)")
+    args = parser.parse_args(argv)
+    rd = RunDir(args.run_dir.resolve())
+    if not (rd.path / "pipeline.json").is_file():
+        parser.error(f"{rd.path} has no pipeline.json: not a run directory")
+    try:
+        rd.pipeline().step(args.step)
+    except KeyError:
+        names = ", ".join(s.name for s in rd.pipeline().steps)
+        parser.error(f"no step {args.step!r} in this pipeline; steps: {names}")
+    return run_step(rd, args.step, attempt=args.attempt)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
