@@ -445,7 +445,8 @@ def runs(obj: _Context, notebook: str | None, limit: int, runs_root: str | None,
     from rich.table import Table
 
     table = Table()
-    for col in ("run", "notebook", "state", "started", "duration", "steps"):
+    table.add_column("run", no_wrap=True)
+    for col in ("notebook", "state", "started", "duration", "steps"):
         table.add_column(col)
     for s in statuses:
         counts: dict[str, int] = {}

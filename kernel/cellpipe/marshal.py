@@ -142,7 +142,7 @@ def load_value(
 
         return torch.load(path, weights_only=False)
     with open(path, "rb") as f:
-        return _Unpickler(f, namespace or {}).load()
+        return _Unpickler(f, namespace).load()
 
 
 def write_manifest(directory: Path, records: Iterable[ValueRecord]) -> None:
@@ -267,28 +267,109 @@ def _pickler_base() -> type:
     return cloudpickle.Pickler
 
 
+class _NotebookGlobals:
+    """Stands for the consuming step's namespace inside a pickle."""
+
+
+_GLOBALS = _NotebookGlobals()
+
+
 class _Pickler(_pickler_base()):  # type: ignore[misc]
-    """cloudpickle, but objects listed in ``references`` are saved by name, not by value."""
+    """cloudpickle, with two changes for notebook code.
+
+    Objects listed in ``references`` are saved by name, not by value. Functions defined in
+    the notebook (module ``__main__``, also methods of notebook classes) are rebuilt in the
+    *consuming* step's namespace, as in a top-to-bottom run where every function sees the one
+    global namespace; cloudpickle alone would give each a private copy of the globals it
+    referenced when it was saved.
+    """
 
     def __init__(self, f: BinaryIO, references: Mapping[int, str]):
         super().__init__(f, protocol=5)
         self._refs = references
 
     def persistent_id(self, obj: Any) -> Any:
+        if obj is _GLOBALS:
+            return ("cellpipe-globals", "")
         if self._refs:
             name = self._refs.get(id(obj))
             if name is not None:
                 return ("cellpipe-ref", name)
         return None
 
+    def reducer_override(self, obj: Any) -> Any:
+        if (
+            isinstance(obj, types.FunctionType)
+            and obj.__module__ == "__main__"
+            and id(obj) not in self._refs
+        ):
+            captured = {
+                n: obj.__globals__[n]
+                for n in _global_names(obj.__code__)
+                if n in obj.__globals__ and not isinstance(obj.__globals__[n], types.ModuleType)
+                and obj.__globals__[n] is not obj
+            }
+            return (
+                _rebuild_function,
+                (
+                    obj.__code__,
+                    _GLOBALS,
+                    obj.__name__,
+                    obj.__defaults__,
+                    obj.__closure__,
+                    obj.__kwdefaults__,
+                    obj.__qualname__,
+                    dict(obj.__dict__),
+                    dict(obj.__annotations__),
+                    captured,
+                ),
+            )
+        return super().reducer_override(obj)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _rebuild_function(
+    code: types.CodeType,
+    namespace: dict[str, Any],
+    name: str,
+    defaults: Any,
+    closure: Any,
+    kwdefaults: Any,
+    qualname: str,
+    attrs: dict[str, Any],
+    annotations: dict[str, Any],
+    captured: dict[str, Any],
+) -> types.FunctionType:
+    # Names the function used when it was saved fill in only what this step lacks: the step's
+    # own values (its inputs) are the ones a top-to-bottom run would see.
+    for key, value in captured.items():
+        namespace.setdefault(key, value)
+    fn = types.FunctionType(code, namespace, name, defaults, closure)
+    fn.__kwdefaults__ = kwdefaults
+    fn.__qualname__ = qualname
+    fn.__dict__.update(attrs)
+    fn.__annotations__ = annotations
+    fn.__module__ = "__main__"
+    return fn
+
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, f: BinaryIO, namespace: Mapping[str, Any]):
+    def __init__(self, f: BinaryIO, namespace: Mapping[str, Any] | None):
         super().__init__(f)
-        self._ns = namespace
+        # Without a namespace (cellpipe.load from outside a step) functions get a fresh one.
+        self._ns = namespace if namespace is not None else {"__name__": "__main__"}
 
     def persistent_load(self, pid: Any) -> Any:
         kind, name = pid
+        if kind == "cellpipe-globals":
+            return self._ns
         if kind != "cellpipe-ref" or name not in self._ns:
             raise pickle.UnpicklingError(
                 f"the value refers to `{name}` from the notebook's functions cells, which this "

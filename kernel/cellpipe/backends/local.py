@@ -117,6 +117,7 @@ class _Scheduler:
         self.index = CacheIndex(rd.path.parent)
         self.params = rd.info().get("parameters") or {}
         self.launcher: _Launcher | None = None
+        self._launcher_lock = asyncio.Lock()
         self._cores = itertools.cycle(_cores())
         self._log = open(rd.path / "logs" / "_run.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
@@ -138,7 +139,6 @@ class _Scheduler:
             self.state[name] = State.PENDING
             rd.emit(State.PENDING, name)
         try:
-            self.launcher = await _start_launcher(rd, self.note)
             await self._loop(previous)
         finally:
             if self.launcher:
@@ -251,12 +251,19 @@ class _Scheduler:
             hashes[name] = rec.sha256 if rec else "absent"
         return hashes
 
+    async def _get_launcher(self) -> _Launcher:
+        # Started on first need: a run whose steps are all cached never pays for the prelude.
+        async with self._launcher_lock:
+            if self.launcher is None:
+                self.launcher = await _start_launcher(self.rd, self.note)
+            return self.launcher
+
     async def _attempt(self, step: Step, attempt: int) -> tuple[State, str]:
-        assert self.launcher is not None
+        launcher = await self._get_launcher()
         limits = dict(step.settings.limits)
         n = cpu_count(limits)
         cpus = sorted({next(self._cores) for _ in range(n)}) if n else None
-        proc = await self.launcher.launch(step.name, attempt, limits, cpus)
+        proc = await launcher.launch(step.name, attempt, limits, cpus)
         self.running[step.name] = proc.pid
         timeout = step.settings.timeout
         reason = ""
