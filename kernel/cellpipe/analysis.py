@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import builtins
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -168,10 +169,27 @@ class CellSyntaxError(Exception):
 
 @lru_cache(maxsize=8192)
 def transform(source: str) -> str:
-    """The Python IPython executes for this cell (magics and ``!`` lines turned into calls)."""
+    """The Python IPython executes for this cell (magics and ``!`` lines turned into calls).
+
+    Everything IPython's transformer rewrites (``%``, ``!``, ``?``, prompts, indented first
+    lines) is a syntax error in plain Python, so a cell that already parses is returned as it
+    is without importing IPython, which keeps ``cellpipe compile`` fast.
+    """
+    if _parses(source):
+        return source
     from IPython.core.inputtransformer2 import TransformerManager
 
     return _transformer(TransformerManager).transform_cell(source)
+
+
+def _parses(source: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # SyntaxWarnings are the user's business, not ours
+        try:
+            ast.parse(source)
+        except (SyntaxError, ValueError):
+            return False
+    return True
 
 
 _TM = None
@@ -193,7 +211,9 @@ def analyse_cell(source: str, modules: Mapping[str, str] | None = None) -> CellF
 def _analyse(source: str, modules: tuple[tuple[str, str], ...]) -> CellFlow:
     code = transform(source)
     try:
-        tree = ast.parse(code)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(code)
     except SyntaxError as exc:
         raise CellSyntaxError(exc.msg or "invalid syntax", exc.lineno or 1) from None
     v = _CellVisitor(dict(modules))

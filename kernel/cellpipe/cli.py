@@ -244,6 +244,18 @@ def run(
     sys.exit(code)
 
 
+def _early_backend(name: str) -> Any:
+    """The backend, asked to warm up before anything else is done (see LocalBackend.prepare)."""
+    from .backends import get_backend
+
+    backend = get_backend(name)
+    prepare = getattr(backend, "prepare", None)
+    ok, _ = backend.available()
+    if ok and prepare is not None:
+        prepare()
+    return backend
+
+
 def _run(
     notebook: str | None,
     backend_name: str,
@@ -255,7 +267,8 @@ def _run(
     runs_root: str | None,
     as_json: bool,
 ) -> int:
-    from .backends import RunOptions, get_backend
+    backend = _early_backend(backend_name)  # first: it warms up while we compile
+    from .backends import RunOptions
     from .compiler import compile_notebook
     from .errors import Conflict, ParameterError
     from .notebook import coerce_parameter, read_notebook, resolve_parameters
@@ -269,7 +282,6 @@ def _run(
             raise ParameterError(f"-p expects NAME=VALUE, got {item!r}")
         overrides[name] = coerce_parameter(value)
 
-    backend = get_backend(backend_name)
     ok, why = backend.available()
     if not ok:
         from .errors import BackendUnavailable

@@ -39,15 +39,27 @@ def _send(msg: dict[str, Any]) -> None:
 _out_fd = 1
 
 
-def serve(run_dir: Path) -> int:
+def serve(run_dir: Path | None) -> int:
+    """Serve one run. Without ``run_dir`` (started ahead of time, while the run is being
+    compiled) import the engine and IPython first, then read the run directory from stdin."""
     global _out_fd
     # Our protocol owns the original stdout; anything else printing goes to stderr (the log).
     _out_fd = os.dup(1)
     os.dup2(2, 1)
+    from . import shell  # noqa: F401 - the slow import (IPython), done before waiting
     from .runner import run_step, warm_up
 
+    if run_dir is None:
+        line = _read_line(sys.stdin.fileno())
+        if not line.strip():
+            return 0  # the run never needed us (compile error, all steps cached)
+        run_dir = Path(line.decode().strip())
     rd = RunDir(run_dir)
     log_path = rd.path / "logs" / "_prelude.log"
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(fd, 2)
+    os.dup2(fd, 1)
+    os.close(fd)
     t0 = time.perf_counter()
     with open(log_path, "a", buffering=1, encoding="utf-8") as log:
         warm = warm_up(rd, log)
@@ -74,6 +86,7 @@ def serve(run_dir: Path) -> int:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     sel = selectors.DefaultSelector()
+    # Commands are read from the raw descriptor; nothing may sit in sys.stdin's buffer.
     sel.register(sys.stdin.fileno(), selectors.EVENT_READ, "cmd")
     sel.register(wake_r, selectors.EVENT_READ, "child")
     children: dict[int, str] = {}
@@ -100,6 +113,15 @@ def serve(run_dir: Path) -> int:
                 os.read(wake_r, 4096)
         _reap(children)
     return 0
+
+
+def _read_line(fd: int) -> bytes:
+    """One line, byte by byte: later commands are read from the same descriptor, so nothing
+    may be read ahead into a buffer."""
+    out = bytearray()
+    while (ch := os.read(fd, 1)) and ch != b"\n":
+        out += ch
+    return bytes(out)
 
 
 def _reap(children: dict[int, str]) -> None:
@@ -170,9 +192,9 @@ def _prelude_seeds_random(rd: RunDir) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cellpipe.forkserver")
-    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--run-dir", type=Path, help="the run; default: read it from stdin")
     args = parser.parse_args(argv)
-    return serve(args.run_dir.resolve())
+    return serve(args.run_dir.resolve() if args.run_dir else None)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ class StepSettings:
     gate: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
-    secrets: tuple[tuple[str, str], ...] = ()  # (secret name, mount path)
+    secrets: tuple[tuple[str, ...], ...] = ()  # (name, /mount/path) or (name, key, ENV_VAR)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -49,6 +49,7 @@ _SETTING_PREFIXES = (
     "annotation:",
     "label:",
     "secret:",
+    "report:",  # Kale 2.3: per-step HTML report; every cellpipe step writes one anyway
 )
 _KNOWN_PREFIXES = _STEP_PREFIXES + _PREV_PREFIXES + _SETTING_PREFIXES
 _KNOWN_WORDS = (*_ROLE_TAGS, *_METRICS_TAGS)
@@ -73,6 +74,7 @@ _FOREIGN_TAGS = frozenset(
     }
 )
 _LIMIT_KEYS = ("memory", "cpu", "ephemeral-storage")
+_GPU_LIMIT_KEYS = ("nvidia.com/gpu", "amd.com/gpu", "gpu")  # Kale: limit:nvidia.com/gpu:2
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 
 
@@ -281,8 +283,9 @@ def notebook_settings(nb: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     kale = md.get("kubeflow_notebook") or {}
     if isinstance(kale, dict):
-        if kale.get("docker_image"):
-            out["image"] = kale["docker_image"]
+        image = kale.get("base_image") or kale.get("docker_image")  # Kale 2.x / older Kale
+        if image:
+            out["image"] = image
         if kale.get("volumes"):
             out["volumes"] = kale["volumes"]
     ours = md.get("cellpipe") or {}
@@ -406,6 +409,18 @@ def _cell_id(cell: Mapping[str, Any], index: int, used: set[str]) -> str:
 
 def _check_spelling(tags: tuple[str, ...], number: int, cid: str, diags: list[Diagnostic]) -> None:
     for t in tags:
+        if t.startswith("notebook:"):
+            diags.append(
+                _warn(
+                    "unsupported-tag",
+                    f"tag `{t}`: Kale's sub-notebook steps are not supported; the cell runs "
+                    "as a normal cell of its step",
+                    number,
+                    cid,
+                    name=t,
+                )
+            )
+            continue
         if t in _FOREIGN_TAGS or t in _KNOWN_WORDS or t.startswith(_KNOWN_PREFIXES):
             continue
         if ":" in t:
@@ -435,7 +450,12 @@ def _apply_setting(
         diags.append(_err("invalid-tag", f"tag `{tag}`: {why}", number, cid, step=step, name=tag))
 
     if key == "limit":
-        what, _, amount = value.partition(":")
+        what, _, amount = value.rpartition(":")
+        if what in _GPU_LIMIT_KEYS:
+            if not amount.isdigit():
+                return bad("expects a whole number of GPUs")
+            raw["gpu"] = int(amount)
+            return None
         if what not in _LIMIT_KEYS:
             return bad(f"unknown limit `{what}`; use one of {', '.join(_LIMIT_KEYS)}")
         if not _QUANTITY.match(amount):
@@ -454,9 +474,13 @@ def _apply_setting(
             return bad("must be positive")
         raw["timeout"] = seconds
     elif key == "cache":
-        if value.lower() not in ("true", "false"):
+        flag = value.lower()
+        if flag not in ("true", "false", "enabled", "disabled"):  # Kale: enabled / disabled
             return bad("expects `cache:true` or `cache:false`")
-        raw["cache"] = value.lower() == "true"
+        raw["cache"] = flag in ("true", "enabled")
+    elif key == "report":
+        if value not in ("enabled", "disabled"):
+            return bad("expects `report:enabled` or `report:disabled`")
     elif key == "image":
         if not value:
             return bad("expects an image reference, e.g. `image:python:3.11`")
@@ -473,10 +497,13 @@ def _apply_setting(
             return bad(f"expects `{key}:KEY:VALUE`")
         raw.setdefault(key + "s", {})[k] = v
     elif key == "secret":
-        name, sep, path = value.partition(":")
-        if not sep or not name or not path.startswith("/"):
-            return bad("expects `secret:NAME:/mount/path`")
-        raw.setdefault("secrets", []).append((name, path))
+        parts = value.split(":")
+        if len(parts) == 2 and parts[0] and parts[1].startswith("/"):
+            raw.setdefault("secrets", []).append((parts[0], parts[1]))  # mounted at a path
+        elif len(parts) == 3 and all(parts) and parts[2].isidentifier():
+            raw.setdefault("secrets", []).append(tuple(parts))  # Kale 2.3: key as env var
+        else:
+            return bad("expects `secret:NAME:/mount/path` or `secret:NAME:KEY:ENV_VAR`")
     return None
 
 

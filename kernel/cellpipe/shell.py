@@ -19,11 +19,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from IPython.core.displayhook import DisplayHook
-from IPython.core.displaypub import DisplayPublisher
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets import Type
-from traitlets.config import Config
+
+def _import_ipython_without_jedi() -> None:
+    """IPython imports jedi for tab completion, which a step never does; it is a quarter of
+    IPython's import time, paid by every run. Block it during the import only, so user code
+    can still import jedi."""
+    if "jedi" in sys.modules:
+        return
+    sys.modules["jedi"] = None  # type: ignore[assignment]
+    try:
+        import IPython  # noqa: F401
+    finally:
+        del sys.modules["jedi"]
+
+
+_import_ipython_without_jedi()
+
+from IPython.core.displayhook import DisplayHook  # noqa: E402
+from IPython.core.displaypub import DisplayPublisher  # noqa: E402
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+from traitlets import Type  # noqa: E402
+from traitlets.config import Config  # noqa: E402
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -49,14 +50,28 @@ def _retry_delay(attempt: int) -> float:
 class LocalBackend:
     name = "local"
 
+    def __init__(self) -> None:
+        self._warm: subprocess.Popen[bytes] | None = None
+
     def available(self) -> tuple[bool, str]:
         return True, ""
+
+    def prepare(self) -> None:
+        """Called before compiling: start the warm process early (see prespawn_warm_process)."""
+        if self._warm is None:
+            self._warm = prespawn_warm_process()
 
     def execute(self, rd: RunDir, options: RunOptions) -> State:
         return run_sync(self.async_execute(rd, options))
 
     async def async_execute(self, rd: RunDir, options: RunOptions) -> State:
-        return await _Scheduler(rd, options).run()
+        warm, self._warm = self._warm, None
+        try:
+            return await _Scheduler(rd, options, warm).run()
+        finally:
+            if warm is not None and warm.poll() is None:
+                warm.kill()  # never used: every step was cached
+                warm.wait()
 
     def cancel(self, rd: RunDir) -> None:
         """Ask the driving process to stop; if it is gone, settle the run directory ourselves."""
@@ -107,8 +122,9 @@ def run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
 
 
 class _Scheduler:
-    def __init__(self, rd: RunDir, options: RunOptions):
+    def __init__(self, rd: RunDir, options: RunOptions, warm: subprocess.Popen[bytes] | None = None):
         self.rd, self.options = rd, options
+        self._warm = warm
         self.pipeline = rd.pipeline()
         self.steps = {s.name: s for s in self.pipeline.steps}
         self.state: dict[str, State] = {}
@@ -255,7 +271,7 @@ class _Scheduler:
         # Started on first need: a run whose steps are all cached never pays for the prelude.
         async with self._launcher_lock:
             if self.launcher is None:
-                self.launcher = await _start_launcher(self.rd, self.note)
+                self.launcher = await _start_launcher(self.rd, self.note, self._warm)
             return self.launcher
 
     async def _attempt(self, step: Step, attempt: int) -> tuple[State, str]:
@@ -404,16 +420,16 @@ class _FreshProcessLauncher(_Launcher):
 class _ForkLauncher(_Launcher):
     """Steps forked from a warm :mod:`cellpipe.forkserver` process."""
 
-    def __init__(self, proc: asyncio.subprocess.Process):
+    def __init__(self, proc: subprocess.Popen[bytes], stdout: asyncio.StreamReader):
         self.proc = proc
+        self.stdout = stdout
         self.started: asyncio.Queue[int] = asyncio.Queue()
         self.exits: dict[int, asyncio.Future[int]] = {}
         self.lock = asyncio.Lock()
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
+        while line := await self.stdout.readline():
             msg = json.loads(line)
             if "started" in msg:
                 self._exit_future(msg["pid"])
@@ -439,18 +455,18 @@ class _ForkLauncher(_Launcher):
         async with self.lock:  # the server answers commands in order
             cmd = {"run": step, "attempt": attempt, "limits": limits, "cpus": cpus}
             self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-            await self.proc.stdin.drain()
+            self.proc.stdin.flush()
             pid = await self.started.get()
         return _Proc(pid, self._exit_future(pid))
 
     async def close(self) -> None:
-        if self.proc.stdin and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except asyncio.TimeoutError:
+        # Every step it started has ended (the scheduler waited for them); its interpreter's
+        # own shutdown is of no use to anyone, so do not wait for it.
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        with contextlib.suppress(OSError):
             self.proc.kill()
-            await self.proc.wait()
+        await asyncio.get_running_loop().run_in_executor(None, self.proc.wait)
         self.reader.cancel()
 
 
@@ -465,37 +481,61 @@ async def _wait_pid(pid: int, fut: asyncio.Future[int]) -> None:
         fut.set_result(-signal.SIGKILL)
 
 
-async def _start_launcher(rd: RunDir, note: Any) -> _Launcher:
+def fork_allowed() -> tuple[bool, str]:
     if os.environ.get("CELLPIPE_FORK", "1") == "0":
-        note("fresh process per step (CELLPIPE_FORK=0)")
-        return _FreshProcessLauncher(rd)
+        return False, "CELLPIPE_FORK=0"
     if not hasattr(os, "fork") or sys.platform == "darwin":
         # macOS system libraries are not fork-safe once initialised; Windows has no fork.
-        note(f"fresh process per step: forking is not safe on {sys.platform}")
+        return False, f"forking is not safe on {sys.platform}"
+    return True, ""
+
+
+def prespawn_warm_process() -> subprocess.Popen[bytes] | None:
+    """Start the warm process now, so that its interpreter start and IPython import overlap
+    with compiling the notebook; it waits for the run directory on stdin."""
+    if not fork_allowed()[0]:
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-m", "cellpipe.forkserver"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_child_env(),
+    )
+
+
+async def _start_launcher(
+    rd: RunDir, note: Any, warm: subprocess.Popen[bytes] | None = None
+) -> _Launcher:
+    ok, why = fork_allowed()
+    if not ok:
+        note(f"fresh process per step: {why}")
         return _FreshProcessLauncher(rd)
-    with open(rd.path / "logs" / "_prelude.log", "ab") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cellpipe.forkserver",
-            "--run-dir",
-            str(rd.path),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-            cwd=rd.info().get("workdir") or None,
-            env=_child_env(),
-        )
-    assert proc.stdout is not None
-    line = await proc.stdout.readline()
+    if warm is None or warm.poll() is not None:
+        with open(rd.path / "logs" / "_prelude.log", "ab") as err:
+            warm = subprocess.Popen(
+                [sys.executable, "-m", "cellpipe.forkserver", "--run-dir", str(rd.path)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=rd.info().get("workdir") or None,
+                env=_child_env(),
+            )
+    else:
+        assert warm.stdin is not None
+        warm.stdin.write(f"{rd.path}\n".encode())
+        warm.stdin.flush()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), warm.stdout)
+    line = await reader.readline()
     hello = json.loads(line) if line else {}
     if hello.get("fork"):
         note(f"warm start: prelude ran once in {hello.get('prelude_s')} s; steps are forked from it")
-        return _ForkLauncher(proc)
+        return _ForkLauncher(warm, reader)
     reason = hello.get("reason") or "the warm process exited (see logs/_prelude.log)"
     note(f"fresh process per step: cannot fork safely: {reason}")
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
+    if warm.poll() is None:
+        warm.kill()
+    await loop.run_in_executor(None, warm.wait)
     return _FreshProcessLauncher(rd)

@@ -1,0 +1,141 @@
+"""The local backend, side by side with the ways people run notebooks today.
+
+    python benchmarks/local.py [--repeat 3] [--json]
+
+1. A 4-step diamond with light work: `cellpipe run` (cache off) vs plain `python` running
+   the concatenated code vs papermill vs nbclient, each as the command a user runs.
+2. The same re-run with nothing changed: every step cached.
+3. Two independent 2-second CPU steps on 2 cores vs one such step alone.
+4. A 400 MB numpy array passed between two steps: effective hand-off rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+from _common import cellpipe_env, emit, median, run, table, timed, write_notebook
+
+DIAMOND = [
+    (["imports"], "import numpy as np"),
+    (["parameters"], "n = 1000"),
+    (["step:load"], "data = np.arange(n, dtype=float)\nprint(data.sum())"),
+    (["step:left"], "left = np.sqrt(data)\nprint(left.mean())"),
+    (["step:right"], "right = data ** 2\nprint(right.max())"),
+    (["step:join"], "result = float(left.sum() + right.sum())\nprint(result)"),
+]
+
+BURN = "def burn(seconds):\n    t = time.perf_counter()\n    x = 0\n    while time.perf_counter() - t < seconds:\n        x += 1\n    return x"
+PARALLEL = [
+    (["imports"], "import time"),
+    (["functions"], BURN),
+    (["step:one"], "a = burn(2.0)"),
+    (["step:two"], "b = burn(2.0)"),
+]
+SINGLE = [(["imports"], "import time"), (["functions"], BURN), (["step:one"], "a = burn(2.0)")]
+
+
+def handoff(size_mb: int) -> list[tuple[list[str], str]]:
+    return [
+        (["imports"], "import numpy as np"),
+        (["step:make"], f"arr = np.ones({size_mb} * 2**20 // 8)"),
+        (["step:use"], "print(float(arr[::4096].sum()))"),
+    ]
+
+
+def cellpipe_run(nb: Path, workdir: Path, *flags: str) -> None:
+    run(
+        [sys.executable, "-m", "cellpipe", "run", str(nb), "--json", *flags],
+        env=cellpipe_env(CELLPIPE_RUNS_ROOT=str(workdir / "runs")),
+        cwd=workdir,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    r = args.repeat
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        nb = write_notebook(work / "diamond.ipynb", DIAMOND)
+        script = work / "diamond.py"
+        script.write_text("\n".join(src for _, src in DIAMOND) + "\n")
+
+        # 1. cold diamond
+        plain = timed(lambda: run([sys.executable, str(script)], cwd=work), r)
+        cp = timed(lambda: cellpipe_run(nb, work, "--no-cache"), r)
+        pm = timed(
+            lambda: run([sys.executable, "-m", "papermill", "--log-level", "ERROR", str(nb), str(work / "pm.ipynb")], cwd=work), r
+        )
+        nbc = timed(
+            lambda: run([sys.executable, "-m", "jupyter", "execute", "--output", str(work / "nbc.ipynb"), str(nb)], cwd=work), r
+        )
+        results["diamond"] = {
+            "python_s": median(plain),
+            "cellpipe_s": median(cp),
+            "papermill_s": median(pm),
+            "nbclient_s": median(nbc),
+        }
+
+        # 2. re-run with nothing changed
+        cellpipe_run(nb, work)
+        start = timed(lambda: run([sys.executable, "-c", "pass"]), r)
+        cached = timed(lambda: cellpipe_run(nb, work), r)
+        results["rerun_cached"] = {"process_start_s": median(start), "cellpipe_s": median(cached)}
+
+        # 3. two independent CPU steps on 2 cores
+        one = write_notebook(work / "one.ipynb", SINGLE)
+        two = write_notebook(work / "two.ipynb", PARALLEL)
+        t_one = timed(lambda: cellpipe_run(one, work, "--no-cache"), r)
+        t_two = timed(lambda: cellpipe_run(two, work, "--no-cache", "--jobs", "2"), r)
+        results["parallel"] = {"one_step_s": median(t_one), "two_steps_s": median(t_two)}
+
+        # 4. a 400 MB array between two steps, minus the same pipeline with a 1 MB array
+        big = write_notebook(work / "big.ipynb", handoff(400))
+        small = write_notebook(work / "small.ipynb", handoff(1))
+        t_small = timed(lambda: cellpipe_run(small, work, "--no-cache"), r)
+        t_big = timed(lambda: cellpipe_run(big, work, "--no-cache"), r)
+        make_only = textwrap.dedent(
+            """
+            import numpy as np, time
+            t = time.perf_counter(); arr = np.ones(400 * 2**20 // 8); print(time.perf_counter() - t)
+            """
+        )
+        t_alloc = float(run([sys.executable, "-c", make_only]).stdout)
+        overhead = median(t_big) - median(t_small) - t_alloc
+        results["array_400mb"] = {
+            "pipeline_small_s": median(t_small),
+            "pipeline_big_s": median(t_big),
+            "allocation_s": t_alloc,
+            "handoff_s": overhead,
+            "effective_gb_per_s": 400 * 2**20 / overhead / 1e9,
+        }
+        dd = work / "dd"
+        t_dd = timed(lambda: (dd.write_bytes(b"\0" * (400 * 2**20)), dd.unlink()), 1)
+        results["array_400mb"]["raw_write_gb_per_s"] = 400 * 2**20 / t_dd[0] / 1e9
+        shutil.rmtree(work / "runs", ignore_errors=True)
+
+    d, c, p, a = results["diamond"], results["rerun_cached"], results["parallel"], results["array_400mb"]
+    rows = [
+        {"benchmark": "4-step diamond: plain python", "seconds": f"{d['python_s']:.2f}", "ratio": "1.00x (baseline)", "target": ""},
+        {"benchmark": "4-step diamond: cellpipe", "seconds": f"{d['cellpipe_s']:.2f}", "ratio": f"{d['cellpipe_s'] / d['python_s']:.2f}x plain", "target": "<= 1.5x plain"},
+        {"benchmark": "4-step diamond: papermill", "seconds": f"{d['papermill_s']:.2f}", "ratio": f"{d['papermill_s'] / d['cellpipe_s']:.1f}x slower than cellpipe", "target": ">= 4x"},
+        {"benchmark": "4-step diamond: nbclient (jupyter execute)", "seconds": f"{d['nbclient_s']:.2f}", "ratio": f"{d['nbclient_s'] / d['cellpipe_s']:.1f}x slower than cellpipe", "target": ""},
+        {"benchmark": "re-run, nothing changed (all cached)", "seconds": f"{c['cellpipe_s']:.2f}", "ratio": f"+{c['cellpipe_s'] - c['process_start_s']:.2f} s over `python -c pass` ({c['process_start_s']:.2f} s)", "target": "<= +0.5 s"},
+        {"benchmark": "two 2-s CPU steps, 2 cores", "seconds": f"{p['two_steps_s']:.2f}", "ratio": f"{p['two_steps_s'] / p['one_step_s']:.2f}x one step ({p['one_step_s']:.2f} s)", "target": "<= 1.3x"},
+        {"benchmark": "400 MB array between two steps", "seconds": f"{a['handoff_s']:.2f}", "ratio": f"{a['effective_gb_per_s']:.2f} GB/s effective (raw write here: {a['raw_write_gb_per_s']:.2f} GB/s)", "target": ">= 1 GB/s"},
+    ]
+    emit(results, args.json, f"Local backend (median of {r} runs each):\n\n" + table(rows, list(rows[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
