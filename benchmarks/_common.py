@@ -46,12 +46,17 @@ def median(xs: list[float]) -> float:
 def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     cells = [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+
+    def line(vals):
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths, strict=False)) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(columns), sep, *(line(r) for r in cells)])
 
 
-def write_notebook(path: Path, cells: list[tuple[list[str], str]], metadata: dict | None = None) -> Path:
+def write_notebook(
+    path: Path, cells: list[tuple[list[str], str]], metadata: dict | None = None
+) -> Path:
     nb = {
         "cells": [
             {

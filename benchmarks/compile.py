@@ -12,7 +12,6 @@ to a KFP server: parse the notebook, analyse dependencies, render the KFP DSL sc
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -45,8 +44,11 @@ def generate(path: Path, cells: int = 200, steps: int = 40) -> Path:
     out: list[tuple[list[str], str]] = [
         (["imports"], "import math\nimport json\nimport statistics"),
         (["pipeline-parameters"], "alpha = 0.5\nrounds = 3\nlabel = 'bench'"),
-        (["functions"], "def scale(values, k):\n    return [v * k for v in values]\n\n"
-                        "def summarize(values):\n    return {'n': len(values), 'mean': statistics.mean(values)}"),
+        (
+            ["functions"],
+            "def scale(values, k):\n    return [v * k for v in values]\n\n"
+            "def summarize(values):\n    return {'n': len(values), 'mean': statistics.mean(values)}",
+        ),
     ]
     per_step = (cells - len(out) - 1) // steps
     for s in range(steps):
@@ -62,7 +64,9 @@ def generate(path: Path, cells: int = 200, steps: int = 40) -> Path:
                     f"weights_{s} = scale(data_{s}, alpha)"
                 )
             elif j == 1:
-                src = f"data_{s}.append(rounds)\nstats_{s} = summarize(weights_{s})\nprint(stats_{s})"
+                src = (
+                    f"data_{s}.append(rounds)\nstats_{s} = summarize(weights_{s})\nprint(stats_{s})"
+                )
             elif j == 2:
                 src = f"total_{s} = sum(data_{s}) + math.floor(alpha * {s})\nresult_{s} = json.dumps({{'t': total_{s}}})"
             else:
@@ -83,7 +87,9 @@ def generate(path: Path, cells: int = 200, steps: int = 40) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--setup", action="store_true", help="create the Kale venv and exit")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one repetition")
@@ -92,7 +98,10 @@ def main() -> int:
     kale_python = KALE_VENV / "bin" / "python"
     if args.setup or not kale_python.exists():
         if not args.setup:
-            print(f"Kale's venv is missing; creating {KALE_VENV} (kubeflow-kale==2.3.0) ...", file=sys.stderr)
+            print(
+                f"Kale's venv is missing; creating {KALE_VENV} (kubeflow-kale==2.3.0) ...",
+                file=sys.stderr,
+            )
         run([sys.executable, "-m", "venv", str(KALE_VENV)])
         run([str(kale_python), "-m", "pip", "install", "-q", "kubeflow-kale==2.3.0"])
         if args.setup:
@@ -114,8 +123,19 @@ def main() -> int:
         cellpipe_compile()  # import warm-up, as Kale's timer excludes imports too
         cp_in = timed(cellpipe_compile, repeat)
         cp_e2e = timed(
-            lambda: run([sys.executable, "-m", "cellpipe", "compile", str(nb), "-o", str(Path(tmp) / "out")],
-                        env=cellpipe_env(), cwd=tmp),
+            lambda: run(
+                [
+                    sys.executable,
+                    "-m",
+                    "cellpipe",
+                    "compile",
+                    str(nb),
+                    "-o",
+                    str(Path(tmp) / "out"),
+                ],
+                env=cellpipe_env(),
+                cwd=tmp,
+            ),
             repeat,
         )
         import json
@@ -128,13 +148,20 @@ def main() -> int:
         steps = len(compile_notebook(nb).steps)
 
     rows = [
-        {"tool": "cellpipe", "in process (ms)": f"{median(cp_in) * 1e3:.1f}",
-         "end to end (ms)": f"{median(cp_e2e) * 1e3:.0f}", "vs cellpipe (in process)": "1.0x",
-         "vs cellpipe (end to end)": "1.0x"},
-        {"tool": "kale 2.3", "in process (ms)": f"{median(kale_in) * 1e3:.1f}",
-         "end to end (ms)": f"{median(kale_e2e) * 1e3:.0f}",
-         "vs cellpipe (in process)": f"{median(kale_in) / median(cp_in):.1f}x slower",
-         "vs cellpipe (end to end)": f"{median(kale_e2e) / median(cp_e2e):.1f}x slower"},
+        {
+            "tool": "cellpipe",
+            "in process (ms)": f"{median(cp_in) * 1e3:.1f}",
+            "end to end (ms)": f"{median(cp_e2e) * 1e3:.0f}",
+            "vs cellpipe (in process)": "1.0x",
+            "vs cellpipe (end to end)": "1.0x",
+        },
+        {
+            "tool": "kale 2.3",
+            "in process (ms)": f"{median(kale_in) * 1e3:.1f}",
+            "end to end (ms)": f"{median(kale_e2e) * 1e3:.0f}",
+            "vs cellpipe (in process)": f"{median(kale_in) / median(cp_in):.1f}x slower",
+            "vs cellpipe (end to end)": f"{median(kale_e2e) / median(cp_e2e):.1f}x slower",
+        },
     ]
     results = {
         "notebook": {"cells": 200, "steps": steps},
@@ -144,9 +171,8 @@ def main() -> int:
         "ratio_in_process": median(kale_in) / median(cp_in),
         "ratio_end_to_end": median(kale_e2e) / median(cp_e2e),
     }
-    text = (
-        f"Compile a 200-cell, {steps}-step notebook (median of {repeat}):\n\n"
-        + table(rows, list(rows[0]))
+    text = f"Compile a 200-cell, {steps}-step notebook (median of {repeat}):\n\n" + table(
+        rows, list(rows[0])
     )
     emit(results, args.json, text)
     return 0

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -57,7 +56,9 @@ def cellpipe_run(nb: Path, workdir: Path, *flags: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -73,10 +74,34 @@ def main() -> int:
         plain = timed(lambda: run([sys.executable, str(script)], cwd=work), r)
         cp = timed(lambda: cellpipe_run(nb, work, "--no-cache"), r)
         pm = timed(
-            lambda: run([sys.executable, "-m", "papermill", "--log-level", "ERROR", str(nb), str(work / "pm.ipynb")], cwd=work), r
+            lambda: run(
+                [
+                    sys.executable,
+                    "-m",
+                    "papermill",
+                    "--log-level",
+                    "ERROR",
+                    str(nb),
+                    str(work / "pm.ipynb"),
+                ],
+                cwd=work,
+            ),
+            r,
         )
         nbc = timed(
-            lambda: run([sys.executable, "-m", "jupyter", "execute", "--output", str(work / "nbc.ipynb"), str(nb)], cwd=work), r
+            lambda: run(
+                [
+                    sys.executable,
+                    "-m",
+                    "jupyter",
+                    "execute",
+                    "--output",
+                    str(work / "nbc.ipynb"),
+                    str(nb),
+                ],
+                cwd=work,
+            ),
+            r,
         )
         results["diamond"] = {
             "python_s": median(plain),
@@ -123,17 +148,61 @@ def main() -> int:
         results["array_400mb"]["raw_write_gb_per_s"] = 400 * 2**20 / t_dd[0] / 1e9
         shutil.rmtree(work / "runs", ignore_errors=True)
 
-    d, c, p, a = results["diamond"], results["rerun_cached"], results["parallel"], results["array_400mb"]
+    d, c, p, a = (
+        results["diamond"],
+        results["rerun_cached"],
+        results["parallel"],
+        results["array_400mb"],
+    )
     rows = [
-        {"benchmark": "4-step diamond: plain python", "seconds": f"{d['python_s']:.2f}", "ratio": "1.00x (baseline)", "target": ""},
-        {"benchmark": "4-step diamond: cellpipe", "seconds": f"{d['cellpipe_s']:.2f}", "ratio": f"{d['cellpipe_s'] / d['python_s']:.2f}x plain", "target": "<= 1.5x plain"},
-        {"benchmark": "4-step diamond: papermill", "seconds": f"{d['papermill_s']:.2f}", "ratio": f"{d['papermill_s'] / d['cellpipe_s']:.1f}x slower than cellpipe", "target": ">= 4x"},
-        {"benchmark": "4-step diamond: nbclient (jupyter execute)", "seconds": f"{d['nbclient_s']:.2f}", "ratio": f"{d['nbclient_s'] / d['cellpipe_s']:.1f}x slower than cellpipe", "target": ""},
-        {"benchmark": "re-run, nothing changed (all cached)", "seconds": f"{c['cellpipe_s']:.2f}", "ratio": f"+{c['cellpipe_s'] - c['process_start_s']:.2f} s over `python -c pass` ({c['process_start_s']:.2f} s)", "target": "<= +0.5 s"},
-        {"benchmark": "two 2-s CPU steps, 2 cores", "seconds": f"{p['two_steps_s']:.2f}", "ratio": f"{p['two_steps_s'] / p['one_step_s']:.2f}x one step ({p['one_step_s']:.2f} s)", "target": "<= 1.3x"},
-        {"benchmark": "400 MB array between two steps", "seconds": f"{a['handoff_s']:.2f}", "ratio": f"{a['effective_gb_per_s']:.2f} GB/s effective (raw write here: {a['raw_write_gb_per_s']:.2f} GB/s)", "target": ">= 1 GB/s"},
+        {
+            "benchmark": "4-step diamond: plain python",
+            "seconds": f"{d['python_s']:.2f}",
+            "ratio": "1.00x (baseline)",
+            "target": "",
+        },
+        {
+            "benchmark": "4-step diamond: cellpipe",
+            "seconds": f"{d['cellpipe_s']:.2f}",
+            "ratio": f"{d['cellpipe_s'] / d['python_s']:.2f}x plain",
+            "target": "<= 1.5x plain",
+        },
+        {
+            "benchmark": "4-step diamond: papermill",
+            "seconds": f"{d['papermill_s']:.2f}",
+            "ratio": f"{d['papermill_s'] / d['cellpipe_s']:.1f}x slower than cellpipe",
+            "target": ">= 4x",
+        },
+        {
+            "benchmark": "4-step diamond: nbclient (jupyter execute)",
+            "seconds": f"{d['nbclient_s']:.2f}",
+            "ratio": f"{d['nbclient_s'] / d['cellpipe_s']:.1f}x slower than cellpipe",
+            "target": "",
+        },
+        {
+            "benchmark": "re-run, nothing changed (all cached)",
+            "seconds": f"{c['cellpipe_s']:.2f}",
+            "ratio": f"+{c['cellpipe_s'] - c['process_start_s']:.2f} s over `python -c pass` ({c['process_start_s']:.2f} s)",
+            "target": "<= +0.5 s",
+        },
+        {
+            "benchmark": "two 2-s CPU steps, 2 cores",
+            "seconds": f"{p['two_steps_s']:.2f}",
+            "ratio": f"{p['two_steps_s'] / p['one_step_s']:.2f}x one step ({p['one_step_s']:.2f} s)",
+            "target": "<= 1.3x",
+        },
+        {
+            "benchmark": "400 MB array between two steps",
+            "seconds": f"{a['handoff_s']:.2f}",
+            "ratio": f"{a['effective_gb_per_s']:.2f} GB/s effective (raw write here: {a['raw_write_gb_per_s']:.2f} GB/s)",
+            "target": ">= 1 GB/s",
+        },
     ]
-    emit(results, args.json, f"Local backend (median of {r} runs each):\n\n" + table(rows, list(rows[0])))
+    emit(
+        results,
+        args.json,
+        f"Local backend (median of {r} runs each):\n\n" + table(rows, list(rows[0])),
+    )
     return 0
 
 

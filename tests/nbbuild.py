@@ -16,8 +16,14 @@ def notebook(*cells: tuple[str, str] | str, metadata: dict[str, Any] | None = No
     for i, c in enumerate(cells):
         tags, source = ("", c) if isinstance(c, str) else c
         if source.startswith("# md:"):
-            out.append({"cell_type": "markdown", "id": f"c{i + 1}", "metadata": {},
-                        "source": source[5:].strip()})
+            out.append(
+                {
+                    "cell_type": "markdown",
+                    "id": f"c{i + 1}",
+                    "metadata": {},
+                    "source": source[5:].strip(),
+                }
+            )
             continue
         out.append(
             {

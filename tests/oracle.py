@@ -19,7 +19,9 @@ _TIMING = re.compile(r"^(CPU times|Wall time):.*$\n?", re.M)
 _CELL_FILE = re.compile(r"<ipython-input-\d+-[0-9a-f]+>|/tmp/ipykernel_\d+/\d+\.py")
 
 
-def run_top_to_bottom(path: Path, parameters: dict[str, Any] | None = None) -> nbformat.NotebookNode:
+def run_top_to_bottom(
+    path: Path, parameters: dict[str, Any] | None = None
+) -> nbformat.NotebookNode:
     """Restart and Run All with nbclient and a real ipykernel; `skip` cells are not run and
     parameters are injected after the parameters cell, as papermill does."""
     from nbclient import NotebookClient
@@ -27,7 +29,8 @@ def run_top_to_bottom(path: Path, parameters: dict[str, Any] | None = None) -> n
     nb = nbformat.read(path, as_version=4)
     if parameters:
         index = max(
-            i for i, c in enumerate(nb.cells)
+            i
+            for i, c in enumerate(nb.cells)
             if {"parameters", "pipeline-parameters"} & set(c.metadata.get("tags", []))
         )
         src = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in parameters.items())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from cellpipe.analysis import CellSyntaxError, analyse_cell
 
 
@@ -206,7 +205,10 @@ def test_a_syntax_error_names_the_line():
 
 
 def test_analysing_200_cells_is_fast():
-    cells = [f"v{i} = v{i - 1} + {i}\nd{i} = dict(a=v{i})\nd{i}['b'] = [x for x in range(3)]" for i in range(200)]
+    cells = [
+        f"v{i} = v{i - 1} + {i}\nd{i} = dict(a=v{i})\nd{i}['b'] = [x for x in range(3)]"
+        for i in range(200)
+    ]
     t0 = time.perf_counter()
     for i, src in enumerate(cells):
         analyse_cell(src + f"\n# {i} {t0}")  # defeat the cache

@@ -80,7 +80,10 @@ def test_compile_errors_as_json_list_every_problem(cli, tmp_path: Path) -> None:
 
 
 def test_an_unknown_parameter_exits_2_listing_the_known_ones(cli, tmp_path: Path) -> None:
-    write(tmp_path / "p.ipynb", notebook(("parameters", "alpha = 1\nbeta = 2"), ("step:a", "print(alpha)")))
+    write(
+        tmp_path / "p.ipynb",
+        notebook(("parameters", "alpha = 1\nbeta = 2"), ("step:a", "print(alpha)")),
+    )
     proc = cli("run", "p.ipynb", "-p", "gamma=3")
     assert proc.returncode == 2
     assert "unknown parameter 'gamma'; the parameters cell declares: alpha, beta" in proc.stderr
@@ -113,7 +116,10 @@ def test_an_unpicklable_value_fails_the_producing_step_naming_it(cli, tmp_path: 
 
 
 def test_a_step_error_names_the_cell_and_exits_1(cli, tmp_path: Path) -> None:
-    write(tmp_path / "e.ipynb", notebook(("step:a", "x = 1"), ("step:b", "y = 1\nraise ValueError('bad value')")))
+    write(
+        tmp_path / "e.ipynb",
+        notebook(("step:a", "x = 1"), ("step:b", "y = 1\nraise ValueError('bad value')")),
+    )
     proc = cli("run", "e.ipynb")
     assert proc.returncode == 1
     assert "step b failed: cell 2: ValueError: bad value" in proc.stdout

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from nbbuild import notebook
-
 from cellpipe.compiler import compile_notebook
 from cellpipe.errors import CompileError
+from nbbuild import notebook
 
 
 def compiled(*cells, **kw):
@@ -189,5 +188,7 @@ def test_a_bad_setting_value_is_rejected_with_the_tag():
 def test_pipeline_json_round_trips():
     from cellpipe.model import Pipeline
 
-    p = compiled(("parameters", "n = 1"), ("step:a retry:2 timeout:5", "x = n"), ("step:b", "y = x"))
+    p = compiled(
+        ("parameters", "n = 1"), ("step:a retry:2 timeout:5", "x = n"), ("step:b", "y = x")
+    )
     assert Pipeline.from_json(p.to_json()) == p

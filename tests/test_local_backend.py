@@ -10,9 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from nbbuild import notebook, write
-
 from cellpipe.runs import RunDir, list_runs
+from nbbuild import notebook, write
 
 
 def run_json(cli, *args: str) -> dict:
@@ -128,7 +127,9 @@ def test_cached_steps_keep_their_outputs_in_the_executed_notebook(cli, tmp_path:
     run_json(cli, "c.ipynb")
     cli("run", "c.ipynb", "--output", "out.ipynb", check=True)
     nb = json.loads((tmp_path / "out.ipynb").read_text())
-    assert nb["cells"][3]["outputs"] == [{"output_type": "stream", "name": "stdout", "text": "11\n"}]
+    assert nb["cells"][3]["outputs"] == [
+        {"output_type": "stream", "name": "stdout", "text": "11\n"}
+    ]
 
 
 # -- retries, timeouts, kills ----------------------------------------------------------------
@@ -156,7 +157,9 @@ def test_retries_give_up_after_the_limit(cli, tmp_path: Path, runs_root: Path) -
     status = run_json(cli, "r.ipynb")
     assert status["steps"]["bad"]["state"] == "failed"
     assert status["steps"]["bad"]["attempts"] == 2
-    pending = [e for e in events(runs_root, status["run_id"]) if e["state"] == "pending" and e["attempt"]]
+    pending = [
+        e for e in events(runs_root, status["run_id"]) if e["state"] == "pending" and e["attempt"]
+    ]
     assert "retry 2 of 2 in" in pending[0]["message"]
 
 
@@ -169,7 +172,9 @@ def test_a_step_over_its_timeout_fails_saying_so(cli, tmp_path: Path) -> None:
     assert status["steps"]["slow"]["message"] == "timed out after 1 s (timeout:1)"
 
 
-def test_a_step_killed_with_sigkill_fails_clearly_and_other_branches_finish(cli, tmp_path: Path) -> None:
+def test_a_step_killed_with_sigkill_fails_clearly_and_other_branches_finish(
+    cli, tmp_path: Path
+) -> None:
     write(
         tmp_path / "k.ipynb",
         notebook(
@@ -232,12 +237,16 @@ def _slow(tmp_path: Path) -> None:
     )
 
 
-def test_cancel_stops_the_running_step_and_its_children(cli, tmp_path: Path, runs_root: Path) -> None:
+def test_cancel_stops_the_running_step_and_its_children(
+    cli, tmp_path: Path, runs_root: Path
+) -> None:
     _slow(tmp_path)
     proc = _start(tmp_path, runs_root, "s.ipynb")
     rd = _wait_for_step(runs_root, "sleepy")
     time.sleep(0.3)  # let the step start its child process
-    pid = next(e.extra["pid"] for e in rd.events() if e.step == "sleepy" and e.state.value == "running")
+    pid = next(
+        e.extra["pid"] for e in rd.events() if e.step == "sleepy" and e.state.value == "running"
+    )
     out = cli("cancel", rd.run_id)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"run {rd.run_id} cancelled"
@@ -319,7 +328,9 @@ def test_a_killed_cellpipe_run_shows_as_failed_and_resume_completes_it(
 # -- outputs, logs, limits ------------------------------------------------------------------------
 
 
-def test_rich_outputs_are_captured_against_the_right_cell_ids(cli, tmp_path: Path, runs_root: Path) -> None:
+def test_rich_outputs_are_captured_against_the_right_cell_ids(
+    cli, tmp_path: Path, runs_root: Path
+) -> None:
     write(
         tmp_path / "o.ipynb",
         notebook(
@@ -350,7 +361,9 @@ def test_logs_show_a_steps_output(cli, tmp_path: Path) -> None:
     assert proc.returncode == 0 and "hello from talk" in proc.stdout
 
 
-def test_a_memory_limit_stops_a_step_that_allocates_past_it(cli, tmp_path: Path, runs_root: Path) -> None:
+def test_a_memory_limit_stops_a_step_that_allocates_past_it(
+    cli, tmp_path: Path, runs_root: Path
+) -> None:
     write(
         tmp_path / "m.ipynb",
         notebook(("step:greedy limit:memory:64Mi", "block = bytearray(512 * 2**20)")),
@@ -363,7 +376,10 @@ def test_a_memory_limit_stops_a_step_that_allocates_past_it(cli, tmp_path: Path,
 
 
 def test_a_cpu_limit_pins_the_step_to_that_many_cores(cli, tmp_path: Path) -> None:
-    write(tmp_path / "cpu.ipynb", notebook(("step:pinned limit:cpu:1", "import os\nprint(len(os.sched_getaffinity(0)))")))
+    write(
+        tmp_path / "cpu.ipynb",
+        notebook(("step:pinned limit:cpu:1", "import os\nprint(len(os.sched_getaffinity(0)))")),
+    )
     cli("run", "cpu.ipynb", "--output", "out.ipynb", check=True)
     nb = json.loads((tmp_path / "out.ipynb").read_text())
     assert nb["cells"][0]["outputs"][0]["text"] == "1\n"
@@ -375,7 +391,10 @@ def test_steps_fall_back_to_fresh_processes_when_the_prelude_starts_threads(
     write(
         tmp_path / "th.ipynb",
         notebook(
-            ("imports", "import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()"),
+            (
+                "imports",
+                "import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()",
+            ),
             ("step:a", "a = 1"),
         ),
     )

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from cellpipe import hidden_state
 from cellpipe.errors import UnpicklableValue
 from cellpipe.marshal import load_value, read_manifest, save_value, write_manifest
@@ -64,7 +63,7 @@ def test_dataframes_parquet_cannot_hold_exactly_are_pickled(tmp_path: Path) -> N
 
 def test_a_series_keeps_its_name(tmp_path: Path) -> None:
     for name in ("price", None):
-        rec, back = roundtrip(pd.Series([1.5, 2.5], name=name), tmp_path)
+        _rec, back = roundtrip(pd.Series([1.5, 2.5], name=name), tmp_path)
         assert back.name == name and list(back) == [1.5, 2.5]
 
 
@@ -78,7 +77,7 @@ def test_modules_are_re_imported_never_pickled(tmp_path: Path) -> None:
 def test_functions_and_classes_from_the_notebook_are_saved_by_value(tmp_path: Path) -> None:
     ns: dict = {"__name__": "__main__"}
     exec("factor = 3\ndef triple(v):\n    return v * factor\nclass Box:\n    pass", ns)
-    rec, back = roundtrip([ns["triple"], ns["Box"]()], tmp_path)
+    _rec, back = roundtrip([ns["triple"], ns["Box"]()], tmp_path)
     fn, box = back
     assert fn(2) == 6 and type(box).__name__ == "Box"
 
@@ -97,7 +96,9 @@ def test_references_keep_instances_of_the_consumers_own_class(tmp_path: Path) ->
     source = "class Foo:\n    def __init__(self, v):\n        self.v = v"
     first: dict = {"__name__": "__main__"}
     exec(source, first)
-    rec = save_value("obj", first["Foo"](7), tmp_path, producer="a", references={id(first["Foo"]): "Foo"})
+    rec = save_value(
+        "obj", first["Foo"](7), tmp_path, producer="a", references={id(first["Foo"]): "Foo"}
+    )
     second: dict = {"__name__": "__main__"}
     exec(source, second)  # every step runs the functions cells again
     obj = load_value(rec, tmp_path, namespace=second)
@@ -122,7 +123,9 @@ def test_unpicklable_values_fail_naming_variable_type_and_steps(tmp_path, make, 
         if hasattr(value, "close"):
             value.close()
     msg = str(err.value)
-    assert msg.startswith(f"step load: variable `conn` ({type_name}) cannot be passed to step train, report: ")
+    assert msg.startswith(
+        f"step load: variable `conn` ({type_name}) cannot be passed to step train, report: "
+    )
     assert reason.lower() in msg.lower() and "Create it in the step that uses it" in msg
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".conn")] == []
 

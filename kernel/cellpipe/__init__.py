@@ -15,8 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .errors import CellpipeError, CompileError, StepFailed  # noqa: E402
-from .model import State  # noqa: E402
+# The submodule `cellpipe.runs` (the run directory) shares its name with the API function
+# `cellpipe.runs()`. Importing it here first means the function defined below is what the
+# attribute holds for good; engine code imports the module with `from .runs import ...`.
+from . import runs as _runs_module  # noqa: F401
+from .errors import CellpipeError, CompileError, StepFailed
+from .model import State
 
 if TYPE_CHECKING:
     from .model import Pipeline
@@ -35,7 +39,7 @@ __all__ = [
 ]
 
 
-def compile(path: str | Path) -> Pipeline:  # noqa: A001 - the verb users expect
+def compile(path: str | Path) -> Pipeline:
     """Compile the notebook at ``path``; raises CompileError listing every problem."""
     from .compiler import compile_notebook
 

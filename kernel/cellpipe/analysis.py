@@ -50,24 +50,194 @@ BUILTINS: frozenset[str] = frozenset(dir(builtins)) | frozenset(
 
 #: Methods that do not change the object they are called on (others are assumed to).
 NON_MUTATING = frozenset(
-    """
-    head tail copy describe info mean median mode sum prod min max std var count index get keys
-    values items predict predict_proba predict_log_proba decision_function score transform
-    inverse_transform format join split rsplit splitlines startswith endswith strip lstrip
-    rstrip lower upper title replace find rfind encode decode to_numpy to_list tolist to_dict
-    to_csv to_json to_parquet to_pickle to_excel to_html to_string to_markdown to_frame
-    to_records to_sql astype groupby agg aggregate apply applymap map pipe filter query where
-    mask drop drop_duplicates dropna fillna rename reset_index set_index sort_values sort_index
-    merge join concat pivot pivot_table melt stack unstack explode assign loc iloc at iat
-    isna isnull notna notnull any all nunique unique value_counts corr cov cumsum cumprod
-    round abs clip diff shift rolling expanding resample sample select_dtypes memory_usage
-    equals isin between nlargest nsmallest idxmax idxmin argmax argmin argsort reshape
-    ravel flatten transpose dot matmul view squeeze swapaxes take nonzero searchsorted
-    get_params get_feature_names_out read readline readlines exists is_file is_dir glob
-    rglob iterdir open stat resolve relative_to with_suffix with_name joinpath as_posix
-    hexdigest digest total_seconds isoformat strftime timestamp date time plot hist bar
-    scatter boxplot imshow show savefig legend grid subplots figure axis set_title
-    set_xlabel set_ylabel set_xlim set_ylim""".split()
+    [
+        "head",
+        "tail",
+        "copy",
+        "describe",
+        "info",
+        "mean",
+        "median",
+        "mode",
+        "sum",
+        "prod",
+        "min",
+        "max",
+        "std",
+        "var",
+        "count",
+        "index",
+        "get",
+        "keys",
+        "values",
+        "items",
+        "predict",
+        "predict_proba",
+        "predict_log_proba",
+        "decision_function",
+        "score",
+        "transform",
+        "inverse_transform",
+        "format",
+        "join",
+        "split",
+        "rsplit",
+        "splitlines",
+        "startswith",
+        "endswith",
+        "strip",
+        "lstrip",
+        "rstrip",
+        "lower",
+        "upper",
+        "title",
+        "replace",
+        "find",
+        "rfind",
+        "encode",
+        "decode",
+        "to_numpy",
+        "to_list",
+        "tolist",
+        "to_dict",
+        "to_csv",
+        "to_json",
+        "to_parquet",
+        "to_pickle",
+        "to_excel",
+        "to_html",
+        "to_string",
+        "to_markdown",
+        "to_frame",
+        "to_records",
+        "to_sql",
+        "astype",
+        "groupby",
+        "agg",
+        "aggregate",
+        "apply",
+        "applymap",
+        "map",
+        "pipe",
+        "filter",
+        "query",
+        "where",
+        "mask",
+        "drop",
+        "drop_duplicates",
+        "dropna",
+        "fillna",
+        "rename",
+        "reset_index",
+        "set_index",
+        "sort_values",
+        "sort_index",
+        "merge",
+        "join",
+        "concat",
+        "pivot",
+        "pivot_table",
+        "melt",
+        "stack",
+        "unstack",
+        "explode",
+        "assign",
+        "loc",
+        "iloc",
+        "at",
+        "iat",
+        "isna",
+        "isnull",
+        "notna",
+        "notnull",
+        "any",
+        "all",
+        "nunique",
+        "unique",
+        "value_counts",
+        "corr",
+        "cov",
+        "cumsum",
+        "cumprod",
+        "round",
+        "abs",
+        "clip",
+        "diff",
+        "shift",
+        "rolling",
+        "expanding",
+        "resample",
+        "sample",
+        "select_dtypes",
+        "memory_usage",
+        "equals",
+        "isin",
+        "between",
+        "nlargest",
+        "nsmallest",
+        "idxmax",
+        "idxmin",
+        "argmax",
+        "argmin",
+        "argsort",
+        "reshape",
+        "ravel",
+        "flatten",
+        "transpose",
+        "dot",
+        "matmul",
+        "view",
+        "squeeze",
+        "swapaxes",
+        "take",
+        "nonzero",
+        "searchsorted",
+        "get_params",
+        "get_feature_names_out",
+        "read",
+        "readline",
+        "readlines",
+        "exists",
+        "is_file",
+        "is_dir",
+        "glob",
+        "rglob",
+        "iterdir",
+        "open",
+        "stat",
+        "resolve",
+        "relative_to",
+        "with_suffix",
+        "with_name",
+        "joinpath",
+        "as_posix",
+        "hexdigest",
+        "digest",
+        "total_seconds",
+        "isoformat",
+        "strftime",
+        "timestamp",
+        "date",
+        "time",
+        "plot",
+        "hist",
+        "bar",
+        "scatter",
+        "boxplot",
+        "imshow",
+        "show",
+        "savefig",
+        "legend",
+        "grid",
+        "subplots",
+        "figure",
+        "axis",
+        "set_title",
+        "set_xlabel",
+        "set_ylabel",
+        "set_xlim",
+        "set_ylim",
+    ]
 )
 
 #: Functions that change their first argument in place.
@@ -352,7 +522,7 @@ class _CellVisitor:
             if conditional:
                 self.cond -= 1
 
-    def statement(self, node: ast.stmt) -> None:  # noqa: C901 - one branch per statement kind
+    def statement(self, node: ast.stmt) -> None:
         self.line = getattr(node, "lineno", self.line)
         if isinstance(node, ast.Assign):
             self.expr(node.value)
@@ -385,11 +555,7 @@ class _CellVisitor:
             self.cond -= 1
             self.statements(node.body, True)
             self.statements(node.orelse, True)
-        elif isinstance(node, ast.While):
-            self.expr(node.test)
-            self.statements(node.body, True)
-            self.statements(node.orelse, True)
-        elif isinstance(node, ast.If):
+        elif isinstance(node, (ast.While, ast.If)):
             self.expr(node.test)
             self.statements(node.body, True)
             self.statements(node.orelse, True)
@@ -567,9 +733,8 @@ class _CellVisitor:
                 self.hidden("@environ", False)
             elif path == "sys.path":
                 self.hidden("@sys.path", False)
-        if t is ast.Call:
-            if self.call(node, local):  # type: ignore[arg-type]
-                return
+        if t is ast.Call and self.call(node, local):  # type: ignore[arg-type]
+            return
         for child in ast.iter_child_nodes(node):
             self.expr(child, local)
 
@@ -718,7 +883,9 @@ class _CellVisitor:
 
     # -- deferred code: functions and classes --------------------------------------------------
 
-    def function_info(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> FunctionInfo:
+    def function_info(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+    ) -> FunctionInfo:
         params = _arg_names(node.args)
         positional = tuple(a.arg for a in [*node.args.posonlyargs, *node.args.args])
         body = node.body if isinstance(node.body, list) else [ast.Expr(node.body)]
@@ -813,16 +980,14 @@ class _FunctionScan:
                     name = a.asname or a.name.split(".")[0]
                     self.bound.add(name)
                     if isinstance(node, ast.Import):
-                        self.modules[name] = a.asname and a.name or name
+                        self.modules[name] = (a.asname and a.name) or name
                     elif node.module:
                         self.modules[name] = f"{node.module}.{a.name}"
             elif isinstance(node, ast.ExceptHandler) and node.name:
                 self.bound.add(node.name)
             elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
                 targets = (
-                    node.targets
-                    if isinstance(node, (ast.Assign, ast.Delete))
-                    else [node.target]
+                    node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
                 )
                 for t in targets:
                     if isinstance(t, (ast.Attribute, ast.Subscript)):
@@ -869,15 +1034,19 @@ class _FunctionScan:
                 k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value
                 for k in node.keywords
             )
-            if root and root not in self.modules and (inplace or node.func.attr not in NON_MUTATING):
+            if (
+                root
+                and root not in self.modules
+                and (inplace or node.func.attr not in NON_MUTATING)
+            ):
                 self.mutation_roots.add(root)
 
     def info(self, positional: tuple[str, ...]) -> FunctionInfo:
         local = (self.bound | self.stores) - self.globals
         reads = [n for n in self.loads if n not in local or n in self.globals]
-        mutates = {
-            r for r in self.mutation_roots if (r not in local or r in self.globals)
-        } - set(self.modules)
+        mutates = {r for r in self.mutation_roots if (r not in local or r in self.globals)} - set(
+            self.modules
+        )
         mutated_params = tuple(p for p in positional if p in self.mutation_roots)
         all_params = tuple(p for p in self.params if p in self.mutation_roots)
         return FunctionInfo(

@@ -133,7 +133,9 @@ def compile(obj: _Context, notebook: str, out_dir: str | None, target: str, as_j
         return
     _print_pipeline(pipeline)
     if out_dir:
-        click.echo(f"\nWrote {Path(out_dir) / 'pipeline.json'} and {len(pipeline.steps)} step scripts in {Path(out_dir) / 'steps'}/")
+        click.echo(
+            f"\nWrote {Path(out_dir) / 'pipeline.json'} and {len(pipeline.steps)} step scripts in {Path(out_dir) / 'steps'}/"
+        )
 
 
 def _print_pipeline(pipeline: Any) -> None:
@@ -302,7 +304,9 @@ def _run(
             nb = json.loads((rd.path / "notebook.ipynb").read_text())
         pipeline = compile_notebook(nb, path=source or info.get("notebook"))
         if overrides:
-            raise ParameterError("--resume keeps the run's parameters; start a new run to change them")
+            raise ParameterError(
+                "--resume keeps the run's parameters; start a new run to change them"
+            )
         resolve_parameters(list(pipeline.parameters), info.get("parameters") or {})
         rd.replace_pipeline(pipeline, nb)
     else:
@@ -322,7 +326,9 @@ def _run(
     for d in pipeline.diagnostics:
         click.echo(f"cellpipe: warning: {d}", err=True)
     if not as_json:
-        click.echo(f"cellpipe: run {rd.run_id} ({len(pipeline.steps)} steps, {backend_name})", err=True)
+        click.echo(
+            f"cellpipe: run {rd.run_id} ({len(pipeline.steps)} steps, {backend_name})", err=True
+        )
 
     options = RunOptions(jobs=jobs, use_cache=not no_cache, resume=bool(resume))
     progress = _Progress(rd) if not as_json and sys.stderr.isatty() else None
@@ -422,7 +428,9 @@ def _print_status(status: Any, rd: Any) -> None:
     console = Console()
     console.print(_status_table(status))
     dur = f" in {status.duration_s:.2f} s" if status.duration_s is not None else ""
-    console.print(f"run [bold]{status.run_id}[/] {status.state.value}{dur} · {rd.path}", highlight=False)
+    console.print(
+        f"run [bold]{status.run_id}[/] {status.state.value}{dur} · {rd.path}", highlight=False
+    )
     for name, st in status.steps.items():
         if st.state.value == "failed":
             console.print(
@@ -440,7 +448,9 @@ def _print_status(status: Any, rd: Any) -> None:
 @runs_root_option
 @json_option
 @click.pass_obj
-def runs(obj: _Context, notebook: str | None, limit: int, runs_root: str | None, as_json: bool) -> None:
+def runs(
+    obj: _Context, notebook: str | None, limit: int, runs_root: str | None, as_json: bool
+) -> None:
     """List runs, newest first (of NOTEBOOK only, when given)."""
     from .runs import list_runs
 
@@ -468,7 +478,9 @@ def runs(obj: _Context, notebook: str | None, limit: int, runs_root: str | None,
             s.run_id,
             Path(s.notebook).name if s.notebook else "-",
             f"[{_STATE_STYLE.get(s.state.value, '')}]{s.state.value}[/]",
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started_at)) if s.started_at else "",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started_at))
+            if s.started_at
+            else "",
             f"{s.duration_s:.1f} s" if s.duration_s is not None else "",
             " ".join(f"{n} {k}" for k, n in counts.items()),
         )

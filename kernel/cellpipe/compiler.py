@@ -32,7 +32,7 @@ def compile_notebook(
         With every problem found (cell number, step, tag or variable), when the notebook
         cannot run as a pipeline that computes what a top-to-bottom run computes.
     """
-    nb, label = read_notebook(source)
+    nb, _label = read_notebook(source)
     if path is None and not isinstance(source, Mapping):
         path = str(source)
     tagged = parse_cells(nb)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import heapq
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -39,7 +40,9 @@ class FlowResult:
 
 @dataclass
 class _StepFlow:
-    inputs: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # name -> producer, writer idx, reader no.
+    inputs: dict[str, tuple[str, int, int]] = field(
+        default_factory=dict
+    )  # name -> producer, writer idx, reader no.
     writes: dict[str, list[int]] = field(default_factory=dict)  # name -> writing cell indexes
     metrics: list[str] = field(default_factory=list)
 
@@ -93,16 +96,22 @@ def resolve(
                     )
                 )
 
-        reads, writes, mutates = _with_function_effects(flow, funcs)
+        reads, _writes, mutates = _with_function_effects(flow, funcs)
         mutates = {
-            n for n in mutates if n not in flow.imports and not (n in writers and writers[n].is_import)
+            n
+            for n in mutates
+            if n not in flow.imports and not (n in writers and writers[n].is_import)
         }
         binds = flow.writes | flow.maybe_writes
         # A conditional write or a mutation keeps the earlier value on some paths: pass it on.
         carried = [
-            n for n in sorted(flow.maybe_writes | mutates) if n not in reads and n not in flow.writes
+            n
+            for n in sorted(flow.maybe_writes | mutates)
+            if n not in reads and n not in flow.writes
         ]
-        implicit = [n for n in _IMPLICIT if step and n in writers and writers[n].step not in (None, step)]
+        implicit = [
+            n for n in _IMPLICIT if step and n in writers and writers[n].step not in (None, step)
+        ]
 
         for name in [*reads, *carried, *implicit]:
             optional = name in carried or name in implicit
@@ -420,7 +429,7 @@ def _topological(
     cycle = _find_cycle({s for s in step_order if s not in order}, upstream)
     by_pair = {(e.source, e.target): e for e in edges}
     why = []
-    for a, b in zip(cycle, cycle[1:], strict=False):
+    for a, b in itertools.pairwise(cycle):
         e = by_pair[(a, b)]
         if e.kind == "data":
             why.append(f"{b} reads {', '.join(f'`{n}`' for n in e.names)} from {a} (cell {e.cell})")

@@ -108,9 +108,7 @@ class UnpicklableValue(CellpipeError):
     exit_code = 1
     http_status = 500
 
-    def __init__(
-        self, name: str, type_name: str, producer: str, consumers: list[str], reason: str
-    ):
+    def __init__(self, name: str, type_name: str, producer: str, consumers: list[str], reason: str):
         self.name, self.type_name, self.producer = name, type_name, producer
         self.consumers, self.reason = list(consumers), reason
         used_by = ", ".join(consumers) if consumers else "a later step"
@@ -149,8 +147,15 @@ class StepFailed(CellpipeError):
     def __reduce__(self):
         return (
             type(self),
-            (self.run_id, self.step, self.cell, self.cell_id, self.ename, self.evalue,
-             self.traceback),
+            (
+                self.run_id,
+                self.step,
+                self.cell,
+                self.cell_id,
+                self.ename,
+                self.evalue,
+                self.traceback,
+            ),
         )
 
 

@@ -18,6 +18,7 @@ process per step and says so in the log.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import selectors
@@ -156,10 +157,8 @@ def _child(rd: RunDir, cmd: dict[str, Any], warm: Any, touches_random: bool, run
             _reseed()
         code = run_step(rd, cmd["run"], attempt=cmd.get("attempt", 1), warm=warm)
     except BaseException as exc:  # the child must never return into the server's loop
-        try:
+        with contextlib.suppress(OSError):
             os.write(2, f"cellpipe: step process crashed: {exc!r}\n".encode())
-        except OSError:
-            pass
     finally:
         try:
             sys.stdout.flush()

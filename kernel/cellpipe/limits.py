@@ -19,8 +19,20 @@ import re
 import sys
 
 _UNITS = {
-    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": 1e-3,
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+    "m": 1e-3,
 }
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)$")
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -77,7 +89,9 @@ def _limit_memory(amount: int, text: str) -> str:
         resource.setrlimit(resource.RLIMIT_AS, (soft, soft))
     except (ValueError, OSError) as exc:
         return f"limit memory={text} not enforced: {exc}"
-    return f"limit memory={text}: enforced with RLIMIT_AS (address space after the prelude + {text})"
+    return (
+        f"limit memory={text}: enforced with RLIMIT_AS (address space after the prelude + {text})"
+    )
 
 
 def _address_space() -> int | None:

@@ -177,7 +177,9 @@ class _HashingWriter(io.RawIOBase):
         return n if n is not None else len(b)
 
 
-def _write(name: str, value: Any, path: Path, fmt: str, dump: Any, info: dict | None = None) -> ValueRecord:
+def _write(
+    name: str, value: Any, path: Path, fmt: str, dump: Any, info: dict | None = None
+) -> ValueRecord:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as raw:
@@ -188,7 +190,9 @@ def _write(name: str, value: Any, path: Path, fmt: str, dump: Any, info: dict | 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return ValueRecord(name, path.name, fmt, type_name(value), w.size, w.hash.hexdigest(), info or {})
+    return ValueRecord(
+        name, path.name, fmt, type_name(value), w.size, w.hash.hexdigest(), info or {}
+    )
 
 
 def _save_npy(name: str, arr: Any, path: Path) -> ValueRecord:
@@ -197,7 +201,12 @@ def _save_npy(name: str, arr: Any, path: Path) -> ValueRecord:
     info = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
     if not arr.flags.c_contiguous:
         return _write(
-            name, arr, path, "npy", lambda w: np.lib.format.write_array(w, arr, allow_pickle=False), info
+            name,
+            arr,
+            path,
+            "npy",
+            lambda w: np.lib.format.write_array(w, arr, allow_pickle=False),
+            info,
         )
     # Fast path: the header, then the array's memory written directly while another thread
     # hashes the same memory (both release the GIL), instead of one pass after the other.
@@ -274,7 +283,9 @@ def _save_parquet(name: str, value: Any, path: Path) -> ValueRecord | None:
     try:
         back = pd.read_parquet(path)
         same = back.equals(frame) and list(back.dtypes) == list(frame.dtypes)
-        same = same and type(back.index) is type(frame.index) and back.index.name == frame.index.name
+        same = (
+            same and type(back.index) is type(frame.index) and back.index.name == frame.index.name
+        )
     except Exception:
         same = False
     if not same:
@@ -331,7 +342,8 @@ class _Pickler(_pickler_base()):  # type: ignore[misc]
             captured = {
                 n: obj.__globals__[n]
                 for n in _global_names(obj.__code__)
-                if n in obj.__globals__ and not isinstance(obj.__globals__[n], types.ModuleType)
+                if n in obj.__globals__
+                and not isinstance(obj.__globals__[n], types.ModuleType)
                 and obj.__globals__[n] is not obj
             }
             return (

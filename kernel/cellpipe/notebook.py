@@ -348,9 +348,7 @@ def coerce_parameter(raw: str) -> Any:
     return raw
 
 
-def resolve_parameters(
-    declared: list[Parameter], overrides: Mapping[str, Any]
-) -> dict[str, Any]:
+def resolve_parameters(declared: list[Parameter], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Check overrides against the parameters cell. Unknown names are an error (exit 2).
 
     Returns the overrides to inject after the parameters cell, in declaration order.

@@ -104,6 +104,8 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
     """
     pipeline = rd.pipeline()
     step = pipeline.step(step_name)
+    for sub in ("logs", "outputs", "data"):  # absent when run by hand after `compile -o`
+        (rd.path / sub).mkdir(exist_ok=True)
     rd.emit(State.RUNNING, step_name, attempt=attempt, pid=os.getpid())
     started = time.time()
     log = open(rd.log_path(step_name), "a", buffering=1, encoding="utf-8")  # noqa: SIM115

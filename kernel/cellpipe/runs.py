@@ -181,7 +181,9 @@ class RunDir:
             "run_id": run_id,
             "notebook": pipeline.path and str(Path(pipeline.path).resolve()),
             "name": pipeline.name,
-            "workdir": str(workdir or (Path(pipeline.path).resolve().parent if pipeline.path else Path.cwd())),
+            "workdir": str(
+                workdir or (Path(pipeline.path).resolve().parent if pipeline.path else Path.cwd())
+            ),
             "backend": backend,
             "parameters": parameters or {},
             "options": options or {},
@@ -212,7 +214,13 @@ class RunDir:
 
     def info(self) -> dict[str, Any]:
         if self._info is None:
-            self._info = json.loads((self.path / "run.json").read_text())
+            try:
+                self._info = json.loads((self.path / "run.json").read_text())
+            except FileNotFoundError:
+                # A directory from `cellpipe compile -o DIR`, its steps run by hand.
+                nb = self.pipeline().path
+                workdir = str(Path(nb).resolve().parent) if nb else str(Path.cwd())
+                self._info = {"run_id": self.path.name, "workdir": workdir, "parameters": {}}
         return self._info
 
     def update_info(self, **changes: Any) -> None:
@@ -222,7 +230,9 @@ class RunDir:
 
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            self._pipeline = Pipeline.from_json(json.loads((self.path / "pipeline.json").read_text()))
+            self._pipeline = Pipeline.from_json(
+                json.loads((self.path / "pipeline.json").read_text())
+            )
         return self._pipeline
 
     def replace_pipeline(self, pipeline: Pipeline, notebook: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ writes to one stream merged, as nbclient does), ``display_data``, ``execute_resu
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import os
 import re
@@ -111,10 +112,9 @@ class _Outputs:
 
     def _changed(self) -> None:
         if self.on_change is not None:
-            try:
+            # A failing progress writer must never fail the user's cell.
+            with contextlib.suppress(Exception):
                 self.on_change(self.items)
-            except Exception:  # a failing progress writer must never fail the user's cell
-                pass
 
 
 class _Publisher(DisplayPublisher):
@@ -150,7 +150,9 @@ class _DisplayHook(DisplayHook):
     def write_output_prompt(self) -> None:
         return None
 
-    def write_format_data(self, format_dict: dict[str, Any], md_dict: dict[str, Any] | None = None) -> None:
+    def write_format_data(
+        self, format_dict: dict[str, Any], md_dict: dict[str, Any] | None = None
+    ) -> None:
         self._result = (format_dict, md_dict or {})
 
     def finish_displayhook(self) -> None:
@@ -197,19 +199,15 @@ class _Stream(io.TextIOBase):
             self.shell._outputs.stream(self.name_, text)
             log = self.shell.step_log
             if log is not None:
-                try:
+                with contextlib.suppress(OSError, ValueError):
                     log.write(text)
-                except (OSError, ValueError):
-                    pass
         return len(text)
 
     def flush(self) -> None:
         log = self.shell.step_log
         if log is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 log.flush()
-            except (OSError, ValueError):
-                pass
 
 
 def _no_input(*args: Any, **kwargs: Any) -> str:
@@ -261,7 +259,7 @@ class StepShell(InteractiveShell):
     def on_output(self, fn: Callable[[list[dict[str, Any]]], None] | None) -> None:
         self._outputs.on_change = fn
 
-    def init_io(self) -> None:  # noqa: D102 - the terminal's io setup is not wanted here
+    def init_io(self) -> None:
         return None
 
     def enable_gui(self, gui: str | None = None) -> None:
@@ -276,10 +274,8 @@ class StepShell(InteractiveShell):
         }
         self._outputs.add(dict(self._last_error))
         if self.step_log is not None:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self.step_log.write(strip_ansi("\n".join(stb)) + "\n")
-            except (OSError, ValueError):
-                pass
 
     def execute(self, source: str) -> CellRun:
         """Run one cell as Jupyter would and return its outputs.

@@ -55,7 +55,10 @@ NOTEBOOKS = {
     "shared_function": [
         code("import math", "imports"),
         code("scale = 3", "parameters"),
-        code("def transform(values):\n    return [math.floor(v * scale) for v in values]", "functions"),
+        code(
+            "def transform(values):\n    return [math.floor(v * scale) for v in values]",
+            "functions",
+        ),
         code("a = transform([1.5, 2.5])", "step:one"),
         code("b = transform(a)", "step:two"),
         code("c = transform([sum(b)])\nprint(a, b, c)", "step:three"),
@@ -97,7 +100,12 @@ NOTEBOOKS = {
         code("factor = 2", "pipeline-parameters"),
         code("def double(v):\n    return v * factor", "functions"),
         code("data = [3, 1, 2]", "block:load"),
-        code("model = sorted(double(v) for v in data)", "block:train", "prev:load", "limit:memory:1Gi"),
+        code(
+            "model = sorted(double(v) for v in data)",
+            "block:train",
+            "prev:load",
+            "limit:memory:1Gi",
+        ),
         code("print('debugging only')\nraise SystemExit", "skip"),
         code("mean = statistics.mean(model)\nprint(model, mean)", "block:evaluate", "prev:train"),
         code("print(mean)", "pipeline-metrics"),
@@ -117,9 +125,15 @@ NOTEBOOKS = {
         code("print(a, b, r1, r2)", "step:show"),
     ],
     "rich_outputs": [
-        code("import pandas as pd\nimport matplotlib.pyplot as plt\nfrom IPython.display import HTML, display", "imports"),
+        code(
+            "import pandas as pd\nimport matplotlib.pyplot as plt\nfrom IPython.display import HTML, display",
+            "imports",
+        ),
         code("frame = pd.DataFrame({'k': ['a', 'b'], 'v': [1, 2]})\nframe", "step:table"),
-        code("display(HTML('<b>bold</b>'))\nfig, ax = plt.subplots()\nax.plot([1, 2, 3])\nplt.show()", "step:plot"),
+        code(
+            "display(HTML('<b>bold</b>'))\nfig, ax = plt.subplots()\nax.plot([1, 2, 3])\nplt.show()",
+            "step:plot",
+        ),
         code("print(frame.v.sum())", "step:show"),
     ],
     "parallel_writers": [
@@ -130,7 +144,9 @@ NOTEBOOKS = {
     "conditional_and_functions": [
         code("threshold = 3\nseen = []", "step:setup"),
         code("def record(v):\n    seen.append(v)\n    return v > threshold", "step:define"),
-        code("flags = [record(v) for v in range(6)]\nif any(flags):\n    status = 'some'", "step:run"),
+        code(
+            "flags = [record(v) for v in range(6)]\nif any(flags):\n    status = 'some'", "step:run"
+        ),
         code("print(flags, seen, status)", "step:show"),
     ],
 }
@@ -144,7 +160,11 @@ def build(name: str, cells: list) -> nbformat.NotebookNode:
     nb.cells = [new_markdown_cell(f"# {name.replace('_', ' ')}"), *cells]
     for i, cell in enumerate(nb.cells):
         cell.id = f"{name[:20]}-{i}".replace("_", "-")
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return nb
 
 

@@ -122,7 +122,9 @@ def run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
 
 
 class _Scheduler:
-    def __init__(self, rd: RunDir, options: RunOptions, warm: subprocess.Popen[bytes] | None = None):
+    def __init__(
+        self, rd: RunDir, options: RunOptions, warm: subprocess.Popen[bytes] | None = None
+    ):
         self.rd, self.options = rd, options
         self._warm = warm
         self.pipeline = rd.pipeline()
@@ -133,6 +135,7 @@ class _Scheduler:
         self.index = CacheIndex(rd.path.parent)
         self.params = rd.info().get("parameters") or {}
         self.launcher: _Launcher | None = None
+        self._escalation: asyncio.Task[None] | None = None
         self._launcher_lock = asyncio.Lock()
         self._cores = itertools.cycle(_cores())
         self._log = open(rd.path / "logs" / "_run.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
@@ -163,7 +166,10 @@ class _Scheduler:
         if self.cancelled:
             final, msg = State.CANCELLED, "cancelled"
         elif failed:
-            final, msg = State.FAILED, f"step{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed"
+            final, msg = (
+                State.FAILED,
+                f"step{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed",
+            )
         else:
             final, msg = State.SUCCEEDED, ""
         rd.emit(final, message=msg)
@@ -177,11 +183,19 @@ class _Scheduler:
                 if self.state[name] is not State.PENDING or name in tasks.values():
                     continue
                 ups = [self.state[u] for u in step.after]
-                bad = [u for u in step.after if self.state[u] in (State.FAILED, State.SKIPPED, State.CANCELLED)]
+                bad = [
+                    u
+                    for u in step.after
+                    if self.state[u] in (State.FAILED, State.SKIPPED, State.CANCELLED)
+                ]
                 if self.cancelled:
                     self._settle(name, State.CANCELLED, "run cancelled before this step started")
                 elif bad:
-                    why = "skipped" if self.state[bad[0]] is State.SKIPPED else self.state[bad[0]].value
+                    why = (
+                        "skipped"
+                        if self.state[bad[0]] is State.SKIPPED
+                        else self.state[bad[0]].value
+                    )
                     self._settle(name, State.SKIPPED, f"upstream step {bad[0]} {why}")
                 elif all(u.ok for u in ups) and len(tasks) < self.options.max_jobs:
                     task = asyncio.create_task(self._run_step(step, previous.get(name)))
@@ -231,10 +245,14 @@ class _Scheduler:
         return State.FAILED
 
     def _from_cache(self, step: Step, key: str, before: Any) -> State | None:
-        if self.options.resume and before is not None and before.state.ok:
-            if recorded_key(self.rd.path, step.name) == key:
-                self.rd.emit(State.CACHED, step.name, message="kept from before the resume")
-                return State.CACHED
+        if (
+            self.options.resume
+            and before is not None
+            and before.state.ok
+            and recorded_key(self.rd.path, step.name) == key
+        ):
+            self.rd.emit(State.CACHED, step.name, message="kept from before the resume")
+            return State.CACHED
         if not self.options.use_cache:
             return None
         hit = self.index.lookup(key)
@@ -292,10 +310,10 @@ class _Scheduler:
         finally:
             self.running.pop(step.name, None)
         last = _last_step_event(self.rd, step.name)
-        if self.cancelled:
-            if last is None or last.state is not State.SUCCEEDED or last.attempt != attempt:
-                self.rd.emit(State.CANCELLED, step.name, attempt=attempt, message="run cancelled")
-                return State.CANCELLED, "cancelled"
+        finished = last is not None and last.state is State.SUCCEEDED and last.attempt == attempt
+        if self.cancelled and not finished:
+            self.rd.emit(State.CANCELLED, step.name, attempt=attempt, message="run cancelled")
+            return State.CANCELLED, "cancelled"
         if last is not None and last.attempt == attempt and last.state.terminal and not reason:
             return last.state, last.message
         if not reason:
@@ -321,7 +339,7 @@ class _Scheduler:
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
 
-        asyncio.get_running_loop().create_task(escalate())
+        self._escalation = asyncio.get_running_loop().create_task(escalate())
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -426,6 +444,7 @@ class _ForkLauncher(_Launcher):
         self.started: asyncio.Queue[int] = asyncio.Queue()
         self.exits: dict[int, asyncio.Future[int]] = {}
         self.lock = asyncio.Lock()
+        self._orphans: set[asyncio.Task[None]] = set()  # keep references: tasks are weak
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -441,7 +460,7 @@ class _ForkLauncher(_Launcher):
         # The server is gone: children it started may still run; wait for them by pid.
         for pid, fut in self.exits.items():
             if not fut.done():
-                asyncio.create_task(_wait_pid(pid, fut))
+                self._orphans.add(asyncio.create_task(_wait_pid(pid, fut)))
 
     def _exit_future(self, pid: int) -> asyncio.Future[int]:
         if pid not in self.exits:
@@ -531,7 +550,9 @@ async def _start_launcher(
     line = await reader.readline()
     hello = json.loads(line) if line else {}
     if hello.get("fork"):
-        note(f"warm start: prelude ran once in {hello.get('prelude_s')} s; steps are forked from it")
+        note(
+            f"warm start: prelude ran once in {hello.get('prelude_s')} s; steps are forked from it"
+        )
         return _ForkLauncher(warm, reader)
     reason = hello.get("reason") or "the warm process exited (see logs/_prelude.log)"
     note(f"fresh process per step: cannot fork safely: {reason}")
