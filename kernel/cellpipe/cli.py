@@ -35,6 +35,10 @@ class _Context:
     json = False
 
 
+#: Options that shape how errors are reported; set by the group and the commands.
+_CONTEXT = _Context()
+
+
 def _fail(exc: BaseException, ctx: _Context) -> NoReturn:
     """The CLI's one translation point from exceptions to exit codes and messages."""
     if isinstance(exc, CellpipeError):
@@ -88,7 +92,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       cellpipe runs                                   # history, newest first
       cellpipe logs RUN_ID train                      # a step's stdout and stderr
     """
-    ctx.obj = _Context()
+    ctx.obj = _CONTEXT
     ctx.obj.debug = debug
 
 
@@ -122,10 +126,7 @@ def compile(obj: _Context, notebook: str, out_dir: str | None, target: str, as_j
     from .compiler import compile_notebook, write_pipeline
 
     obj.json = as_json
-    try:
-        pipeline = compile_notebook(notebook)
-    except CellpipeError as exc:
-        _fail(exc, obj)
+    pipeline = compile_notebook(notebook)
     if out_dir:
         write_pipeline(pipeline, Path(out_dir))
     if as_json:
@@ -193,11 +194,17 @@ def _ranges(numbers: list[int]) -> str:
 
 @cli.command()
 @click.argument("notebook", type=click.Path(dir_okay=False), required=False)
-@click.option("--backend", default="local", show_default=True, help="Where steps run: local.")
+@click.option(
+    "--backend",
+    "backend_name",
+    default="local",
+    show_default=True,
+    help="Where steps run: local.",
+)
 @click.option(
     "-p",
     "--parameter",
-    "parameters",
+    "raw_params",
     multiple=True,
     metavar="NAME=VALUE",
     help="Override a value of the parameters cell (typed like papermill: bool, None, int, "
@@ -223,8 +230,8 @@ def _ranges(numbers: list[int]) -> str:
 def run(
     obj: _Context,
     notebook: str | None,
-    backend: str,
-    parameters: tuple[str, ...],
+    backend_name: str,
+    raw_params: tuple[str, ...],
     jobs: int | None,
     no_cache: bool,
     resume: str | None,
@@ -237,38 +244,6 @@ def run(
     Exit status: 0 when every step succeeded, 1 when a step failed, 2 for bad input.
     """
     obj.json = as_json
-    try:
-        code = _run(
-            notebook, backend, parameters, jobs, no_cache, resume, executed, runs_root, as_json
-        )
-    except CellpipeError as exc:
-        _fail(exc, obj)
-    sys.exit(code)
-
-
-def _early_backend(name: str) -> Any:
-    """The backend, asked to warm up before anything else is done (see LocalBackend.prepare)."""
-    from .backends import get_backend
-
-    backend = get_backend(name)
-    prepare = getattr(backend, "prepare", None)
-    ok, _ = backend.available()
-    if ok and prepare is not None:
-        prepare()
-    return backend
-
-
-def _run(
-    notebook: str | None,
-    backend_name: str,
-    raw_params: tuple[str, ...],
-    jobs: int | None,
-    no_cache: bool,
-    resume: str | None,
-    executed: str | None,
-    runs_root: str | None,
-    as_json: bool,
-) -> int:
     backend = _early_backend(backend_name)  # first: it warms up while we compile
     from .backends import RunOptions
     from .compiler import compile_notebook
@@ -350,7 +325,19 @@ def _run(
         _print_status(status, rd)
         if executed:
             click.echo(f"executed notebook: {executed}", err=True)
-    return 0 if state.ok else 1
+    sys.exit(0 if state.ok else 1)
+
+
+def _early_backend(name: str) -> Any:
+    """The backend, asked to warm up before anything else is done (see LocalBackend.prepare)."""
+    from .backends import get_backend
+
+    backend = get_backend(name)
+    prepare = getattr(backend, "prepare", None)
+    ok, _ = backend.available()
+    if ok and prepare is not None:
+        prepare()
+    return backend
 
 
 def _status_json(status: Any) -> dict[str, Any]:
@@ -428,9 +415,8 @@ def _print_status(status: Any, rd: Any) -> None:
     console = Console()
     console.print(_status_table(status))
     dur = f" in {status.duration_s:.2f} s" if status.duration_s is not None else ""
-    console.print(
-        f"run [bold]{status.run_id}[/] {status.state.value}{dur} · {rd.path}", highlight=False
-    )
+    console.print(f"run [bold]{status.run_id}[/] {status.state.value}{dur}", highlight=False)
+    console.print(f"run directory: {rd.path}", highlight=False, soft_wrap=True)
     for name, st in status.steps.items():
         if st.state.value == "failed":
             console.print(
@@ -497,10 +483,7 @@ def status(obj: _Context, run_id: str, runs_root: str | None, as_json: bool) -> 
     from .runs import RunDir
 
     obj.json = as_json
-    try:
-        rd = RunDir.open(_runs_root(runs_root), run_id)
-    except CellpipeError as exc:
-        _fail(exc, obj)
+    rd = RunDir.open(_runs_root(runs_root), run_id)
     st = rd.status()
     if as_json:
         click.echo(json.dumps(_status_json(st), indent=1))
@@ -522,13 +505,10 @@ def logs(obj: _Context, run_id: str, step: str, runs_root: str | None) -> None:
     from .errors import RunNotFound
     from .runs import RunDir
 
-    try:
-        rd = RunDir.open(_runs_root(runs_root), run_id)
-        names = [s.name for s in rd.pipeline().steps]
-        if step not in names:
-            raise RunNotFound(f"run {run_id} has no step {step!r}; steps: {', '.join(names)}")
-    except CellpipeError as exc:
-        _fail(exc, obj)
+    rd = RunDir.open(_runs_root(runs_root), run_id)
+    names = [s.name for s in rd.pipeline().steps]
+    if step not in names:
+        raise RunNotFound(f"run {run_id} has no step {step!r}; steps: {', '.join(names)}")
     path = rd.log_path(step)
     if not path.exists():
         click.echo(f"step {step} has not written a log yet", err=True)
@@ -545,16 +525,24 @@ def cancel(obj: _Context, run_id: str, runs_root: str | None) -> None:
     from .backends import get_backend
     from .runs import RunDir
 
-    try:
-        rd = RunDir.open(_runs_root(runs_root), run_id)
-        get_backend(rd.info().get("backend", "local")).cancel(rd)
-    except CellpipeError as exc:
-        _fail(exc, obj)
+    rd = RunDir.open(_runs_root(runs_root), run_id)
+    get_backend(rd.info().get("backend", "local")).cancel(rd)
     click.echo(f"run {run_id} {rd.status().state.value}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli.main(args=argv, prog_name="cellpipe")
+    """Entry point; the one place errors become messages and exit codes."""
+    try:
+        code = cli.main(args=argv, prog_name="cellpipe", standalone_mode=False)
+    except click.ClickException as exc:  # usage errors: exit 2, as click does
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except CellpipeError as exc:
+        _fail(exc, _CONTEXT)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

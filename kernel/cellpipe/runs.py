@@ -399,13 +399,15 @@ def list_runs(root: Path, notebook: str | Path | None = None) -> list[RunDir]:
         return []
     want = str(Path(notebook).resolve()) if notebook else None
     out = []
-    for p in sorted(root.iterdir(), reverse=True):
+    for p in root.iterdir():
         if not RUN_ID.match(p.name) or not (p / "run.json").is_file():
             continue
         rd = RunDir(p)
         if want and rd.info().get("notebook") != want:
             continue
         out.append(rd)
+    # Ids sort by second only; two runs started in the same second are ordered by start time.
+    out.sort(key=lambda rd: (rd.info().get("created_at", 0), rd.run_id), reverse=True)
     return out
 
 
