@@ -47,10 +47,14 @@ def serve(run_dir: Path | None) -> int:
     # Our protocol owns the original stdout; anything else printing goes to stderr (the log).
     _out_fd = os.dup(1)
     os.dup2(2, 1)
-    from . import shell  # noqa: F401 - the slow import (IPython), done before waiting
     from .runner import run_step, warm_up
 
+    shell = None
     if run_dir is None:
+        # The slow part (importing IPython, building its shell) happens before we wait.
+        from .shell import StepShell
+
+        shell = StepShell()
         line = _read_line(sys.stdin.fileno())
         if not line.strip():
             return 0  # the run never needed us (compile error, all steps cached)
@@ -63,7 +67,7 @@ def serve(run_dir: Path | None) -> int:
     os.close(fd)
     t0 = time.perf_counter()
     with open(log_path, "a", buffering=1, encoding="utf-8") as log:
-        warm = warm_up(rd, log)
+        warm = warm_up(rd, log, shell)
     if warm.failure is None:
         # Later steps get new log files; the warm shell must not keep writing here.
         warm.shell.step_log = None

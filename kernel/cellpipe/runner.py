@@ -72,15 +72,19 @@ class Warm:
     references: dict[int, str]
 
 
-def warm_up(rd: RunDir, log: TextIO | None = None) -> Warm:
-    """Create a shell and run the prelude cells in it once."""
+def warm_up(rd: RunDir, log: TextIO | None = None, shell: Any = None) -> Warm:
+    """Run the prelude cells once, in ``shell`` or in a new one."""
     from .notebook import injected_parameters_source
     from .shell import StepShell
 
     _prepare_process(rd)
     pipeline = rd.pipeline()
     params = rd.info().get("parameters") or {}
-    shell = StepShell(log=log)
+    if shell is None:
+        shell = StepShell(log=log)
+    else:
+        shell.step_log = log
+        shell.user_ns["_dh"] = [os.getcwd()]  # IPython's directory history, as if made here
     records: dict[str, CellRecord] = {}
     failure = None
     prelude = list(pipeline.prelude)
