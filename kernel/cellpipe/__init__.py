@@ -59,17 +59,18 @@ def run(
 
     Works from inside a running event loop too (a notebook cell).
     """
-    from .backends import RunOptions, get_backend
-    from .compiler import compile_notebook
-    from .notebook import read_notebook, resolve_parameters
-    from .runs import RunDir, default_root
+    from .launch import drive, prepare_run
+    from .runs import default_root
 
-    nb, _ = read_notebook(path)
-    pipeline = compile_notebook(nb, path=str(path))
-    values = resolve_parameters(list(pipeline.parameters), parameters or {})
     root = Path(runs_root) if runs_root else default_root()
-    rd = RunDir.create(root, pipeline, nb, backend=backend, parameters=values)
-    get_backend(backend).execute(rd, RunOptions(jobs=jobs, use_cache=use_cache))
+    rd = prepare_run(
+        root,
+        path,
+        backend=backend,
+        parameters=parameters,
+        options={"jobs": jobs, "no_cache": not use_cache},
+    )
+    drive(rd)
     return rd.status()
 
 

@@ -245,11 +245,9 @@ def run(
     """
     obj.json = as_json
     backend = _early_backend(backend_name)  # first: it warms up while we compile
-    from .backends import RunOptions
-    from .compiler import compile_notebook
-    from .errors import Conflict, ParameterError
-    from .notebook import coerce_parameter, read_notebook, resolve_parameters
-    from .runs import RunDir
+    from .errors import BackendUnavailable, ParameterError
+    from .launch import drive, prepare_resume, prepare_run
+    from .notebook import coerce_parameter
 
     root = _runs_root(runs_root)
     overrides: dict[str, Any] = {}
@@ -258,46 +256,26 @@ def run(
         if not sep or not name.isidentifier():
             raise ParameterError(f"-p expects NAME=VALUE, got {item!r}")
         overrides[name] = coerce_parameter(value)
-
     ok, why = backend.available()
     if not ok:
-        from .errors import BackendUnavailable
-
         raise BackendUnavailable(f"the {backend_name} backend cannot run here: {why}")
-
     if resume:
-        rd = RunDir.open(root, resume)
-        status = rd.status()
-        if not status.state.terminal:
-            raise Conflict(f"run {resume} is still {status.state.value}; cancel it first")
-        info = rd.info()
-        source = notebook or info.get("notebook")
-        if source and Path(source).is_file():
-            nb, _ = read_notebook(source)
-        else:
-            source = None
-            nb = json.loads((rd.path / "notebook.ipynb").read_text())
-        pipeline = compile_notebook(nb, path=source or info.get("notebook"))
         if overrides:
             raise ParameterError(
                 "--resume keeps the run's parameters; start a new run to change them"
             )
-        resolve_parameters(list(pipeline.parameters), info.get("parameters") or {})
-        rd.replace_pipeline(pipeline, nb)
+        rd = prepare_resume(root, resume, notebook)
+    elif not notebook:
+        raise ParameterError("give a NOTEBOOK to run, or --resume RUN_ID")
     else:
-        if not notebook:
-            raise ParameterError("give a NOTEBOOK to run, or --resume RUN_ID")
-        nb, _ = read_notebook(notebook)
-        pipeline = compile_notebook(nb, path=notebook)
-        values = resolve_parameters(list(pipeline.parameters), overrides)
-        rd = RunDir.create(
+        rd = prepare_run(
             root,
-            pipeline,
-            nb,
+            notebook,
             backend=backend_name,
-            parameters=values,
+            parameters=overrides,
             options={"jobs": jobs, "no_cache": no_cache},
         )
+    pipeline = rd.pipeline()
     for d in pipeline.diagnostics:
         click.echo(f"cellpipe: warning: {d}", err=True)
     if not as_json:
@@ -305,12 +283,11 @@ def run(
             f"cellpipe: run {rd.run_id} ({len(pipeline.steps)} steps, {backend_name})", err=True
         )
 
-    options = RunOptions(jobs=jobs, use_cache=not no_cache, resume=bool(resume))
     progress = _Progress(rd) if not as_json and sys.stderr.isatty() else None
     if progress:
         progress.start()
     try:
-        state = backend.execute(rd, options)
+        state = drive(rd, resume=bool(resume), backend=backend)
     finally:
         if progress:
             progress.stop()
