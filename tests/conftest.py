@@ -39,3 +39,15 @@ def cli(runs_root: Path, tmp_path: Path):
         return proc
 
     return run
+
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+@pytest.fixture
+def jp_server_config(tmp_path: Path) -> dict:
+    """A real jupyter_server with the cellpipe extension, its runs under tmp_path."""
+    return {
+        "ServerApp": {"jpserver_extensions": {"cellpipe_server": True}},
+        "CellpipeApp": {"runs_root": str(tmp_path / "cellpipe-runs"), "poll_interval": 0.05},
+    }

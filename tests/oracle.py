@@ -1,4 +1,9 @@
-"""The oracle for the invariant: a notebook run top to bottom vs the same notebook as a pipeline."""
+"""The oracle for the invariant: a notebook run top to bottom vs the same notebook as a pipeline.
+
+Both sides produce an executed notebook; `comparable` reduces each code cell's outputs to what
+must not differ between the two (text, mime types, errors) and `differences` says, cell by
+cell, where they do.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,17 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
 REPO = Path(__file__).resolve().parents[1]
+
+PARAMETER_TAGS = frozenset({"parameters", "pipeline-parameters"})
+INJECTED_TAG = "injected-parameters"
+
 _ADDRESS = re.compile(r"0x[0-9a-f]+")
 _TIMING = re.compile(r"^(CPU times|Wall time):.*$\n?", re.M)
 # Warnings name the file a cell was compiled as: ipykernel and IPython name it differently.
@@ -22,21 +32,30 @@ _CELL_FILE = re.compile(r"<ipython-input-\d+-[0-9a-f]+>|/tmp/ipykernel_\d+/\d+\.
 def run_top_to_bottom(
     path: Path, parameters: dict[str, Any] | None = None
 ) -> nbformat.NotebookNode:
-    """Restart and Run All with nbclient and a real ipykernel; `skip` cells are not run and
-    parameters are injected after the parameters cell, as papermill does."""
+    """Restart and Run All: execute ``path`` with nbclient and a real ipykernel.
+
+    As papermill does, outputs saved in the file are cleared first, ``skip`` cells are not
+    run (so they end with no outputs), and ``parameters`` are injected as a new cell tagged
+    ``injected-parameters`` right after the last parameters cell. The kernel's working
+    directory is the notebook's. A cell that raises stops the run with
+    ``nbclient.exceptions.CellExecutionError``. Returns the executed notebook; the file is
+    not changed.
+    """
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
     if parameters:
         index = max(
-            i
-            for i, c in enumerate(nb.cells)
-            if {"parameters", "pipeline-parameters"} & set(c.metadata.get("tags", []))
+            i for i, c in enumerate(nb.cells) if PARAMETER_TAGS & set(c.metadata.get("tags", []))
         )
-        src = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in parameters.items())
-        cell = nbformat.v4.new_code_cell(src)
-        cell.id = "injected-parameters"
-        cell.metadata["tags"] = ["injected-parameters"]
+        source = "# Parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in parameters.items())
+        cell = nbformat.v4.new_code_cell(source)
+        cell.id = INJECTED_TAG
+        cell.metadata["tags"] = [INJECTED_TAG]
         nb.cells.insert(index + 1, cell)
     NotebookClient(
         nb,
@@ -49,8 +68,19 @@ def run_top_to_bottom(
 
 
 def run_pipeline(
-    path: Path, workdir: Path, parameters: dict[str, Any] | None = None, *extra: str
+    path: Path,
+    workdir: Path,
+    parameters: dict[str, Any] | None = None,
+    extra: Sequence[str] = (),
 ) -> tuple[nbformat.NotebookNode | None, subprocess.CompletedProcess[str]]:
+    """Run ``cellpipe run PATH --output ...`` as a user would, from ``workdir``.
+
+    Each parameter is passed as ``-p NAME=VALUE`` with ``str(VALUE)``, which papermill's
+    typing turns back into the same value for bools, numbers, None and plain strings. Runs
+    go under ``workdir/runs``. Returns the executed notebook (None when the command wrote
+    none) and the finished process.
+    """
+    path = path.resolve()
     out = workdir / f"{path.stem}.executed.ipynb"
     args = [sys.executable, "-m", "cellpipe", "run", str(path), "--output", str(out), *extra]
     for k, v in (parameters or {}).items():
@@ -62,37 +92,74 @@ def run_pipeline(
     return nb, proc
 
 
+def _text(value: str | list[str]) -> str:
+    return "".join(value) if isinstance(value, list) else value
+
+
 def _normal(output: dict[str, Any]) -> dict[str, Any]:
     kind = output["output_type"]
     if kind == "stream":
-        text = _CELL_FILE.sub("<cell>", _TIMING.sub("", output["text"]))
+        text = _CELL_FILE.sub("<cell>", _TIMING.sub("", _text(output["text"])))
         return {"stream": output["name"], "text": text}
     if kind == "error":
-        return {"error": output["ename"], "evalue": output["evalue"]}
+        return {"error": output["ename"], "evalue": _ADDRESS.sub("0x?", output["evalue"])}
     data = output.get("data", {})
     norm: dict[str, Any] = {"type": kind, "mime": sorted(data)}
-    for mime in ("text/plain", "text/html"):
-        if mime in data and not any(k.startswith("image/") for k in data):
-            text = data[mime]
-            norm[mime] = _ADDRESS.sub("0x?", "".join(text) if isinstance(text, list) else text)
+    for mime, value in sorted(data.items()):
+        # Image bytes (and SVG's generated ids) differ between two renderings of one figure.
+        if mime.startswith("image/") or mime == "application/pdf":
+            continue
+        text = value if isinstance(value, (str, list)) else json.dumps(value, sort_keys=True)
+        norm[mime] = _ADDRESS.sub("0x?", _text(text))
     return norm
 
 
 def comparable(nb: nbformat.NotebookNode) -> dict[str, list[dict[str, Any]]]:
-    """Normalised outputs by cell id: timings, addresses and image bytes do not count."""
+    """Each code cell's outputs by cell id, reduced to what both runs must agree on.
+
+    Streams are merged per stream name (how output is split into messages is timing);
+    ``%time`` lines, memory addresses and the file name a warning gives for a cell are
+    masked; rich outputs keep their mime types and every non-image representation;
+    errors keep ``ename`` and ``evalue``. Execution counts and metadata are dropped. The
+    ``injected-parameters`` cell is left out: it only assigns.
+    """
     out: dict[str, list[dict[str, Any]]] = {}
     for cell in nb.cells:
-        if cell.cell_type != "code":
+        if cell.cell_type != "code" or INJECTED_TAG in cell.metadata.get("tags", []):
             continue
         merged: list[dict[str, Any]] = []
         for o in map(_normal, cell.get("outputs", [])):
+            if "stream" in o and not o["text"]:
+                continue
             if merged and "stream" in o and merged[-1].get("stream") == o["stream"]:
                 merged[-1] = {**merged[-1], "text": merged[-1]["text"] + o["text"]}
-            elif not (o.get("stream") and not o["text"]):
+            else:
                 merged.append(o)
         out[cell.id] = merged
     return out
 
 
-def describe(nb: nbformat.NotebookNode) -> str:
-    return json.dumps(comparable(nb), indent=1)
+def differences(expected: nbformat.NotebookNode, actual: nbformat.NotebookNode) -> list[str]:
+    """Where ``actual`` (the pipeline's executed copy) departs from ``expected`` (top to bottom).
+
+    One readable line per differing cell, naming its number in the notebook (1-based over
+    all cells, as cellpipe's messages count them) and its first source line. Empty when
+    they agree.
+    """
+    want, got = comparable(expected), comparable(actual)
+    if list(want) != list(got):
+        return [f"code cells differ: top to bottom {list(want)}, pipeline {list(got)}"]
+    numbers = {
+        c.id: n
+        for n, c in enumerate(
+            (c for c in expected.cells if INJECTED_TAG not in c.metadata.get("tags", [])),
+            start=1,
+        )
+    }
+    sources = {c.id: (c.source.splitlines() or [""])[0] for c in expected.cells}
+    return [
+        f"cell {numbers[cid]} `{sources[cid]}`:\n  top to bottom: {want[cid]}\n"
+        f"  pipeline:      {got[cid]}"
+        for cid in want
+        if want[cid] != got[cid]
+    ]

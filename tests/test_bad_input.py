@@ -44,6 +44,14 @@ def test_a_cycle_exits_2_naming_the_steps(cli, tmp_path: Path) -> None:
     assert "b reads `x` from a (cell 2); a has `prev:b` (cell 1)" in proc.stderr
 
 
+def test_prev_tags_both_ways_are_a_cycle_naming_both_cells(cli, tmp_path: Path) -> None:
+    write(tmp_path / "c.ipynb", notebook(("step:a prev:b", "x = 1"), ("step:b prev:a", "y = 2")))
+    proc = cli("run", "c.ipynb")
+    assert proc.returncode == 2
+    assert "steps form a cycle: a -> b -> a" in proc.stderr
+    assert "b has `prev:a` (cell 2); a has `prev:b` (cell 1)" in proc.stderr
+
+
 def test_an_unknown_prev_exits_2_with_cell_and_tag(cli, tmp_path: Path) -> None:
     write(tmp_path / "p.ipynb", notebook(("step:a", "x = 1"), ("step:b prev:nothere", "y = 2")))
     proc = cli("run", "p.ipynb")
@@ -64,6 +72,48 @@ def test_an_undefined_name_exits_2_with_cell_step_and_variable(cli, tmp_path: Pa
     assert proc.returncode == 2
     assert "cell 2 (step train): reads `model`" in proc.stderr
     assert not (tmp_path / "runs").exists(), "nothing runs when the notebook does not compile"
+
+
+def test_cell_numbers_count_markdown_cells_too(cli, tmp_path: Path) -> None:
+    nb = notebook("# md: Title", ("step:a", "x = 1"), "# md: Training", ("step:train", "fit(x)"))
+    write(tmp_path / "m.ipynb", nb)
+    proc = cli("compile", "m.ipynb")
+    assert proc.returncode == 2
+    assert "cell 4 (step train): reads `fit`" in proc.stderr
+
+
+def test_a_star_import_outside_the_imports_cell_exits_2_naming_cell_and_module(
+    cli, tmp_path: Path
+) -> None:
+    write(
+        tmp_path / "s.ipynb",
+        notebook(("step:a", "x = 1"), ("step:b", "from math import *\ny = floor(x)")),
+    )
+    proc = cli("run", "s.ipynb")
+    assert proc.returncode == 2
+    assert "cell 2 (step b): `from math import *` hides which names it defines" in proc.stderr
+    assert "tag the cell `imports`" in proc.stderr
+
+
+def test_a_star_import_in_the_imports_cell_runs(cli, tmp_path: Path) -> None:
+    write(
+        tmp_path / "s.ipynb",
+        notebook(("imports", "from math import *"), ("step:a", "print(floor(2.5))")),
+    )
+    proc = cli("run", "s.ipynb")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_two_parallel_writers_of_a_name_run_with_a_warning_naming_it(cli, tmp_path: Path) -> None:
+    write(
+        tmp_path / "r.ipynb",
+        notebook(("step:a", "x = 1"), ("step:b", "x = 2"), ("step:c", "print(x)")),
+    )
+    proc = cli("run", "r.ipynb")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: cell 2 (step b)" in proc.stderr
+    assert "may run in parallel and both write `x`" in proc.stderr
+    assert "step c gets b's version" in proc.stderr
 
 
 def test_compile_errors_as_json_list_every_problem(cli, tmp_path: Path) -> None:

@@ -401,6 +401,22 @@ def _root(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
+_ITERATING_CALLS = frozenset({"enumerate", "zip", "reversed", "iter", "sorted", "list", "tuple"})
+_ITERATING_METHODS = frozenset({"items", "values", "iterrows", "itertuples", "iteritems"})
+
+
+def _iterated_root(node: ast.AST) -> str | None:
+    """The name whose elements a for loop hands out: `rows`, `enumerate(rows)`,
+    `rows.items()`, `zip(rows, other)` (the first)."""
+    if isinstance(node, ast.Call):
+        if isinstance(node.func, ast.Name) and node.func.id in _ITERATING_CALLS and node.args:
+            return _iterated_root(node.args[0])
+        if isinstance(node.func, ast.Attribute) and node.func.attr in _ITERATING_METHODS:
+            return _root(node.func.value)
+        return None
+    return _root(node)
+
+
 def _target_names(node: ast.AST) -> list[str]:
     if isinstance(node, ast.Name):
         return [node.id]
@@ -553,6 +569,12 @@ class _CellVisitor:
             self.cond += 1
             self.target(node.target)
             self.cond -= 1
+            # `for row in rows: row[k] = v` changes `rows`: the loop variable is an alias.
+            source = _iterated_root(node.iter)
+            if source and not self.is_module(source):
+                for name in _target_names(node.target):
+                    if name != source:
+                        self.aliases[name] = source
             self.statements(node.body, True)
             self.statements(node.orelse, True)
         elif isinstance(node, (ast.While, ast.If)):
@@ -761,6 +783,12 @@ class _CellVisitor:
         if isinstance(func, ast.Attribute) and _is_get_ipython_call(func.value):
             self.magic(func.attr, node.args)
             return True
+        for kw in node.keywords:  # numpy ufuncs and friends write into `out=`
+            if kw.arg == "out":
+                for target in kw.value.elts if isinstance(kw.value, ast.Tuple) else [kw.value]:
+                    root = _root(target)
+                    if root and root not in local:
+                        self.mutate(root)
         path = self.resolve(func)
         if path:
             self.hidden_call(path)

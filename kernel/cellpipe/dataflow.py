@@ -44,6 +44,7 @@ class _StepFlow:
         default_factory=dict
     )  # name -> producer, writer idx, reader no.
     writes: dict[str, list[int]] = field(default_factory=dict)  # name -> writing cell indexes
+    carried: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # kept earlier values
     metrics: list[str] = field(default_factory=list)
 
 
@@ -168,6 +169,28 @@ def resolve(
                 continue
             if w.step is None or w.step == step:
                 continue
+            if name in carried and name not in implicit:
+                # Needed only if a later step takes `name` from this one (resolved below):
+                # a loop variable must not chain independent steps together.
+                flows[step].carried.setdefault(name, (w.step, w.cell.index, cell.number))
+                continue
+            own = flows[step].writes.get(name)
+            if own:
+                c = cells[own[0]]
+                diags.append(
+                    Diagnostic(
+                        "interleaved-step",
+                        f"reads `{name}` from step {w.step} (cell {w.cell.number}), but cell "
+                        f"{c.number} of this step set it earlier; a step runs all its cells "
+                        f"together, so it cannot see {w.step}'s value here. Give cell "
+                        f"{cell.number} a step of its own",
+                        cell=cell.number,
+                        cell_id=cell.id,
+                        step=step,
+                        name=name,
+                    )
+                )
+                continue
             known = flows[step].inputs.get(name)
             if known is None:
                 flows[step].inputs[name] = (w.step, w.cell.index, cell.number)
@@ -209,6 +232,7 @@ def resolve(
             else:
                 funcs.pop(name, None)
 
+    _resolve_carried(flows)
     diags += _check_versions(flows, cells)
     upstream, edges = _edges(flows, prev, step_order, cells, diags)
     order = _topological(step_order, upstream, edges, cells, diags)
@@ -319,6 +343,21 @@ def _definitions_by_cell(cells: list[Cell]) -> dict[str, list[Cell]]:
             return super().get(key, default)
 
     return _Lazy()
+
+
+def _resolve_carried(flows: dict[str, _StepFlow]) -> None:
+    """A step that may leave a name as it was passes the earlier value on, but only when a
+    later step takes that name from it. Taking one can make another needed: repeat."""
+    consumed = {(p, n) for f in flows.values() for n, (p, _, _) in f.inputs.items()}
+    changed = True
+    while changed:
+        changed = False
+        for s, f in flows.items():
+            for name, entry in f.carried.items():
+                if (s, name) in consumed and name not in f.inputs:
+                    f.inputs[name] = entry
+                    consumed.add((entry[0], name))
+                    changed = True
 
 
 def _check_versions(flows: dict[str, _StepFlow], cells: list[Cell]) -> list[Diagnostic]:

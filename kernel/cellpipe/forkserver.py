@@ -84,7 +84,11 @@ def serve(run_dir: Path | None) -> int:
     )
     if not fork_ok:
         return 0
-    touches_random = _prelude_seeds_random(rd)
+    # Python's `random` reseeds itself in every forked child (os.register_at_fork), which
+    # would lose a seed the prelude set; keep the state to give each child back.
+    from .hidden_state import capture
+
+    random_state = capture("@random") if _prelude_seeds_random(rd) else None
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -111,7 +115,7 @@ def serve(run_dir: Path | None) -> int:
                     cmd = json.loads(line)
                     pid = os.fork()
                     if pid == 0:  # the step
-                        _child(rd, cmd, warm, touches_random, run_step)
+                        _child(rd, cmd, warm, random_state, run_step)
                     children[pid] = cmd["run"]
                     _send({"started": cmd["run"], "pid": pid})
             else:
@@ -144,7 +148,7 @@ def _reap(children: dict[int, str]) -> None:
         _send({"exited": step, "pid": pid, "code": code})
 
 
-def _child(rd: RunDir, cmd: dict[str, Any], warm: Any, touches_random: bool, run_step: Any) -> None:
+def _child(rd: RunDir, cmd: dict[str, Any], warm: Any, random_state: Any, run_step: Any) -> None:
     code = 1
     try:
         os.setsid()  # its own process group: cancel and timeouts end everything it started
@@ -157,8 +161,12 @@ def _child(rd: RunDir, cmd: dict[str, Any], warm: Any, touches_random: bool, run
         os.close(_out_fd)
         os.close(0)
         apply_limits(cmd.get("limits") or {}, cmd.get("cpus"))
-        if not touches_random:
-            _reseed()
+        if random_state is None:
+            _reseed()  # fresh processes would start from fresh seeds
+        else:
+            from .hidden_state import restore
+
+            restore("@random", random_state)  # as a fresh process after the prelude would
         code = run_step(rd, cmd["run"], attempt=cmd.get("attempt", 1), warm=warm)
     except BaseException as exc:  # the child must never return into the server's loop
         with contextlib.suppress(OSError):

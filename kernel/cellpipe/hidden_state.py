@@ -1,8 +1,9 @@
 """Interpreter state a top-to-bottom run carries from cell to cell, as plain data.
 
-The data flow treats these pseudo-variables like names (see ``model.HIDDEN_STATE``): a step
-that changes the global random generators, ``os.environ``, ``sys.path`` or the working
-directory passes the new state on to the steps after it.
+The data flow treats the names in ``model.HIDDEN_STATE`` like variables: a step that uses or
+changes the global random generators, ``os.environ``, ``sys.path`` or the working directory
+reads and writes a pseudo-variable, which the runner captures after the producing step and
+restores before each consumer, so the consumer continues where a top-to-bottom run would be.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 
 
 def capture(name: str) -> Any:
-    """The current value of the hidden state ``name`` as a picklable object."""
+    """The current value of hidden state ``name``, as a plain picklable object.
+
+    ``"@random"`` holds the state of :mod:`random`, and of numpy's legacy global generator
+    and torch's CPU generator when those libraries are already imported (capturing never
+    imports them). ``"@environ"`` is a dict copy of ``os.environ``, ``"@sys.path"`` a list
+    copy of ``sys.path``, ``"@cwd"`` the working directory.
+
+    Raises ``KeyError`` for a name that is not hidden state.
+    """
     if name == "@random":
         import random
 
@@ -33,7 +42,15 @@ def capture(name: str) -> Any:
 
 
 def restore(name: str, state: Any) -> None:
-    """Make the hidden state ``name`` what :func:`capture` returned."""
+    """Make hidden state ``name`` what :func:`capture` returned.
+
+    Generators whose state was captured are restored, importing numpy or torch when the
+    producing step had it and this process has not yet. ``os.environ`` becomes equal to the
+    captured dict (extra keys removed); ``sys.path`` is changed in place, so it stays the
+    object other modules hold; the working directory is changed with ``os.chdir``.
+
+    Raises ``KeyError`` for a name that is not hidden state.
+    """
     if name == "@random":
         import random
 
@@ -51,7 +68,7 @@ def restore(name: str, state: Any) -> None:
             del os.environ[key]
         os.environ.update(state)
     elif name == "@sys.path":
-        sys.path[:] = state  # in place: modules hold references to this list
+        sys.path[:] = state
     elif name == "@cwd":
         os.chdir(state)
     else:

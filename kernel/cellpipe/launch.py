@@ -71,6 +71,9 @@ def prepare_resume(
     pipeline = compile_notebook(nb, path=info.get("notebook"))
     resolve_parameters(list(pipeline.parameters), info.get("parameters") or {})
     rd.replace_pipeline(pipeline, nb)
+    # The old driver is gone; until the new one starts, the run waits (it has not failed).
+    (rd.path / "driver.json").unlink(missing_ok=True)
+    rd.emit(State.PENDING, message="resume queued", resume=True)
     return rd
 
 
@@ -88,8 +91,12 @@ def drive(rd: RunDir, *, resume: bool = False, backend: Any = None) -> State:
     return backend.execute(rd, options)
 
 
-def start_detached(rd: RunDir, *, resume: bool = False) -> int:
-    """Drive ``rd`` in a new process that outlives the caller; return its pid."""
+def start_detached(rd: RunDir, *, resume: bool = False) -> subprocess.Popen[bytes]:
+    """Drive ``rd`` in a new process that outlives the caller.
+
+    The caller should ``poll()`` the returned process now and then: while it lives, the
+    finished driver stays a zombie until its parent collects it.
+    """
     here = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
@@ -105,7 +112,7 @@ def start_detached(rd: RunDir, *, resume: bool = False) -> int:
             env=env,
             start_new_session=True,  # not killed with the server, nor by its Ctrl-C
         )
-    return proc.pid
+    return proc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,31 +1,40 @@
-"""An IPython shell that records each cell's outputs the way Jupyter shows them.
+"""Run a step's cells in IPython and record their outputs as Jupyter would.
 
-Steps run in IPython's own ``InteractiveShell`` (no kernel, no ZMQ), so magics, ``!cmd``,
-rich display and matplotlib's inline backend behave as in a notebook. What a kernel would
-send to the front end is recorded instead as nbformat v4 outputs: ``stream`` (consecutive
-writes to one stream merged, as nbclient does), ``display_data``, ``execute_result`` and
-``error``. ``clear_output`` and display updates follow nbclient's rules.
+A step runs in IPython's own ``InteractiveShell`` (no kernel, no ZMQ), so magics, ``!cmd``,
+rich display and matplotlib's inline backend behave as in a notebook. What ipykernel would
+send to the front end is recorded instead, in the nbformat v4 form nbclient gives it:
+``stream`` outputs (consecutive writes to one stream merged), ``display_data``,
+``execute_result`` and ``error``; ``clear_output`` and display updates follow nbclient's
+rules. Importing this module imports IPython and nothing else heavy.
 """
 
 from __future__ import annotations
 
+import atexit
+import base64
 import builtins
+import codecs
 import contextlib
+import datetime
+import getpass
 import io
+import numbers
 import os
 import re
+import select
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 
 def _import_ipython_without_jedi() -> None:
-    """IPython imports jedi for tab completion, which a step never does; it is a quarter of
-    IPython's import time, paid by every run. Block it during the import only, so user code
+    """IPython imports jedi for tab completion, which a step never uses; it is a quarter of
+    IPython's import time, paid by every step. Block it during the import only, so user code
     can still import jedi."""
-    if "jedi" in sys.modules:
+    if "jedi" in sys.modules or "IPython" in sys.modules:
         return
     sys.modules["jedi"] = None  # type: ignore[assignment]
     try:
@@ -38,86 +47,221 @@ _import_ipython_without_jedi()
 
 from IPython.core.displayhook import DisplayHook  # noqa: E402
 from IPython.core.displaypub import DisplayPublisher  # noqa: E402
+from IPython.core.error import StdinNotImplementedError, UsageError  # noqa: E402
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+from IPython.core.magic import Magics, line_magic, magics_class  # noqa: E402
 from traitlets import Type  # noqa: E402
 from traitlets.config import Config  # noqa: E402
 
+__all__ = ["CellRun", "StepShell"]
+
+Output = dict[str, Any]
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
+_INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+# What ipykernel puts in a kernel's environment (``ZMQInteractiveShell.init_environment``),
+# plus its matplotlib default; a step sees the environment a notebook cell sees.
+_KERNEL_ENVIRON = {
+    "TERM": "xterm-color",
+    "CLICOLOR": "1",
+    "FORCE_COLOR": "1",
+    "CLICOLOR_FORCE": "1",
+    "PAGER": "cat",
+    "GIT_PAGER": "cat",
+}
+_NO_STDIN = (
+    "cellpipe steps cannot read from standard input ({what} was called); "
+    "make the value a notebook parameter instead"
+)
 
 
 @dataclass
 class CellRun:
-    outputs: list[dict[str, Any]]
+    """What running one cell produced.
+
+    Attributes
+    ----------
+    outputs
+        nbformat v4 output dicts, as nbclient would store them for the cell. A later cell's
+        ``update_display`` changes these dicts in place, as nbclient does.
+    success
+        False when the cell raised (including ``SystemExit`` and a ``SyntaxError``).
+    error
+        ``{"ename", "evalue", "traceback"}`` when it raised, else None; the traceback is the
+        error output's, one plain-text string per entry, ANSI codes removed.
+    execution_count
+        The cell's prompt number, ``In [n]``.
+    """
+
+    outputs: list[Output]
     success: bool
     error: dict[str, Any] | None
     execution_count: int
 
 
-class _Outputs:
-    """The outputs of the cell running now."""
+class _Recorder:
+    """The running cell's outputs, kept by nbclient's rules.
 
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-        self.clear_pending = False
-        self.by_display_id: dict[str, list[dict[str, Any]]] = {}
+    Shared by the streams, the display publisher, the display hook and the traceback
+    printer; any thread may write, so every change happens under one lock.
+    """
+
+    def __init__(self, log: TextIO | None, on_output: Callable[[list[Output]], None] | None):
         self.lock = threading.RLock()
-        self.on_change: Callable[[list[dict[str, Any]]], None] | None = None
+        self.log = log
+        self.on_output = on_output
+        self.outputs: list[Output] | None = None  # None between cells
+        self.last_error: Output | None = None
+        # The process running the cell: a process it forks writes to descriptors instead.
+        self.pid = os.getpid()
+        # Called before an output is added, so that text already written to descriptors
+        # 1 and 2 lands before it (see _FdCapture.drain).
+        self.before_output: Callable[[], None] | None = None
+        # nbclient's ``clear_before_next_output``: set by clear_output(wait=True).
+        self._clear_pending = False
+        # display_id -> the outputs it was shown in, in any cell (nbclient's _display_id_map).
+        self._displays: dict[str, list[Output]] = {}
+        self._notifying = False
 
-    def reset(self) -> None:
+    def start(self) -> None:
         with self.lock:
-            self.items = []
-            self.clear_pending = False
+            self.outputs = []
+            self.last_error = None
+            self._clear_pending = False
+            self.pid = os.getpid()
 
-    def _before_add(self) -> None:
-        if self.clear_pending:
-            self.items.clear()
-            self.clear_pending = False
-
-    def add(self, output: dict[str, Any], display_id: str | None = None) -> None:
+    def stop(self) -> list[Output]:
         with self.lock:
-            self._before_add()
-            self.items.append(output)
-            if display_id:
-                self.by_display_id.setdefault(display_id, []).append(output)
-        self._changed()
+            outputs, self.outputs = self.outputs or [], None
+            return outputs
 
-    def stream(self, name: str, text: str) -> None:
+    def stream(self, name: str, text: str, *, captured: bool = False) -> bool:
+        """Add stream text to the running cell; False when no cell is running.
+
+        ``captured`` is text read from a descriptor, which needs no draining first.
+        """
+        if not captured:
+            self._drain()
         with self.lock:
-            self._before_add()
-            last = self.items[-1] if self.items else None
-            if last and last["output_type"] == "stream" and last["name"] == name:
-                last["text"] += text
+            if self.outputs is None:
+                return False
+            self._before_new_output()
+            last = self.outputs[-1] if self.outputs else None
+            if last is not None and last["output_type"] == "stream" and last["name"] == name:
+                # Popped first, the text has one reference and ``+=`` can grow it in place:
+                # a cell printing 100,000 lines must not copy its output 100,000 times.
+                so_far = last.pop("text")
+                so_far += text
+                last["text"] = so_far
             else:
-                self.items.append({"output_type": "stream", "name": name, "text": text})
-        self._changed()
+                self.outputs.append({"output_type": "stream", "name": name, "text": text})
+            self.write_log(text)
+            self._notify()
+            return True
+
+    def add(self, output: Output, display_id: str | None = None) -> None:
+        self._drain()
+        with self.lock:
+            if self.outputs is None:
+                return  # nbclient only listens while a cell runs
+            if display_id:
+                # A new display with a known id also refreshes the earlier ones (nbclient).
+                self._update(display_id, output["data"], output["metadata"])
+            self._before_new_output()
+            self.outputs.append(output)
+            if display_id:
+                self._displays.setdefault(display_id, []).append(output)
+            if output["output_type"] == "error":
+                self.last_error = output
+            self._notify()
 
     def update(self, display_id: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
         with self.lock:
-            for out in self.by_display_id.get(display_id, []):
-                out["data"], out["metadata"] = data, metadata
-        self._changed()
+            if self.outputs is None:
+                return
+            # An update is not an output: it does not trigger a pending clear_output(wait=True).
+            if self._update(display_id, data, metadata):
+                self._notify()
 
     def clear(self, wait: bool) -> None:
         with self.lock:
+            if self.outputs is None:
+                return
             if wait:
-                self.clear_pending = True
+                self._clear_pending = True
             else:
-                self.items.clear()
-                self.clear_pending = False
-        self._changed()
+                self._clear_now()
+                self._notify()
 
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            # A failing progress writer must never fail the user's cell.
-            with contextlib.suppress(Exception):
-                self.on_change(self.items)
+    def write_log(self, text: str) -> None:
+        if self.log is not None:
+            # A full disk or a closed log must not fail the user's cell.
+            with contextlib.suppress(OSError, ValueError):
+                self.log.write(text)
+
+    def _drain(self) -> None:
+        # Never while this thread holds the lock (inside on_output): the thread that reads
+        # descriptors may be waiting for it.
+        if self.before_output is not None and not self._notifying:
+            self.before_output()
+
+    def _update(self, display_id: str, data: dict[str, Any], metadata: dict[str, Any]) -> bool:
+        shown = self._displays.get(display_id, [])
+        for out in shown:
+            out["data"], out["metadata"] = data, metadata
+        return bool(shown)
+
+    def _before_new_output(self) -> None:
+        if self._clear_pending:
+            self._clear_now()
+
+    def _clear_now(self) -> None:
+        assert self.outputs is not None
+        gone = {id(out) for out in self.outputs}
+        self.outputs.clear()  # in place: on_output may hold this list
+        self._clear_pending = False
+        for display_id, shown in list(self._displays.items()):
+            kept = [out for out in shown if id(out) not in gone]
+            if kept:
+                self._displays[display_id] = kept
+            else:
+                del self._displays[display_id]
+
+    def _notify(self) -> None:
+        if self.on_output is None or self._notifying:
+            return  # a callback that prints must not call itself again
+        self._notifying = True
+        try:
+            self.on_output(self.outputs or [])
+        except Exception:
+            pass  # live progress must never fail the user's cell
+        finally:
+            self._notifying = False
+
+
+def _jsonable(value: Any) -> Any:
+    """A JSON-ready copy of a mime bundle or metadata, converted as ipykernel's message
+    serialisation converts it (bytes become base64 text)."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
 
 
 class _Publisher(DisplayPublisher):
+    """``display()``, ``update_display`` and ``clear_output`` land in the running cell."""
+
     def publish(  # type: ignore[override]
         self,
         data: dict[str, Any],
@@ -128,59 +272,78 @@ class _Publisher(DisplayPublisher):
         update: bool = False,
         **kwargs: Any,
     ) -> None:
-        outputs: _Outputs = self.shell._outputs  # type: ignore[attr-defined]
+        recorder: _Recorder = self.shell.recorder  # type: ignore[union-attr]
+        # transient data (the display_id) is not part of the stored output, as in nbformat.
         display_id = (transient or {}).get("display_id")
-        if update and display_id:
-            outputs.update(display_id, data, metadata or {})
+        data, metadata = _jsonable(data), _jsonable(metadata or {})
+        if update:
+            if display_id:
+                recorder.update(display_id, data, metadata)
             return
-        outputs.add(
-            {"output_type": "display_data", "data": data, "metadata": metadata or {}}, display_id
+        recorder.add(
+            {"output_type": "display_data", "metadata": metadata, "data": data}, display_id
         )
 
     def clear_output(self, wait: bool = False) -> None:
-        self.shell._outputs.clear(wait)  # type: ignore[attr-defined]
+        self.shell.recorder.clear(wait)  # type: ignore[union-attr]
 
 
 class _DisplayHook(DisplayHook):
-    """Records the value of a cell's last expression as an ``execute_result``."""
+    """The value of a cell's last expression becomes an ``execute_result`` (no ``Out[n]:``)."""
+
+    _pending: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     def start_displayhook(self) -> None:
-        self._result: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._pending = None
 
     def write_output_prompt(self) -> None:
-        return None
+        pass
 
     def write_format_data(
         self, format_dict: dict[str, Any], md_dict: dict[str, Any] | None = None
     ) -> None:
-        self._result = (format_dict, md_dict or {})
+        self._pending = (format_dict, md_dict or {})
 
     def finish_displayhook(self) -> None:
-        if self._result is None:
+        if self._pending is None:
             return
-        data, md = self._result
-        self.shell._outputs.add(  # type: ignore[union-attr]
+        data, metadata = self._pending
+        self._pending = None
+        self.shell.recorder.add(  # type: ignore[union-attr]
             {
                 "output_type": "execute_result",
-                "data": data,
-                "metadata": md,
+                "metadata": _jsonable(metadata),
+                "data": _jsonable(data),
                 "execution_count": self.prompt_count,
             }
         )
-        self._result = None
 
 
 class _Stream(io.TextIOBase):
-    """sys.stdout / sys.stderr while a cell runs: into the cell's outputs and the log."""
+    """``sys.stdout`` / ``sys.stderr`` while a cell runs.
 
-    def __init__(self, name: str, shell: StepShell, original: TextIO):
-        self.name_ = name
-        self.shell = shell
-        self.original = original
+    Text goes to the running cell's outputs and to the log. The same object stays valid
+    after the cell (a logging handler may keep it): between cells it passes text on to the
+    stream it replaced. In a process the cell forked (multiprocessing), it writes to the
+    descriptor, where the cell's descriptor capture reads it.
+    """
+
+    def __init__(self, name: str, fd: int, recorder: _Recorder, fallback: TextIO):
+        super().__init__()
+        self.name = name  # as on ipykernel's streams
+        self.fd = fd
+        self._recorder = recorder
+        self.fallback = fallback
+        self._fork_pid = 0
+        self._fork_buffer = ""
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return "utf-8"
+
+    @property
+    def errors(self) -> str:  # type: ignore[override]
+        return "strict"
 
     def writable(self) -> bool:
         return True
@@ -189,134 +352,401 @@ class _Stream(io.TextIOBase):
         return False
 
     def fileno(self) -> int:
-        # Code that hands sys.stdout to a subprocess gets the real descriptor (the log).
-        return self.original.fileno()
+        # Code that hands sys.stdout to a subprocess gets the process's real descriptor.
+        return self.fallback.fileno()
 
     def write(self, text: str) -> int:  # type: ignore[override]
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        if text:
-            self.shell._outputs.stream(self.name_, text)
-            log = self.shell.step_log
-            if log is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    log.write(text)
+        if not text:
+            return 0
+        if os.getpid() != self._recorder.pid:
+            self._write_in_fork(text)
+        elif not self._recorder.stream(self.name, text):
+            self.fallback.write(text)
         return len(text)
 
+    def write_captured(self, text: str) -> None:
+        """Text read from this stream's descriptor."""
+        if not self._recorder.stream(self.name, text, captured=True):
+            self.fallback.write(text)
+
+    def _write_in_fork(self, text: str) -> None:
+        # Whole lines, so that the lines of several workers do not interleave mid-line
+        # (a write of up to 4 KiB to a pipe is atomic).
+        if self._fork_pid != os.getpid():
+            self._fork_pid, self._fork_buffer = os.getpid(), ""
+        head, newline, self._fork_buffer = (self._fork_buffer + text).rpartition("\n")
+        self._write_fd(head + newline)
+
+    def _write_fd(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")
+        while data:
+            data = data[os.write(self.fd, data) :]
+
     def flush(self) -> None:
-        log = self.shell.step_log
+        if self._fork_pid == os.getpid() != self._recorder.pid:
+            text, self._fork_buffer = self._fork_buffer, ""
+            self._write_fd(text)
+            return
+        log = self._recorder.log
         if log is not None:
             with contextlib.suppress(OSError, ValueError):
                 log.flush()
 
 
-def _no_input(*args: Any, **kwargs: Any) -> str:
-    raise RuntimeError(
-        "cellpipe steps cannot read from standard input; make the value a parameter instead"
-    )
+class _Pipe:
+    """One redirected descriptor: ``fd`` writes into a pipe read by ``reader``."""
+
+    def __init__(self, stream: _Stream, saved: int, read_end: int):
+        self.stream = stream
+        self.saved = saved  # the descriptor's original target, restored after the cell
+        self.read_end = read_end
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.reader: threading.Thread | None = None
+        self.closed = False  # read_end closed (by the reader, under the lock)
 
 
-class StepShell(InteractiveShell):
-    """An ``InteractiveShell`` that records nbformat outputs per cell.
+class _FdCapture:
+    """Text written straight to descriptors 1 and 2 while a cell runs (``os.system``,
+    subprocesses, C libraries, forked workers) becomes the cell's stream output, as
+    ipykernel (6 and later) captures it.
+
+    A reader thread per descriptor forwards what arrives; :meth:`drain` forwards everything
+    written so far from the calling thread, so that a later output never overtakes it. One
+    lock orders all reading, so bytes are forwarded in the order they were written.
+    """
+
+    def __init__(self, streams: tuple[_Stream, ...]):
+        self._streams = streams
+        self._lock = threading.Lock()
+        self._pipes: list[_Pipe] = []
+        self._pid = os.getpid()
+        self._poller: select.poll | None = None
+
+    def start(self, skip: set[int]) -> None:
+        """Redirect the descriptors, except those in ``skip`` (the log's, which would
+        otherwise read back its own copy of every line)."""
+        if os.name != "posix":
+            return  # select() cannot wait on a pipe on Windows
+        _flush_process_streams(*(stream.fallback for stream in self._streams))
+        self._pid = os.getpid()
+        self._poller = select.poll()
+        for stream in self._streams:
+            if stream.fd in skip:
+                continue
+            try:
+                saved = os.dup(stream.fd)
+            except OSError:
+                continue  # a closed descriptor: nothing can be written there anyway
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, stream.fd)
+            os.close(write_end)
+            os.set_blocking(read_end, False)
+            self._poller.register(read_end, select.POLLIN)
+            pipe = _Pipe(stream, saved, read_end)
+            pipe.reader = threading.Thread(
+                target=self._pump, args=(pipe,), name=f"cellpipe-{stream.name}", daemon=True
+            )
+            pipe.reader.start()
+            self._pipes.append(pipe)
+
+    def stop(self) -> None:
+        """Restore the descriptors and forward what the cell wrote to them."""
+        if not self._pipes:
+            return
+        _flush_process_streams()
+        for pipe in self._pipes:
+            os.dup2(pipe.saved, pipe.stream.fd)
+            os.close(pipe.saved)
+        self.drain()
+        # A background process the cell started may keep a write end open: its reader then
+        # lives on, forwarding to whichever cell runs (as ipykernel's does), and we go on.
+        deadline = time.monotonic() + 0.2
+        for pipe in self._pipes:
+            assert pipe.reader is not None
+            pipe.reader.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._pipes, self._poller = [], None
+
+    def drain(self) -> None:
+        """Forward what has been written so far (called before every other output)."""
+        poller = self._poller
+        # poll() first: it costs half a microsecond, taking the lock and reading ten times
+        # that, and a cell may print a million lines.
+        if poller is None or os.getpid() != self._pid or not poller.poll(0):
+            return
+        with self._lock:
+            for pipe in self._pipes:
+                self._forward(pipe)
+
+    def _pump(self, pipe: _Pipe) -> None:
+        while True:
+            select.select([pipe.read_end], [], [])
+            with self._lock:
+                if not self._forward(pipe):
+                    # Closed under the lock, so no other thread reads a reused number.
+                    pipe.closed = True
+                    os.close(pipe.read_end)
+                    return
+
+    @staticmethod
+    def _forward(pipe: _Pipe) -> bool:
+        """Forward what can be read now; False at end of file."""
+        while not pipe.closed:
+            try:
+                data = os.read(pipe.read_end, 65536)
+            except BlockingIOError:
+                return True
+            text = pipe.decoder.decode(data, final=not data)
+            if text:
+                pipe.stream.write_captured(text)
+            if not data:
+                return False
+        return False
+
+
+def _flush_process_streams(*streams: TextIO) -> None:
+    """Text buffered for descriptors 1 and 2 belongs where it was written: before or
+    inside the cell."""
+    for stream in (sys.__stdout__, sys.__stderr__, *streams):
+        if stream is not None and not isinstance(stream, _Stream):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+
+
+def _no_input(prompt: str = "") -> str:
+    raise StdinNotImplementedError(_NO_STDIN.format(what="input()"))
+
+
+def _no_getpass(prompt: str = "Password: ", stream: Any = None) -> str:
+    raise StdinNotImplementedError(_NO_STDIN.format(what="getpass()"))
+
+
+@magics_class
+class _KernelMagics(Magics):
+    """The kernel-only magic that notebooks commonly contain, with ipykernel's output."""
+
+    @line_magic
+    def autosave(self, arg_s: str) -> None:
+        """Set the notebook's autosave interval in seconds (``%autosave 0`` disables it)."""
+        from IPython.display import Javascript, display
+
+        try:
+            interval = int(arg_s)
+        except ValueError as exc:
+            raise UsageError(f"%autosave requires an integer, got {arg_s!r}") from exc
+        display(
+            Javascript(f"IPython.notebook.set_autosave_interval({1000 * interval})"),
+            include=["application/javascript"],
+        )
+        print(f"Autosaving every {interval} seconds" if interval else "Autosave disabled")
+
+
+class StepInteractiveShell(InteractiveShell):
+    """IPython's shell with a notebook front end's display machinery, recording instead of
+    sending messages."""
+
+    displayhook_class = Type(_DisplayHook)
+    display_pub_class = Type(_Publisher)
+
+    def __init__(self, recorder: _Recorder, **kwargs: Any):
+        self.recorder = recorder
+        self.saved_environ: dict[str, str | None] = {}
+        super().__init__(**kwargs)
+        self.register_magics(_KernelMagics)
+
+    def init_environment(self) -> None:
+        """Give cells the environment a kernel gives them; remember what it replaced."""
+        wanted = dict(_KERNEL_ENVIRON)
+        # matplotlib reads this when imported: pyplot then draws inline, as in Jupyter.
+        wanted["MPLBACKEND"] = os.environ.get("MPLBACKEND") or _INLINE_BACKEND
+        for key, value in wanted.items():
+            if os.environ.get(key) != value:
+                self.saved_environ[key] = os.environ.get(key)
+                os.environ[key] = value
+
+    def init_hooks(self) -> None:
+        super().init_hooks()
+        # `obj?` goes to a pager; nbclient keeps no output for it, and `less` would hang.
+        self.set_hook("show_in_pager", lambda *args, **kwargs: None, 99)
+
+    def ask_exit(self) -> None:
+        """``exit()`` ends a kernel; a step goes on with its next cell."""
+        self.exit_now = True
+
+    def enable_gui(self, gui: str | None = None) -> None:
+        if gui not in (None, "inline"):
+            raise UsageError(
+                f"cellpipe steps have no GUI event loop for {gui!r}; use %matplotlib inline"
+            )
+
+    def _showtraceback(self, etype: type, evalue: BaseException, stb: list[str]) -> None:  # type: ignore[override]
+        self.recorder.add(
+            {
+                "output_type": "error",
+                "ename": str(getattr(etype, "__name__", etype)),
+                "evalue": str(evalue),
+                "traceback": list(stb),
+            }
+        )
+        self.recorder.write_log(_strip_ansi("\n".join(stb)) + "\n")
+
+
+def _strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def _fileno(stream: TextIO | None) -> int:
+    try:
+        return stream.fileno() if stream is not None else -1
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return -1
+
+
+class StepShell:
+    """Runs cells one by one in one IPython namespace, recording each cell's outputs.
 
     Parameters
     ----------
     log
-        Stream output is also written here as it happens, and tracebacks as plain text.
+        Every stream text a cell writes is also written here as it happens, and the plain
+        text traceback of a cell that raised. May be changed between cells (``shell.log``).
     on_output
-        Called with the running cell's outputs after each change (for live progress).
-    """
+        Called with the running cell's outputs list after each change (new output, clear,
+        display update), from the thread that made it; exceptions it raises are ignored.
+        May be changed between cells.
 
-    displayhook_class = Type(_DisplayHook)
-    display_pub_class = Type(_Publisher)
+    Notes
+    -----
+    One IPython shell is the process's ``get_ipython()`` while one of its cells runs, so
+    several ``StepShell`` objects may exist one after another (call :meth:`close`). Creating
+    one sets the environment variables ipykernel sets (``MPLBACKEND`` among them, only when
+    not set); :meth:`close` restores them.
+    """
 
     def __init__(
         self,
         *,
         log: TextIO | None = None,
-        on_output: Callable[[list[dict[str, Any]]], None] | None = None,
-        **kwargs: Any,
+        on_output: Callable[[list[Output]], None] | None = None,
     ):
-        # matplotlib must pick the inline backend before anything imports pyplot, as in Jupyter.
-        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-        self._outputs = _Outputs()
-        self.step_log = log
+        self._recorder = _Recorder(log, on_output)
         config = Config()
-        config.HistoryManager.enabled = False  # no SQLite history file in ~/.ipython
-        config.InteractiveShell.colors = "Linux"  # the scheme Jupyter front ends expect
-        config.InteractiveShell.xmode = "Context"
-        super().__init__(config=config, **kwargs)
-        self.on_output = on_output
-        # get_ipython() must find this shell: matplotlib_inline and display() use it.
-        InteractiveShell._instance = self
-        StepShell._instance = self
+        config.HistoryManager.enabled = False  # no SQLite history file under ~/.ipython
+        self.ipython = StepInteractiveShell(self._recorder, config=config)
+        self._stdout = _Stream("stdout", 1, self._recorder, sys.stdout)
+        self._stderr = _Stream("stderr", 2, self._recorder, sys.stderr)
+        self._capture = _FdCapture((self._stdout, self._stderr))
+        self._recorder.before_output = self._capture.drain
+        self._closed = False
+        self._adopt_inline_backend()
 
     @property
-    def on_output(self) -> Callable[[list[dict[str, Any]]], None] | None:
-        return self._outputs.on_change
+    def user_ns(self) -> dict[str, Any]:
+        """The cells' global namespace."""
+        return self.ipython.user_ns
+
+    @property
+    def log(self) -> TextIO | None:
+        return self._recorder.log
+
+    @log.setter
+    def log(self, log: TextIO | None) -> None:
+        self._recorder.log = log
+
+    # The runner was written against this name; both refer to the same file.
+    step_log = log
+
+    @property
+    def on_output(self) -> Callable[[list[Output]], None] | None:
+        return self._recorder.on_output
 
     @on_output.setter
-    def on_output(self, fn: Callable[[list[dict[str, Any]]], None] | None) -> None:
-        self._outputs.on_change = fn
+    def on_output(self, fn: Callable[[list[Output]], None] | None) -> None:
+        self._recorder.on_output = fn
 
-    def init_io(self) -> None:
-        return None
+    def run_cell(self, source: str) -> CellRun:
+        """Run one cell as a notebook kernel would and return what it produced.
 
-    def enable_gui(self, gui: str | None = None) -> None:
-        return None  # `%matplotlib inline` asks for no GUI event loop; nothing to do
-
-    def _showtraceback(self, etype: type, evalue: BaseException, stb: list[str]) -> None:  # type: ignore[override]
-        self._last_error = {
-            "output_type": "error",
-            "ename": getattr(etype, "__name__", str(etype)),
-            "evalue": str(evalue),
-            "traceback": list(stb),
-        }
-        self._outputs.add(dict(self._last_error))
-        if self.step_log is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self.step_log.write(strip_ansi("\n".join(stb)) + "\n")
-
-    def execute(self, source: str) -> CellRun:
-        """Run one cell as Jupyter would and return its outputs.
-
-        (Not an override of ``run_cell``: cell magics such as ``%%capture`` call that one
-        for their body and must get IPython's behaviour.)
+        Never raises for an error in the cell (syntax errors, exceptions, ``SystemExit``,
+        ``exit()``): those are recorded as an ``error`` output and ``success=False``.
+        ``input()`` and ``getpass()`` raise ``StdinNotImplementedError`` inside the cell.
         """
-        self._outputs.reset()
-        self._last_error: dict[str, Any] | None = None
-        count = self.execution_count
-        out, err = sys.stdout, sys.stderr
-        sys.stdout = _Stream("stdout", self, sys.__stdout__ or out)  # type: ignore[assignment]
-        sys.stderr = _Stream("stderr", self, sys.__stderr__ or err)  # type: ignore[assignment]
-        saved_input = builtins.input
-        builtins.input = _no_input
-        try:
-            result = self.run_cell(source, store_history=True, silent=False)
-        finally:
-            builtins.input = saved_input
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            finally:
-                sys.stdout, sys.stderr = out, err
+        if self._closed:
+            raise RuntimeError("this StepShell is closed")
+        ip = self.ipython
+        count = ip.execution_count
+        self._recorder.start()
+        with self._patched():
+            result = ip.run_cell(source, store_history=True)
+        outputs = self._recorder.stop()
         error = None
         if not result.success:
-            e = self._last_error or {
-                "ename": type(result.error_in_exec or result.error_before_exec).__name__,
-                "evalue": str(result.error_in_exec or result.error_before_exec),
-                "traceback": [],
-            }
+            raised = result.error_in_exec or result.error_before_exec
+            shown = self._recorder.last_error
+            if shown is None:  # e.g. a UsageError, which IPython prints instead of raising
+                shown = {"ename": type(raised).__name__, "evalue": str(raised), "traceback": []}
             error = {
-                "ename": e["ename"],
-                "evalue": e["evalue"],
-                "traceback": [strip_ansi(line) for line in e["traceback"]],
+                "ename": shown["ename"],
+                "evalue": shown["evalue"],
+                "traceback": [_strip_ansi(entry) for entry in shown["traceback"]],
             }
-        with self._outputs.lock:
-            outputs = list(self._outputs.items)
-        return CellRun(outputs, result.success, error, count)
+        return CellRun(outputs, bool(result.success), error, count)
+
+    # The runner was written against this name.
+    execute = run_cell
 
     def close(self) -> None:
-        """Forget this shell so another can be created in the same process."""
-        InteractiveShell.clear_instance()
-        StepShell.clear_instance()
+        """Undo this shell's process-wide changes: environment variables, ``__main__`` and
+        IPython's exit hook. The namespace is left as it is. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        ip = self.ipython
+        atexit.unregister(ip.atexit_operations)
+        for key, value in ip.saved_environ.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        main_name = ip.user_module.__name__
+        if sys.modules.get(main_name) is ip.user_module:
+            original = ip._orig_sys_modules_main_mod
+            if original is not None:
+                sys.modules[main_name] = original
+
+    @contextlib.contextmanager
+    def _patched(self) -> Iterator[None]:
+        """What a kernel provides while a cell runs: its streams, no stdin, and this shell
+        as ``get_ipython()``."""
+        saved = (sys.stdout, sys.stderr, builtins.input, getpass.getpass)
+        previous_shell = InteractiveShell._instance
+        if sys.stdout is not self._stdout:  # not a cell run from inside one of ours
+            self._stdout.fallback, self._stderr.fallback = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = self._stdout, self._stderr  # type: ignore[assignment]
+        builtins.input = _no_input
+        getpass.getpass = _no_getpass
+        InteractiveShell._instance = self.ipython
+        self._capture.start(skip={_fileno(self.log)})
+        try:
+            yield
+        finally:
+            self._capture.stop()
+            InteractiveShell._instance = previous_shell
+            sys.stdout, sys.stderr, builtins.input, getpass.getpass = saved
+
+    def _adopt_inline_backend(self) -> None:
+        """matplotlib_inline sets up the shell that is current when pyplot first loads it,
+        and only once per process; a later shell in the same process needs the same."""
+        backend = sys.modules.get("matplotlib_inline.backend_inline")
+        if backend is None or "matplotlib.pyplot" not in sys.modules:
+            return
+        import matplotlib
+        from IPython.core.pylabtools import select_figure_formats
+
+        if matplotlib.get_backend() in (_INLINE_BACKEND, "inline"):
+            backend.configure_inline_support(self.ipython, _INLINE_BACKEND)
+            settings = backend.InlineBackend.instance()
+            select_figure_formats(
+                self.ipython, settings.figure_formats, **settings.print_figure_kwargs
+            )

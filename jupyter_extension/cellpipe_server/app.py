@@ -1,0 +1,69 @@
+"""The server extension application: configuration, the route table, the run manager."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Integer, Type, Unicode, default
+
+from .handlers import handlers
+from .manager import SCHEMA_ID, RunManager
+
+_SCHEMA = Path(__file__).parent / "events" / "run-state.json"
+
+
+class CellpipeApp(ExtensionApp):
+    """cellpipe in Jupyter Server: REST API under /cellpipe/api, history and live events."""
+
+    name = "cellpipe_server"
+
+    runs_root = Unicode(
+        config=True,
+        help="Where run directories live. Default: <server root>/.cellpipe/runs, the same "
+        "place `cellpipe run` uses when started in the server root.",
+    )
+    default_backend = Unicode(
+        "local", config=True, help="Backend for runs whose request names none: local, docker, argo."
+    )
+    max_concurrent_runs = Integer(
+        4,
+        config=True,
+        help="Runs driven at once; further runs wait in a queue (which survives restarts).",
+    )
+    poll_interval = Float(
+        0.25, config=True, help="Seconds between looks at active runs' event files."
+    )
+    run_manager_class = Type(RunManager, config=True, help="The RunManager implementation.")
+
+    @default("runs_root")
+    def _default_runs_root(self) -> str:
+        return str(Path(self.serverapp.root_dir) / ".cellpipe" / "runs")
+
+    def initialize_settings(self) -> None:
+        event_logger = self.serverapp.event_logger
+        event_logger.register_event_schema(_SCHEMA)
+
+        def emit(data: dict) -> None:
+            event_logger.emit(schema_id=SCHEMA_ID, data=data)
+
+        self.manager = self.run_manager_class(
+            Path(self.serverapp.root_dir),
+            Path(self.runs_root).expanduser(),
+            default_backend=self.default_backend,
+            max_concurrent_runs=self.max_concurrent_runs,
+            poll_interval=self.poll_interval,
+            emit=emit,
+            log=self.log,
+        )
+        self.manager.rediscover()
+        self.settings.update(cellpipe_manager=self.manager)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers())
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:  # type: ignore[no-untyped-def]
+        await self.manager.start()
+
+    async def stop_extension(self) -> None:
+        await self.manager.stop()

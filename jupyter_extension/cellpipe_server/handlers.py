@@ -1,0 +1,191 @@
+"""REST handlers: thin, authenticated and authorized, over the RunManager.
+
+``_CellpipeHandler.fail`` is the one place errors become HTTP statuses and JSON bodies:
+engine errors carry their status (compile errors 400 with every problem, unknown runs 404,
+conflicting actions 409, unavailable backends 503); bad JSON and invalid bodies are 400;
+anything unexpected is logged with its traceback and answered with a plain 500.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from cellpipe.errors import CellpipeError
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from pydantic import BaseModel, ValidationError
+from tornado import web
+
+from .manager import RunManager
+from .models import CompileRequest, CreateRun, ListRunsResponse, ResumeRun
+
+_M = TypeVar("_M", bound=BaseModel)
+_RUN = r"(?P<run_id>[^/]+)"
+_STEP = r"(?P<step>[^/]+)"
+
+
+def _api(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    @functools.wraps(method)
+    async def wrapper(self: _CellpipeHandler, *args: Any, **kwargs: Any) -> None:
+        try:
+            await method(self, *args, **kwargs)
+        except web.HTTPError:
+            raise
+        except Exception as exc:
+            self.fail(exc)
+
+    return wrapper
+
+
+class _CellpipeHandler(ExtensionHandlerMixin, APIHandler):
+    auth_resource = "cellpipe"
+
+    @property
+    def manager(self) -> RunManager:
+        return self.settings["cellpipe_manager"]
+
+    def body(self, model: type[_M]) -> _M:
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except ValueError as exc:
+            raise _BadRequest(f"the request body is not valid JSON: {exc}") from None
+        return model.model_validate(data)
+
+    def reply(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json")
+        self.finish(json.dumps(data, default=str))
+
+    def fail(self, exc: Exception) -> None:
+        if isinstance(exc, CellpipeError):
+            status, body = exc.http_status, exc.to_json()
+        elif isinstance(exc, ValidationError):
+            status = 400
+            body = {
+                "error": "InvalidRequest",
+                "message": "the request body does not fit: "
+                + "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+                ),
+                "problems": exc.errors(
+                    include_url=False, include_context=False, include_input=False
+                ),
+            }
+        else:
+            self.log.error(
+                "cellpipe: unexpected error in %s %s",
+                self.request.method,
+                self.request.path,
+                exc_info=exc,
+            )
+            status, body = (
+                500,
+                {
+                    "error": "InternalError",
+                    "message": "unexpected server error; see the server log",
+                },
+            )
+        self.set_status(status)
+        self.finish(json.dumps(body, default=str))
+
+
+class _BadRequest(CellpipeError):
+    exit_code = 2
+    http_status = 400
+
+
+class CompileHandler(_CellpipeHandler):
+    @web.authenticated
+    @authorized(action="read")
+    @_api
+    async def post(self) -> None:
+        self.reply(await self.manager.compile(self.body(CompileRequest)))
+
+
+class RunsHandler(_CellpipeHandler):
+    @web.authenticated
+    @authorized(action="read")
+    @_api
+    async def get(self) -> None:
+        try:
+            page = max(1, int(self.get_query_argument("page", "1")))
+            page_size = min(200, max(1, int(self.get_query_argument("page_size", "50"))))
+        except ValueError:
+            raise _BadRequest("page and page_size must be whole numbers") from None
+        path = self.get_query_argument("path", None)
+        runs, total = await self.manager.list(path, page, page_size)
+        self.reply(ListRunsResponse(runs=runs, total=total, page=page, page_size=page_size))
+
+    @web.authenticated
+    @authorized(action="execute")
+    @_api
+    async def post(self) -> None:
+        self.reply(await self.manager.create(self.body(CreateRun)), status=201)
+
+
+class RunHandler(_CellpipeHandler):
+    @web.authenticated
+    @authorized(action="read")
+    @_api
+    async def get(self, run_id: str) -> None:
+        self.reply(await self.manager.describe(run_id))
+
+
+class StepOutputsHandler(_CellpipeHandler):
+    @web.authenticated
+    @authorized(action="read")
+    @_api
+    async def get(self, run_id: str, step: str) -> None:
+        self.reply(await self.manager.outputs(run_id, step))
+
+
+class StepLogHandler(_CellpipeHandler):
+    @web.authenticated
+    @authorized(action="read")
+    @_api
+    async def get(self, run_id: str, step: str) -> None:
+        text = await self.manager.log_text(run_id, step)
+        self.finish(text, set_content_type="text/plain; charset=utf-8")
+
+
+class CancelHandler(_CellpipeHandler):
+    @web.authenticated
+    @authorized(action="write")
+    @_api
+    async def post(self, run_id: str) -> None:
+        self.reply(await self.manager.cancel(run_id))
+
+
+class ResumeHandler(_CellpipeHandler):
+    @web.authenticated
+    @authorized(action="execute")
+    @_api
+    async def post(self, run_id: str) -> None:
+        self.reply(await self.manager.resume(run_id, self.body(ResumeRun)))
+
+
+class BackendsHandler(_CellpipeHandler):
+    @web.authenticated
+    @authorized(action="read")
+    @_api
+    async def get(self) -> None:
+        self.reply([b.model_dump() for b in self.manager.backends()])
+
+
+def handlers(base: str = "/cellpipe/api") -> list[tuple[str, type[APIHandler]]]:
+    """DESIGN's route table."""
+    return [
+        (f"{base}/compile", CompileHandler),
+        (f"{base}/runs", RunsHandler),
+        (f"{base}/runs/{_RUN}", RunHandler),
+        (f"{base}/runs/{_RUN}/steps/{_STEP}/outputs", StepOutputsHandler),
+        (f"{base}/runs/{_RUN}/steps/{_STEP}/log", StepLogHandler),
+        (f"{base}/runs/{_RUN}/cancel", CancelHandler),
+        (f"{base}/runs/{_RUN}/resume", ResumeHandler),
+        (f"{base}/backends", BackendsHandler),
+    ]

@@ -1,0 +1,142 @@
+"""Run history: a SQLite index over the run directories.
+
+The run directories are the truth; this is an index for fast, paginated listing. It is
+refreshed from them (a row is re-derived when its run's files changed or its run has not
+ended), and a schema change means drop and re-index, never a migration.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from cellpipe.runs import RUN_ID, RunDir
+
+from .paths import relative
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE runs (
+    run_id     TEXT PRIMARY KEY,
+    path       TEXT,
+    backend    TEXT,
+    parameters TEXT,
+    state      TEXT,
+    message    TEXT,
+    started_at REAL,
+    ended_at   REAL,
+    metrics    TEXT,
+    stamp      TEXT
+);
+CREATE INDEX runs_by_path ON runs (path, started_at DESC);
+CREATE INDEX runs_by_start ON runs (started_at DESC);
+"""
+
+
+class History:
+    def __init__(self, db: Path, runs_root: Path, server_root: Path):
+        self.db, self.runs_root, self.server_root = Path(db), Path(runs_root), Path(server_root)
+        self._lock = threading.Lock()
+        self.db.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.db, check_same_thread=False, timeout=10)
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != _SCHEMA_VERSION:
+                self._conn.executescript("DROP TABLE IF EXISTS runs;" + _SCHEMA)
+                self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+                self._conn.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def sync(self) -> None:
+        """Bring the index up to date with the run directories."""
+        if not self.runs_root.is_dir():
+            return
+        with self._lock:
+            known = {
+                r["run_id"]: (r["stamp"], r["state"])
+                for r in self._conn.execute("SELECT run_id, stamp, state FROM runs")
+            }
+        seen = set()
+        for d in self.runs_root.iterdir():
+            if not RUN_ID.match(d.name) or not (d / "run.json").is_file():
+                continue
+            seen.add(d.name)
+            stamp = _stamp(d)
+            old = known.get(d.name)
+            if old and old[0] == stamp:
+                continue  # unchanged files, unchanged status (the manager watches live runs)
+            self.update(RunDir(d), stamp)
+        gone = set(known) - seen
+        if gone:
+            with self._lock:
+                self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(g,) for g in gone])
+                self._conn.commit()
+
+    def update(self, rd: RunDir, stamp: str | None = None) -> None:
+        try:
+            status = rd.status()
+            metrics = rd.metrics()
+        except (OSError, ValueError, KeyError):
+            return  # a run directory being created right now; the next sync sees it whole
+        row = (
+            rd.run_id,
+            relative(self.server_root, status.notebook),
+            status.backend,
+            json.dumps(status.parameters, default=repr),
+            status.state.value,
+            status.message,
+            status.started_at,
+            status.ended_at,
+            json.dumps(metrics, default=repr),
+            stamp or _stamp(rd.path),
+        )
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+            self._conn.commit()
+
+    def list(self, path: str | None, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        where, args = ("WHERE path = ?", [path]) if path else ("", [])
+        with self._lock:
+            total = self._conn.execute(f"SELECT COUNT(*) FROM runs {where}", args).fetchone()[0]
+            rows = self._conn.execute(
+                f"SELECT * FROM runs {where} ORDER BY started_at DESC, run_id DESC LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+        return [
+            {
+                "run_id": r["run_id"],
+                "path": r["path"],
+                "backend": r["backend"],
+                "state": r["state"],
+                "message": r["message"] or "",
+                "parameters": json.loads(r["parameters"] or "{}"),
+                "started_at": r["started_at"],
+                "ended_at": r["ended_at"],
+                "duration_s": (r["ended_at"] - r["started_at"])
+                if r["ended_at"] and r["started_at"]
+                else None,
+                "metrics": json.loads(r["metrics"] or "{}"),
+            }
+            for r in rows
+        ], total
+
+
+_ENDED = ("succeeded", "failed", "cancelled")
+
+
+def _stamp(d: Path) -> str:
+    parts = []
+    for name in ("events.jsonl", "run.json", "metrics.json"):
+        try:
+            st = (d / name).stat()
+            parts.append(f"{st.st_mtime_ns}:{st.st_size}")
+        except FileNotFoundError:
+            parts.append("-")
+    return "/".join(parts)

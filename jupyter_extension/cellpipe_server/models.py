@@ -1,0 +1,71 @@
+"""The wire vocabulary: request and response bodies of the REST API (pydantic v2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CompileRequest(_Body):
+    path: str = Field(description="Notebook path relative to the server root.")
+    content: dict[str, Any] | None = Field(
+        default=None, description="The open notebook's current content (unsaved edits)."
+    )
+
+
+class CreateRun(CompileRequest):
+    backend: str | None = Field(default=None, description="Default: the server's default.")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    jobs: int | None = Field(default=None, ge=1)
+    no_cache: bool = False
+
+
+class ResumeRun(_Body):
+    content: dict[str, Any] | None = Field(
+        default=None, description="The fixed notebook's content; default: the saved file."
+    )
+
+
+class DescribeStep(BaseModel):
+    name: str
+    state: str
+    duration_s: float | None = None
+    attempts: int = 0
+    cached: bool = False
+    message: str = ""
+    cell: int | None = None
+    cell_id: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+class DescribeRun(BaseModel):
+    run_id: str
+    path: str | None = Field(description="Notebook path relative to the server root.")
+    backend: str
+    state: str
+    message: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    started_at: float | None = None
+    ended_at: float | None = None
+    duration_s: float | None = None
+    steps: list[DescribeStep] = Field(default_factory=list)
+    metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class ListRunsResponse(BaseModel):
+    runs: list[DescribeRun]
+    total: int
+    page: int
+    page_size: int
+
+
+class DescribeBackend(BaseModel):
+    name: str
+    available: bool
+    reason: str = ""
