@@ -11,8 +11,6 @@ import pytest
 from nbbuild import notebook, write
 from tornado.httpclient import HTTPClientError
 
-pytestmark = pytest.mark.usefixtures("jp_serverapp")
-
 
 def _nb(root: Path, name: str = "pipe.ipynb", b: str = "b = a + 1") -> str:
     write(
@@ -233,3 +231,22 @@ async def test_an_unknown_step_is_404_listing_the_steps(jp_fetch, jp_root_dir) -
         jp_fetch, "GET", "runs", created["run_id"], "steps", "zz", "outputs"
     )
     assert code == 404 and body["message"].endswith("steps: a, b, c")
+
+
+def test_history_is_rebuilt_from_the_run_directories_when_the_index_is_lost(tmp_path: Path) -> None:
+    import cellpipe
+    from cellpipe_server.history import History
+
+    root = tmp_path / "root"
+    root.mkdir()
+    runs = tmp_path / "runs"
+    name = _nb(root)
+    first = cellpipe.run(root / name, runs_root=runs)
+    second = cellpipe.run(root / name, parameters={"k": 2}, runs_root=runs)
+    index = tmp_path / "lost.sqlite"
+    history = History(index, runs, root)
+    history.sync()
+    rows, total = history.list("pipe.ipynb", 0, 10)
+    history.close()
+    assert total == 2 and [r["run_id"] for r in rows] == [second.run_id, first.run_id]
+    assert rows[0]["parameters"] == {"k": 2} and rows[0]["state"] == "succeeded"

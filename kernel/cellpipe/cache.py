@@ -23,7 +23,7 @@ from typing import Any
 from .atomic import write_json, write_text
 from .model import Pipeline, Step
 
-_KEY_VERSION = "1"
+_KEY_VERSION = "2"  # bump when the stored format changes: old results must not be reused
 
 
 @lru_cache(maxsize=4096)

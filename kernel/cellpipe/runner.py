@@ -70,6 +70,9 @@ class Warm:
     records: dict[str, CellRecord]
     failure: Failure | None
     references: dict[int, str]
+    # The objects behind `references`: ids are only unique while their objects live, and a
+    # step that rebinds a functions-cell name would otherwise free one for reuse.
+    keep_alive: list[Any] = field(default_factory=list)
 
 
 def warm_up(rd: RunDir, log: TextIO | None = None, shell: Any = None) -> Warm:
@@ -97,7 +100,9 @@ def warm_up(rd: RunDir, log: TextIO | None = None, shell: Any = None) -> Warm:
             failure = _run_cell(shell, INJECTED, injected_parameters_source(params), records, cell)
             if failure:
                 break
-    return Warm(shell, records, failure, _definitions(shell.user_ns))
+    refs = _definitions(shell.user_ns)
+    alive = [v for v in shell.user_ns.values() if id(v) in refs]
+    return Warm(shell, records, failure, refs, alive)
 
 
 def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None = None) -> int:
