@@ -7,6 +7,8 @@ cell, where they do.
 
 from __future__ import annotations
 
+import asyncio
+import difflib
 import json
 import os
 import re
@@ -57,13 +59,15 @@ def run_top_to_bottom(
         cell.id = INJECTED_TAG
         cell.metadata["tags"] = [INJECTED_TAG]
         nb.cells.insert(index + 1, cell)
-    NotebookClient(
+    client = NotebookClient(
         nb,
         kernel_name="python3",
         skip_cells_with_tag="skip",
         timeout=120,
         resources={"metadata": {"path": str(path.parent)}},
-    ).execute()
+    )
+    # Our own loop, closed on return: `execute()` leaves one open per thread it runs in.
+    asyncio.run(client.async_execute())
     return nb
 
 
@@ -139,12 +143,29 @@ def comparable(nb: nbformat.NotebookNode) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _render(outputs: list[dict[str, Any]]) -> list[str]:
+    """Normalised outputs as lines, for a diff a person can read."""
+    lines: list[str] = []
+    for o in outputs:
+        if "stream" in o:
+            lines.append(f"[{o['stream']}]")
+            lines += o["text"].splitlines()
+        elif "error" in o:
+            lines.append(f"[error] {o['error']}: {o['evalue']}")
+        else:
+            lines.append(f"[{o['type']}] {', '.join(o['mime'])}")
+            for mime, text in o.items():
+                if mime not in ("type", "mime"):
+                    lines += [f"  {mime}:", *(f"    {line}" for line in text.splitlines())]
+    return lines
+
+
 def differences(expected: nbformat.NotebookNode, actual: nbformat.NotebookNode) -> list[str]:
     """Where ``actual`` (the pipeline's executed copy) departs from ``expected`` (top to bottom).
 
-    One readable line per differing cell, naming its number in the notebook (1-based over
-    all cells, as cellpipe's messages count them) and its first source line. Empty when
-    they agree.
+    One entry per differing cell: its number in the notebook (1-based over all cells, as
+    cellpipe's messages count them), its first source line, and a diff of its normalised
+    outputs from top to bottom (-) to pipeline (+). Empty when they agree.
     """
     want, got = comparable(expected), comparable(actual)
     if list(want) != list(got):
@@ -156,10 +177,17 @@ def differences(expected: nbformat.NotebookNode, actual: nbformat.NotebookNode) 
             start=1,
         )
     }
-    sources = {c.id: (c.source.splitlines() or [""])[0] for c in expected.cells}
-    return [
-        f"cell {numbers[cid]} `{sources[cid]}`:\n  top to bottom: {want[cid]}\n"
-        f"  pipeline:      {got[cid]}"
-        for cid in want
-        if want[cid] != got[cid]
-    ]
+    problems = []
+    for cid in want:
+        if want[cid] != got[cid]:
+            first_line = next(c for c in expected.cells if c.id == cid).source.split("\n")[0]
+            diff = difflib.unified_diff(
+                _render(want[cid]),
+                _render(got[cid]),
+                "top to bottom",
+                "pipeline",
+                n=2,
+                lineterm="",
+            )
+            problems.append(f"cell {numbers[cid]} `{first_line}`:\n" + "\n".join(diff))
+    return problems

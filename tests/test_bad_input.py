@@ -116,6 +116,16 @@ def test_two_parallel_writers_of_a_name_run_with_a_warning_naming_it(cli, tmp_pa
     assert "step c gets b's version" in proc.stderr
 
 
+def test_a_step_split_by_a_cell_that_rebinds_what_it_reads_exits_2(cli, tmp_path: Path) -> None:
+    write(
+        tmp_path / "i.ipynb",
+        notebook(("step:a", "x = 1"), ("step:b", "x = 2"), ("step:a", "print(x)")),
+    )
+    proc = cli("run", "i.ipynb")
+    assert proc.returncode == 2
+    assert "cell 3 (step a): reads `x` from step b (cell 2)" in proc.stderr
+
+
 def test_compile_errors_as_json_list_every_problem(cli, tmp_path: Path) -> None:
     write(tmp_path / "u.ipynb", notebook(("step:a", "print(p1)"), ("step:b prev:zz", "print(p2)")))
     proc = cli("compile", "u.ipynb", "--json")

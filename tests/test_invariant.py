@@ -3,7 +3,8 @@
 Each adversarial notebook in tests/notebooks/ runs top to bottom with nbclient and a real
 kernel, and as a pipeline with `cellpipe run --output`; every code cell's outputs must match.
 Each side runs on its own copy of the notebook, so files one writes are not there for the
-other; the two run at the same time to keep the suite fast.
+other. To keep the suite fast, the selected notebooks start running, a few at a time, as soon
+as the first of these tests asks for its result.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
-from notebooks.make import CASES, build
+from nbbuild import notebook, write
+from notebooks.make import CASES, SUPPORT_FILES, build
 from oracle import differences, run_pipeline, run_top_to_bottom
 
 HERE = Path(__file__).parent / "notebooks"
@@ -27,6 +30,11 @@ KNOWN_DISCREPANCIES = {
         "each input is unpickled on its own, so `pair[0] is a` no longer holds in the "
         "consumer and `a.append(2)` in step grow does not reach `pair` or `same`; "
         "docs/design.md says aliasing across steps is not tracked, but nothing warns"
+    ),
+    "dynamic_names": (
+        "names read through `globals()[...]` and `eval('...')` are invisible to the analysis, "
+        "so step use gets no inputs and fails at run time with KeyError: 'alpha' (exit 1); "
+        "compile says nothing, though it cannot guarantee the invariant here"
     ),
     "file_handoff": (
         "no variable connects step write (`to_csv('handoff.csv')`) and step read "
@@ -42,15 +50,6 @@ KNOWN_DISCREPANCIES = {
         "IPython's `_` is not data: step b gets a fresh shell whose `_` is '' and prints an "
         "empty line, with no compile error or warning (top to bottom: 42)"
     ),
-    "iterator_position": (
-        "analysis does not treat the builtin `next(it)` as changing `it`, so step show reads "
-        "`it` from step make and lists [2, 3, 4] instead of [3, 4]"
-    ),
-    "wide_dataframe": (
-        "pandas sets display.max_columns when it is imported: 20 when `get_ipython()` has a "
-        "`kernel` attribute (a Jupyter kernel), else 0, meaning fit the terminal; a step's "
-        "shell has none, so print() and the HTML repr show all 30 columns instead of 20"
-    ),
 }
 
 
@@ -64,22 +63,106 @@ def _case(name: str):
     return pytest.param(name, marks=marks, id=name)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", [_case(n) for n in sorted(CASES) if n not in REJECTED])
-def test_pipeline_outputs_equal_top_to_bottom_outputs(name: str, tmp_path: Path) -> None:
+def _assert_same_outputs(expected: Any, executed: Any) -> None:
+    problems = differences(expected, executed)
+    if problems:
+        pytest.fail("pipeline outputs differ from top to bottom:\n" + "\n".join(problems))
+
+
+def _run_both_ways(name: str, workdir: Path) -> tuple[Any, Any, Any]:
     params = CASES[name].parameters or None
     copies = {}
     for side in ("top-to-bottom", "pipeline"):
-        (tmp_path / side).mkdir()
-        copies[side] = shutil.copy(HERE / f"{name}.ipynb", tmp_path / side)
-    with ThreadPoolExecutor(1) as pool:
-        pipeline = pool.submit(run_pipeline, Path(copies["pipeline"]), tmp_path, params)
-        expected = run_top_to_bottom(Path(copies["top-to-bottom"]), params)
-        executed, proc = pipeline.result()
+        (workdir / side).mkdir()
+        copies[side] = Path(shutil.copy(HERE / f"{name}.ipynb", workdir / side))
+        for file_name in SUPPORT_FILES:
+            shutil.copy(HERE / file_name, workdir / side)
+    # As many steps at once as the DAG allows, so that a missing edge shows as a wrong value.
+    executed, proc = run_pipeline(copies["pipeline"], workdir, params, ("--jobs", "8"))
+    return run_top_to_bottom(copies["top-to-bottom"], params), executed, proc
+
+
+_INVARIANT = "test_pipeline_outputs_equal_top_to_bottom_outputs"
+
+
+@pytest.fixture(scope="module")
+def both_ways(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Futures of (top-to-bottom notebook, pipeline notebook, cellpipe process) by name, for
+    every notebook the session selected; most of a run is waiting on kernel and process
+    start-up, so a few at a time take far less time than one after another."""
+    names = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == _INVARIANT
+    ]
+    with ThreadPoolExecutor(3) as pool:
+        futures = {n: pool.submit(_run_both_ways, n, tmp_path_factory.mktemp(n)) for n in names}
+        yield futures
+        for future in futures.values():
+            future.cancel()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [_case(n) for n in sorted(CASES) if n not in REJECTED])
+def test_pipeline_outputs_equal_top_to_bottom_outputs(name: str, both_ways) -> None:
+    expected, executed, proc = both_ways[name].result()
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert executed is not None, "no executed notebook was written"
-    problems = differences(expected, executed)
-    assert not problems, "pipeline outputs differ from top to bottom:\n" + "\n".join(problems)
+    _assert_same_outputs(expected, executed)
+
+
+def _project(root: Path) -> Path:
+    """A notebook that reads a data file and imports a module kept next to it."""
+    (root / "project").mkdir()
+    (root / "project" / "data.csv").write_text("v\n1\n2\n")
+    (root / "project" / "helper_mod.py").write_text("K = 1\n")
+    return write(
+        root / "project" / "analysis.ipynb",
+        notebook(
+            ("imports", "import pandas as pd\nimport helper_mod"),
+            ("step:load", "df = pd.read_csv('data.csv')\nk = helper_mod.K"),
+            ("step:show", "print(df.v.sum(), k)"),
+        ),
+    )
+
+
+def test_a_rerun_with_nothing_changed_is_cached_and_shows_the_same_outputs(
+    tmp_path: Path,
+) -> None:
+    path = _project(tmp_path)
+    run_pipeline(path, tmp_path)
+    executed, proc = run_pipeline(path, tmp_path, extra=("--json",))
+    assert proc.returncode == 0, proc.stderr
+    assert {s["state"] for s in json.loads(proc.stdout)["steps"].values()} == {"cached"}
+    _assert_same_outputs(run_top_to_bottom(path), executed)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the cache key covers code, parameters and inputs, not the files a step reads: "
+    "after data.csv changes both steps are `cached` and print the old sum",
+)
+def test_a_rerun_after_a_data_file_changed_computes_with_the_new_data(tmp_path: Path) -> None:
+    path = _project(tmp_path)
+    run_pipeline(path, tmp_path)
+    (path.parent / "data.csv").write_text("v\n10\n20\n")
+    executed, proc = run_pipeline(path, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    _assert_same_outputs(run_top_to_bottom(path), executed)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the cache key covers the imports cell's code, not the source of a local module "
+    "it imports: after helper_mod.py changes both steps are `cached` and print the old K",
+)
+def test_a_rerun_after_a_local_module_changed_uses_the_new_module(tmp_path: Path) -> None:
+    path = _project(tmp_path)
+    run_pipeline(path, tmp_path)
+    (path.parent / "helper_mod.py").write_text("K = 2\n")
+    executed, proc = run_pipeline(path, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    _assert_same_outputs(run_top_to_bottom(path), executed)
 
 
 def test_committed_notebooks_are_what_make_py_writes() -> None:
@@ -90,6 +173,8 @@ def test_committed_notebooks_are_what_make_py_writes() -> None:
         assert json.loads((HERE / f"{name}.ipynb").read_text()) == written, (
             f"{name}.ipynb is stale: run `python tests/notebooks/make.py`"
         )
+    for file_name, text in SUPPORT_FILES.items():
+        assert (HERE / file_name).read_text() == text, f"{file_name} is stale"
 
 
 @pytest.mark.parametrize("name", sorted(REJECTED))

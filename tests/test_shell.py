@@ -48,14 +48,25 @@ def test_stderr_print_is_a_stderr_stream_between_stdout_outputs(shell: StepShell
     assert streams(result) == [("stdout", "out\n"), ("stderr", "err\n"), ("stdout", "out2\n")]
 
 
-def test_stream_text_is_written_to_the_log_as_well(tmp_path: Path) -> None:
+def test_stream_text_is_written_to_the_log_as_well() -> None:
     log = io.StringIO()
     sh = StepShell(log=log)
     try:
-        run(sh, "import sys\nprint('to out')\nprint('to err', file=sys.stderr)")
+        run(sh, "import os, sys\nprint('to out')\nprint('to err', file=sys.stderr)")
+        run(sh, "os.system('echo from a shell')")
     finally:
         sh.close()
-    assert log.getvalue() == "to out\nto err\n"
+    assert log.getvalue() == "to out\nto err\nfrom a shell\n"
+
+
+def test_a_log_on_descriptor_2_does_not_read_back_its_own_lines() -> None:
+    with open(2, "w", closefd=False) as log:
+        sh = StepShell(log=log)
+        try:
+            result = run(sh, "import sys\nprint('once', file=sys.stderr)")
+        finally:
+            sh.close()
+    assert result.outputs == [{"output_type": "stream", "name": "stderr", "text": "once\n"}]
 
 
 def test_print_from_several_threads_during_a_cell_loses_no_line(shell: StepShell) -> None:
@@ -348,6 +359,28 @@ def test_shells_created_one_after_another_each_display_and_plot() -> None:
             ["text/plain"],
             ["image/png", "text/plain"],
         ]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_copy_of_a_warm_shell_runs_cells_and_records_their_output(
+    shell: StepShell,
+) -> None:
+    # What the fork server does: warm a shell once, fork, and run a step's cells in the child.
+    run(shell, "import os\nx = 41")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave, whatever happens
+        try:
+            result = shell.run_cell("print(x + 1)\nos.system('echo from the child');")
+            os.write(write_end, json.dumps(result.outputs).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        outputs = json.loads(reader.read() or "null")
+    os.waitpid(pid, 0)
+    assert outputs == [{"output_type": "stream", "name": "stdout", "text": "42\nfrom the child\n"}]
 
 
 def test_get_ipython_is_the_shell_only_while_its_cell_runs(shell: StepShell) -> None:

@@ -124,11 +124,15 @@ class _Recorder:
         self._notifying = False
 
     def start(self) -> None:
+        if self.pid != os.getpid():
+            # A forked step process (the fork server's): a thread of the parent may have
+            # held the lock at the fork, and no thread here would ever release it.
+            self.lock = threading.RLock()
+            self.pid = os.getpid()
         with self.lock:
             self.outputs = []
             self.last_error = None
             self._clear_pending = False
-            self.pid = os.getpid()
 
     def stop(self) -> list[Output]:
         with self.lock:
@@ -423,14 +427,17 @@ class _FdCapture:
         self._pipes: list[_Pipe] = []
         self._pid = os.getpid()
         self._poller: select.poll | None = None
+        self._poll_lock = threading.Lock()  # a poll object refuses concurrent calls
 
     def start(self, skip: set[int]) -> None:
         """Redirect the descriptors, except those in ``skip`` (the log's, which would
         otherwise read back its own copy of every line)."""
-        if os.name != "posix":
-            return  # select() cannot wait on a pipe on Windows
+        if not hasattr(select, "poll"):
+            return  # Windows: nothing can wait on a pipe there
         _flush_process_streams(*(stream.fallback for stream in self._streams))
-        self._pid = os.getpid()
+        if self._pid != os.getpid():  # forked: the parent's readers may have held these
+            self._lock, self._poll_lock = threading.Lock(), threading.Lock()
+            self._pid = os.getpid()
         self._poller = select.poll()
         for stream in self._streams:
             if stream.fd in skip:
@@ -439,7 +446,11 @@ class _FdCapture:
                 saved = os.dup(stream.fd)
             except OSError:
                 continue  # a closed descriptor: nothing can be written there anyway
-            read_end, write_end = os.pipe()
+            try:
+                read_end, write_end = os.pipe()
+            except OSError:  # out of descriptors: the cell runs uncaptured rather than not
+                os.close(saved)
+                continue
             os.dup2(write_end, stream.fd)
             os.close(write_end)
             os.set_blocking(read_end, False)
@@ -473,15 +484,20 @@ class _FdCapture:
         poller = self._poller
         # poll() first: it costs half a microsecond, taking the lock and reading ten times
         # that, and a cell may print a million lines.
-        if poller is None or os.getpid() != self._pid or not poller.poll(0):
+        if poller is None or os.getpid() != self._pid:
             return
+        with self._poll_lock:
+            if not poller.poll(0):
+                return
         with self._lock:
             for pipe in self._pipes:
                 self._forward(pipe)
 
     def _pump(self, pipe: _Pipe) -> None:
+        poller = select.poll()  # not select(): descriptors may be numbered above 1023
+        poller.register(pipe.read_end, select.POLLIN)
         while True:
-            select.select([pipe.read_end], [], [])
+            poller.poll()
             with self._lock:
                 if not self._forward(pipe):
                     # Closed under the lock, so no other thread reads a reused number.
@@ -548,6 +564,9 @@ class StepInteractiveShell(InteractiveShell):
 
     displayhook_class = Type(_DisplayHook)
     display_pub_class = Type(_Publisher)
+    #: Libraries ask `hasattr(get_ipython(), "kernel")` to tell a notebook from a terminal
+    #: (pandas shows 20 columns in a notebook, all of them in a terminal): look like a notebook.
+    kernel = None
 
     def __init__(self, recorder: _Recorder, **kwargs: Any):
         self.recorder = recorder
@@ -631,6 +650,7 @@ class StepShell:
         on_output: Callable[[list[Output]], None] | None = None,
     ):
         self._recorder = _Recorder(log, on_output)
+        self._main_module = sys.modules.get("__main__")  # IPython puts its own there
         config = Config()
         config.HistoryManager.enabled = False  # no SQLite history file under ~/.ipython
         self.ipython = StepInteractiveShell(self._recorder, config=config)
@@ -668,18 +688,21 @@ class StepShell:
     def run_cell(self, source: str) -> CellRun:
         """Run one cell as a notebook kernel would and return what it produced.
 
-        Never raises for an error in the cell (syntax errors, exceptions, ``SystemExit``,
-        ``exit()``): those are recorded as an ``error`` output and ``success=False``.
-        ``input()`` and ``getpass()`` raise ``StdinNotImplementedError`` inside the cell.
+        An error in the cell (an exception, a ``SyntaxError``, ``SystemExit``) is not
+        raised: it becomes an ``error`` output and ``success=False``. ``exit()`` does not end
+        the process. ``input()`` and ``getpass()`` raise ``StdinNotImplementedError`` in the
+        cell instead of waiting. Raises RuntimeError after :meth:`close`.
         """
         if self._closed:
             raise RuntimeError("this StepShell is closed")
         ip = self.ipython
         count = ip.execution_count
         self._recorder.start()
-        with self._patched():
-            result = ip.run_cell(source, store_history=True)
-        outputs = self._recorder.stop()
+        try:
+            with self._patched():
+                result = ip.run_cell(source, store_history=True)
+        finally:
+            outputs = self._recorder.stop()
         error = None
         if not result.success:
             raised = result.error_in_exec or result.error_before_exec
@@ -709,11 +732,8 @@ class StepShell:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        main_name = ip.user_module.__name__
-        if sys.modules.get(main_name) is ip.user_module:
-            original = ip._orig_sys_modules_main_mod
-            if original is not None:
-                sys.modules[main_name] = original
+        if sys.modules.get("__main__") is ip.user_module and self._main_module is not None:
+            sys.modules["__main__"] = self._main_module
 
     @contextlib.contextmanager
     def _patched(self) -> Iterator[None]:
@@ -727,8 +747,8 @@ class StepShell:
         builtins.input = _no_input
         getpass.getpass = _no_getpass
         InteractiveShell._instance = self.ipython
-        self._capture.start(skip={_fileno(self.log)})
         try:
+            self._capture.start(skip={_fileno(self.log)})
             yield
         finally:
             self._capture.stop()

@@ -138,6 +138,16 @@ CASES: dict[str, Case] = {
             code("print(pair, same, pair[0] is pair[1])", "step:show"),
         ],
     ),
+    "dynamic_names": Case(
+        "Names read through `globals()` and `eval`, which the source does not spell out.",
+        [
+            code("alpha = 1\nbeta = 2", "step:make"),
+            code(
+                "total = sum(globals()[n] for n in ['alpha', 'beta']) + eval('alpha')", "step:use"
+            ),
+            code("print(total)", "step:show"),
+        ],
+    ),
     "interleaved_step_cells": Case(
         "A step whose cells are split by another step's cell that rebinds a name it reads.",
         [
@@ -308,11 +318,27 @@ CASES: dict[str, Case] = {
             code("print(first, second, list(it))", "step:show"),
         ],
     ),
+    "local_module": Case(
+        "A module next to the notebook, imported by the `imports` cell; its function and "
+        "class cross steps.",
+        [
+            code("import local_helpers\nfrom local_helpers import Scaler, double", "imports"),
+            code("x = double(21)\nscaler = Scaler(3)\nop = double", "step:a"),
+            code(
+                "print(x, scaler.apply(x), op(1), local_helpers.__name__, type(scaler).__module__)",
+                "step:b",
+            ),
+        ],
+    ),
     "file_handoff": Case(
         "One step writes a file that a later step reads; no variable connects them.",
         [
-            code("import pandas as pd", "imports"),
-            code("pd.DataFrame({'v': [1, 2, 3]}).to_csv('handoff.csv', index=False)", "step:write"),
+            code("import time\nimport pandas as pd", "imports"),
+            code(
+                "time.sleep(0.5)  # a slow producer: a reader started alongside finds no file\n"
+                "pd.DataFrame({'v': [1, 2, 3]}).to_csv('handoff.csv', index=False)",
+                "step:write",
+            ),
             code("back = pd.read_csv('handoff.csv')", "step:read"),
             code("print(back.v.sum())", "step:show"),
         ],
@@ -476,6 +502,31 @@ CASES: dict[str, Case] = {
             code("print(value)", "step:show"),
         ],
     ),
+    "display_updates": Case(
+        "Displays updated in place (`display_id`), `clear_output(wait=True)`, LaTeX and JSON "
+        "outputs, and a notebook class with `_repr_html_` displayed by a later step.",
+        [
+            code("from IPython.display import JSON, Latex, clear_output, display", "imports"),
+            code(
+                "handle = display('starting', display_id=True)\nfor i in range(3):\n"
+                "    handle.update(f'step {i}')",
+                "step:update",
+            ),
+            code(
+                "for i in range(3):\n    clear_output(wait=True)\n    print('progress', i)",
+                "step:clear",
+            ),
+            code("display(Latex(r'$x^2$'))\ndisplay(JSON({'a': 1}))", "step:misc"),
+            code(
+                "class Card:\n    def __init__(self, text):\n        self.text = text\n\n"
+                "    def _repr_html_(self):\n        return f'<i>{self.text}</i>'\n\n"
+                "    def __repr__(self):\n        return f'Card({self.text!r})'\n\n\n"
+                "card = Card('hi')",
+                "step:define",
+            ),
+            code("card", "step:show"),
+        ],
+    ),
     # -- the race rule -----------------------------------------------------------------------
     "parallel_writers": Case(
         "Two steps that may run in parallel both write `x`; the reader gets the later one's.",
@@ -484,6 +535,17 @@ CASES: dict[str, Case] = {
             code("x = 'from b'", "step:b"),
             code("print(x)", "step:c"),
         ],
+    ),
+}
+
+
+#: Files the notebooks use, written next to them (a local module, as users keep helpers).
+SUPPORT_FILES = {
+    "local_helpers.py": (
+        '"""A helper module next to the notebooks (written by make.py)."""\n\n\n'
+        "def double(v):\n    return 2 * v\n\n\n"
+        "class Scaler:\n    def __init__(self, factor):\n        self.factor = factor\n\n"
+        "    def apply(self, v):\n        return v * self.factor\n"
     ),
 }
 
@@ -511,6 +573,8 @@ def main() -> None:
             stale_file.unlink()
     for name, case in CASES.items():
         nbformat.write(build(name, case), HERE / f"{name}.ipynb")
+    for file_name, text in SUPPORT_FILES.items():
+        (HERE / file_name).write_text(text)
 
 
 if __name__ == "__main__":
