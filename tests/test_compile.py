@@ -192,3 +192,18 @@ def test_pipeline_json_round_trips():
         ("parameters", "n = 1"), ("step:a retry:2 timeout:5", "x = n"), ("step:b", "y = x")
     )
     assert Pipeline.from_json(p.to_json()) == p
+
+
+def test_a_file_written_by_one_step_and_read_by_another_orders_them():
+    p = compiled(
+        ("imports", "import pandas as pd"),
+        ("step:write", "pd.DataFrame({'v': [1]}).to_csv('out/handoff.csv', index=False)"),
+        ("step:read", "back = pd.read_csv('./out/handoff.csv')"),
+    )
+    assert p.step("read").after == ("write",)
+    assert p.step("read").inputs == {"@file:out/handoff.csv": "write"}
+
+
+def test_a_file_no_step_writes_is_not_an_input():
+    p = compiled(("imports", "import pandas as pd"), ("step:load", "df = pd.read_csv('data.csv')"))
+    assert p.step("load").inputs == {}

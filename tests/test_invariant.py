@@ -36,11 +36,6 @@ KNOWN_DISCREPANCIES = {
         "so step use gets no inputs and fails at run time with KeyError: 'alpha' (exit 1); "
         "compile says nothing, though it cannot guarantee the invariant here"
     ),
-    "file_handoff": (
-        "no variable connects step write (`to_csv('handoff.csv')`) and step read "
-        "(`read_csv('handoff.csv')`), so they run in parallel and read fails with "
-        "FileNotFoundError; nothing warns at compile time"
-    ),
     "library_options": (
         "settings kept inside libraries are not carried from step to step: "
         "`np.set_printoptions`, `pd.set_option` and `warnings.filterwarnings` made by step "
@@ -137,11 +132,6 @@ def test_a_rerun_with_nothing_changed_is_cached_and_shows_the_same_outputs(
     _assert_same_outputs(run_top_to_bottom(path), executed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cache key covers code, parameters and inputs, not the files a step reads: "
-    "after data.csv changes both steps are `cached` and print the old sum",
-)
 def test_a_rerun_after_a_data_file_changed_computes_with_the_new_data(tmp_path: Path) -> None:
     path = _project(tmp_path)
     run_pipeline(path, tmp_path)
@@ -151,11 +141,6 @@ def test_a_rerun_after_a_data_file_changed_computes_with_the_new_data(tmp_path: 
     _assert_same_outputs(run_top_to_bottom(path), executed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the cache key covers the imports cell's code, not the source of a local module "
-    "it imports: after helper_mod.py changes both steps are `cached` and print the old K",
-)
 def test_a_rerun_after_a_local_module_changed_uses_the_new_module(tmp_path: Path) -> None:
     path = _project(tmp_path)
     run_pipeline(path, tmp_path)

@@ -402,3 +402,19 @@ def test_steps_fall_back_to_fresh_processes_when_the_prelude_starts_threads(
     assert status["state"] == "succeeded"
     note = (runs_root / status["run_id"] / "logs" / "_run.log").read_text()
     assert "fresh process per step: cannot fork safely: the prelude started threads" in note
+
+
+def test_a_changed_data_file_reruns_the_step_that_reads_it(cli, tmp_path: Path) -> None:
+    (tmp_path / "data.csv").write_text("v\n1\n2\n")
+    write(
+        tmp_path / "d.ipynb",
+        notebook(
+            ("imports", "import pandas as pd"),
+            ("step:load", "total = int(pd.read_csv('data.csv').v.sum())"),
+            ("step:show", "print(total)"),
+        ),
+    )
+    run_json(cli, "d.ipynb")
+    assert set(states(run_json(cli, "d.ipynb")).values()) == {"cached"}
+    (tmp_path / "data.csv").write_text("v\n10\n20\n")
+    assert states(run_json(cli, "d.ipynb")) == {"load": "succeeded", "show": "succeeded"}

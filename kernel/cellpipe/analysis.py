@@ -1185,6 +1185,8 @@ class _Walker:
                     root = _root(out)
                     if root:
                         self.mutate(root)
+        for name, write in _file_effects(func, path, node):
+            self.hidden(name, write)
 
     def library_call(self, path: str, node: ast.Call, first: str | None) -> None:
         """Effects of calling an imported function (given by its dotted path)."""
@@ -1297,6 +1299,80 @@ class _Walker:
     def var_expand(self, text: str) -> None:
         for expr in _expansions(text) or ():
             self.expr(expr)
+
+
+#: Calls that read or write a file named by a literal path: (position of the path, writes?).
+_FILE_FUNCTIONS = {
+    "numpy.load": (0, False),
+    "numpy.loadtxt": (0, False),
+    "numpy.genfromtxt": (0, False),
+    "numpy.save": (0, True),
+    "numpy.savez": (0, True),
+    "numpy.savez_compressed": (0, True),
+    "numpy.savetxt": (0, True),
+    "joblib.load": (0, False),
+    "joblib.dump": (1, True),
+    "matplotlib.pyplot.savefig": (0, True),
+}
+_FILE_METHODS = {  # df.to_csv("x.csv"), fig.savefig("x.png"), Path("x").read_text()
+    "to_csv": True,
+    "to_parquet": True,
+    "to_json": True,
+    "to_excel": True,
+    "to_pickle": True,
+    "to_feather": True,
+    "to_hdf": True,
+    "savefig": True,
+}
+_PATH_METHODS = {"read_text": False, "read_bytes": False, "write_text": True, "write_bytes": True}
+
+
+def file_name(path: str) -> str:
+    """The pseudo-variable for a file a cell reads or writes (relative to the notebook)."""
+    import posixpath
+
+    return "@file:" + posixpath.normpath(path.replace("\\", "/"))
+
+
+def _file_effects(func: ast.expr, path: str | None, node: ast.Call) -> list[tuple[str, bool]]:
+    """Files named by a literal path that a call reads or writes: steps that hand data over
+    through a file are ordered like steps that hand over a variable."""
+
+    def literal(position: int, *keywords: str) -> str | None:
+        for k in node.keywords:
+            if k.arg in keywords:
+                return _const_str(k.value)
+        if position < len(node.args):
+            return _const_str(node.args[position])
+        return None
+
+    target: str | None = None
+    write = False
+    if path is not None:
+        parts = path.split(".")
+        if parts[0] == "pandas" and len(parts) == 2 and parts[1].startswith("read_"):
+            target = literal(0, "filepath_or_buffer", "path", "path_or_buf", "io")
+        elif path in _FILE_FUNCTIONS:
+            position, write = _FILE_FUNCTIONS[path]
+            target = literal(position, "file", "fname", "filename")
+    elif isinstance(func, ast.Name) and func.id == "open":
+        target = literal(0, "file")
+        mode = literal(1, "mode") or "r"
+        write = any(c in mode for c in "wax+")
+    elif isinstance(func, ast.Attribute):
+        if func.attr in _FILE_METHODS:
+            target, write = literal(0, "path", "path_or_buf", "fname", "excel_writer"), True
+        elif (
+            func.attr in _PATH_METHODS
+            and isinstance(func.value, ast.Call)
+            and isinstance(func.value.func, (ast.Name, ast.Attribute))
+            and getattr(func.value.func, "id", getattr(func.value.func, "attr", "")) == "Path"
+            and func.value.args
+        ):
+            target, write = _const_str(func.value.args[0]), _PATH_METHODS[func.attr]
+    if not target or "://" in target:
+        return []
+    return [(file_name(target), write)]
 
 
 def _hidden_effects(path: str, parts: list[str], node: ast.Call) -> list[tuple[str, bool]]:

@@ -51,7 +51,7 @@ def step_key(
         h.update(b"\0cell\0" + normalized(cell.source).encode())
     s = step.settings
     h.update(json.dumps([s.image, list(s.packages), s.gpu, list(step.outputs)]).encode())
-    for name in sorted(step.inputs):
+    for name in sorted(set(step.inputs) | set(input_hashes)):  # inputs, and files read
         h.update(f"\0in\0{name}={input_hashes.get(name, '')}".encode())
     return h.hexdigest()
 
@@ -75,6 +75,46 @@ class CacheIndex:
     def store(self, key: str, run_dir: Path, step: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(self.root / f"{key}.json", {"run_dir": str(run_dir), "step": step})
+
+
+def files_read(pipeline: Pipeline, step: Step, workdir: Path) -> list[str]:
+    """Files the step depends on: those its cells (and the prelude) read by literal path, and
+    local modules they import (``helper.py`` or a package next to the notebook)."""
+    from .analysis import CellSyntaxError, analyse_cell
+    from .model import Role
+
+    mine = {c.id for c in pipeline.prelude} | set(step.cells)
+    modules: dict[str, str] = {}
+    names: set[str] = set()
+    for cell in pipeline.cells:
+        if cell.kind != "code" or cell.role in (Role.SKIP, Role.MARKDOWN):
+            continue
+        try:
+            flow = analyse_cell(cell.source, modules)
+        except CellSyntaxError:
+            continue
+        if cell.id in mine:
+            names.update(n for n in flow.reads if n.startswith("@file:"))
+            for module in flow.imports.values():
+                top = module.split(".")[0]
+                if (workdir / f"{top}.py").is_file():
+                    names.add(f"@file:{top}.py")
+                elif (workdir / top / "__init__.py").is_file():
+                    names.add(f"@file:{top}/__init__.py")
+        modules.update(flow.imports)
+    return sorted(names)
+
+
+def file_hash(path: Path) -> str:
+    """Content hash of a file a step reads ("missing" when it does not exist yet)."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except (FileNotFoundError, IsADirectoryError):
+        return "missing"
+    return h.hexdigest()
 
 
 def record_key(run_dir: Path, step: str, key: str) -> None:

@@ -238,6 +238,8 @@ def _save_outputs(rd: RunDir, step: Any, ns: dict[str, Any], references: dict[in
     directory.mkdir(parents=True)
     records = []
     for name in step.outputs:
+        if name.startswith("@file:"):
+            continue  # the file itself is the hand-off; it only orders the steps
         if name.startswith("@"):
             value = capture(name)
         elif name in ns:

@@ -23,7 +23,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..cache import CacheIndex, record_key, recorded_key, reuse, step_key
+from ..cache import CacheIndex, file_hash, files_read, record_key, recorded_key, reuse, step_key
 from ..errors import Conflict
 from ..limits import cpu_count
 from ..model import State, Step
@@ -283,6 +283,10 @@ class _Scheduler:
                     manifests[producer] = {}
             rec = manifests[producer].get(name)
             hashes[name] = rec.sha256 if rec else "absent"
+        # Files count by their content: a changed data.csv must not give a stale cache hit.
+        workdir = Path(self.rd.info().get("workdir") or ".")
+        for name in files_read(self.pipeline, step, workdir):
+            hashes[name] = file_hash(workdir / name[len("@file:") :])
         return hashes
 
     async def _get_launcher(self) -> _Launcher:
