@@ -482,16 +482,18 @@ class _FdCapture:
     def drain(self) -> None:
         """Forward what has been written so far (called before every other output)."""
         poller = self._poller
-        # poll() first: it costs half a microsecond, taking the lock and reading ten times
-        # that, and a cell may print a million lines.
         if poller is None or os.getpid() != self._pid:
             return
+        # poll() first, so that reads (ten times its cost) happen only when there is data;
+        # a cell may print a million lines.
         with self._poll_lock:
-            if not poller.poll(0):
-                return
+            ready = poller.poll(0)
+        # Always pass through the lock: a reader thread may have taken the bytes off the
+        # pipe already and be forwarding them right now; they must land before our output.
         with self._lock:
-            for pipe in self._pipes:
-                self._forward(pipe)
+            if ready:
+                for pipe in self._pipes:
+                    self._forward(pipe)
 
     def _pump(self, pipe: _Pipe) -> None:
         poller = select.poll()  # not select(): descriptors may be numbered above 1023
