@@ -60,8 +60,8 @@ class History:
             return
         with self._lock:
             known = {
-                r["run_id"]: (r["stamp"], r["state"])
-                for r in self._conn.execute("SELECT run_id, stamp, state FROM runs")
+                r["run_id"]: r["stamp"]
+                for r in self._conn.execute("SELECT run_id, stamp FROM runs")
             }
         seen = set()
         for d in self.runs_root.iterdir():
@@ -69,8 +69,7 @@ class History:
                 continue
             seen.add(d.name)
             stamp = _stamp(d)
-            old = known.get(d.name)
-            if old and old[0] == stamp:
+            if known.get(d.name) == stamp:
                 continue  # unchanged files, unchanged status (the manager watches live runs)
             self.update(RunDir(d), stamp)
         gone = set(known) - seen
@@ -126,9 +125,6 @@ class History:
             }
             for r in rows
         ], total
-
-
-_ENDED = ("succeeded", "failed", "cancelled")
 
 
 def _stamp(d: Path) -> str:

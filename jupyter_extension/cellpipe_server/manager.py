@@ -118,11 +118,12 @@ class RunManager:
 
     async def create(self, req: CreateRun) -> DescribeRun:
         self._ensure_watching()
+        from cellpipe.backends import available_backend
         from cellpipe.launch import prepare_run
 
         path = resolve(self.root, req.path)
         backend = req.backend or self.default_backend
-        self._check_backend(backend)
+        available_backend(backend)  # 503 with the reason, before anything is prepared
         source: Any = req.content if req.content is not None else path
         rd = await asyncio.to_thread(
             prepare_run,
@@ -211,14 +212,6 @@ class RunManager:
         return out
 
     # -- internals ---------------------------------------------------------------------------------
-
-    def _check_backend(self, name: str) -> None:
-        from cellpipe.backends import get_backend
-        from cellpipe.errors import BackendUnavailable
-
-        ok, why = get_backend(name).available()
-        if not ok:
-            raise BackendUnavailable(f"the {name} backend cannot run here: {why}")
 
     def _open(self, run_id: str, step: str | None = None) -> RunDir:
         rd = RunDir.open(self.runs_root, run_id)

@@ -245,7 +245,7 @@ def run(
     """
     obj.json = as_json
     backend = _early_backend(backend_name)  # first: it warms up while we compile
-    from .errors import BackendUnavailable, ParameterError
+    from .errors import ParameterError
     from .launch import drive, prepare_resume, prepare_run
     from .notebook import coerce_parameter
 
@@ -256,9 +256,6 @@ def run(
         if not sep or not name.isidentifier():
             raise ParameterError(f"-p expects NAME=VALUE, got {item!r}")
         overrides[name] = coerce_parameter(value)
-    ok, why = backend.available()
-    if not ok:
-        raise BackendUnavailable(f"the {backend_name} backend cannot run here: {why}")
     if resume:
         if overrides:
             raise ParameterError(
@@ -306,13 +303,13 @@ def run(
 
 
 def _early_backend(name: str) -> Any:
-    """The backend, asked to warm up before anything else is done (see LocalBackend.prepare)."""
-    from .backends import get_backend
+    """The backend, checked and asked to warm up before anything else is done (see
+    LocalBackend.prepare). Raises BackendUnavailable when it cannot run here."""
+    from .backends import available_backend
 
-    backend = get_backend(name)
+    backend = available_backend(name)
     prepare = getattr(backend, "prepare", None)
-    ok, _ = backend.available()
-    if ok and prepare is not None:
+    if prepare is not None:
         prepare()
     return backend
 

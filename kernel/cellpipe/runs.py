@@ -344,7 +344,9 @@ class RunDir:
         steps = {s.name: StepStatus(s.name) for s in pipeline.steps}
         run_state, run_msg = State.PENDING, ""
         started = ended = None
+        last_ts = None
         for ev in self.events():
+            last_ts = ev.ts
             if ev.step is None:
                 run_state, run_msg = ev.state, ev.message
                 if ev.state is State.RUNNING:
@@ -374,7 +376,7 @@ class RunDir:
                 "the process running this pipeline stopped before the run finished; "
                 f"continue it with `cellpipe run --resume {self.run_id}`"
             )
-            ended = ended or _last_ts(self)
+            ended = ended or last_ts
             for st in steps.values():
                 if st.state is State.RUNNING:
                     st.state, st.message = State.FAILED, "interrupted: the run's process died"
@@ -409,11 +411,6 @@ def list_runs(root: Path, notebook: str | Path | None = None) -> list[RunDir]:
     # Ids sort by second only; two runs started in the same second are ordered by start time.
     out.sort(key=lambda rd: (rd.info().get("created_at", 0), rd.run_id), reverse=True)
     return out
-
-
-def _last_ts(rd: RunDir) -> float | None:
-    evs = rd.events()
-    return evs[-1].ts if evs else None
 
 
 def _user() -> str:

@@ -73,3 +73,12 @@ def get_backend(name: str) -> Backend:
         )
     module, _, cls = target.partition(":")
     return getattr(import_module(module), cls)()
+
+
+def available_backend(name: str) -> Backend:
+    """The backend called ``name``, if it can run here; else BackendUnavailable saying why."""
+    backend = get_backend(name)
+    ok, why = backend.available()
+    if not ok:
+        raise BackendUnavailable(f"the {name} backend cannot run here: {why}")
+    return backend
