@@ -18,6 +18,8 @@ from ..runs import RunDir
 
 _BUILTIN = {
     "local": "cellpipe.backends.local:LocalBackend",
+    "argo": "cellpipe.backends.argo:ArgoBackend",
+    "docker": "cellpipe.backends.docker:DockerBackend",
 }
 
 

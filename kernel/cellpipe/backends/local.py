@@ -1,10 +1,9 @@
 """The local backend: the steps of a pipeline as processes on this machine, in parallel.
 
-The process that runs ``cellpipe run`` drives the run: it schedules ready steps up to
-``jobs`` at a time, skips steps whose results are cached, retries with exponential backoff,
-enforces timeouts and handles cancel (SIGTERM/SIGINT). Steps are forked from a warm process
-that already ran the prelude (see :mod:`cellpipe.forkserver`); where that is unsafe, each
-step gets a fresh interpreter instead.
+Scheduling (retries, timeouts, cache, cancel, resume) is :mod:`cellpipe.scheduling`'s; this
+module starts the steps. They are forked from a warm process that already ran the prelude
+(see :mod:`cellpipe.forkserver`); where that is unsafe, each step gets a fresh interpreter
+instead. Each step leads its own process group, so a cancel or timeout stops all it started.
 """
 
 from __future__ import annotations
@@ -17,21 +16,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Coroutine
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
-from ..cache import CacheIndex, file_hash, files_read, record_key, recorded_key, reuse, step_key
-from ..errors import Conflict
 from ..limits import cpu_count
 from ..model import State, Step
 from ..runs import RunDir
+from ..scheduling import Launcher, Note, Proc, Scheduler, cancel_run, run_sync
 from . import RunOptions
-
-_T = TypeVar("_T")
-_KILL_GRACE_S = 3.0
 
 
 def _child_env(**extra: str) -> dict[str, str]:
@@ -42,335 +34,73 @@ def _child_env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)), **extra)
 
 
-def _retry_delay(attempt: int) -> float:
-    base = float(os.environ.get("CELLPIPE_RETRY_BACKOFF", "1.0"))
-    return min(base * 2 ** (attempt - 1), 60.0)
-
-
 class LocalBackend:
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_unused_warm: bool = False) -> None:
         self._warm: subprocess.Popen[bytes] | None = None
+        # A long-lived caller (cellpipe serve) keeps a warm process no run needed for the next.
+        self._keep_unused_warm = keep_unused_warm
+
+    @property
+    def warm_ready(self) -> bool:
+        """Whether a warm process started by :meth:`prepare` waits for a run."""
+        return self._warm is not None and self._warm.poll() is None
 
     def available(self) -> tuple[bool, str]:
         return True, ""
 
-    def prepare(self) -> None:
-        """Called before compiling: start the warm process early (see prespawn_warm_process)."""
+    def prepare(self, preload: Sequence[str] = ()) -> None:
+        """Called before compiling: start the warm process early (see prespawn_warm_process).
+
+        ``preload``: modules it imports while it waits (``cellpipe serve`` passes the
+        prelude's, so a request does not pay for them)."""
         if self._warm is None:
-            self._warm = prespawn_warm_process()
+            self._warm = prespawn_warm_process(preload)
+
+    def discard_warm(self) -> None:
+        """Stop a warm process that :meth:`prepare` started and no run used."""
+        warm, self._warm = self._warm, None
+        if warm is not None:
+            if warm.poll() is None:
+                warm.kill()
+            warm.wait()
+            for pipe in (warm.stdin, warm.stdout):
+                if pipe is not None:
+                    pipe.close()
 
     def execute(self, rd: RunDir, options: RunOptions) -> State:
         return run_sync(self.async_execute(rd, options))
 
     async def async_execute(self, rd: RunDir, options: RunOptions) -> State:
         warm, self._warm = self._warm, None
+        used = False
+
+        async def start(rd: RunDir, note: Note) -> Launcher:
+            nonlocal used
+            used = True
+            return await _start_launcher(rd, note, warm)
+
         try:
-            return await _Scheduler(rd, options, warm).run()
+            return await Scheduler(rd, options, start).run()
         finally:
-            if warm is not None and warm.poll() is None:
+            if warm is not None and not used and self._keep_unused_warm:
+                self._warm = warm  # every step was cached: it still waits, untouched
+            elif warm is not None and warm.poll() is None:
                 warm.kill()  # never used: every step was cached
                 warm.wait()
 
     def cancel(self, rd: RunDir) -> None:
-        """Ask the driving process to stop; if it is gone, settle the run directory ourselves."""
-        status = rd.status()
-        if status.state.terminal:
-            raise Conflict(f"run {rd.run_id} already ended ({status.state.value})")
-        alive = rd.driver_alive()
-        if alive:
-            pid = json.loads((rd.path / "driver.json").read_text())["pid"]
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.time() + 10
-            while time.time() < deadline and not rd.status().state.terminal:
-                time.sleep(0.05)
-            if rd.status().state.terminal:
-                return
-        for ev in rd.events():
-            pid = ev.extra.get("pid")
-            if ev.state is State.RUNNING and pid:
-                with contextlib.suppress(OSError):
-                    os.killpg(pid, signal.SIGKILL)
-        for name, st in rd.status().steps.items():
-            if not st.state.terminal:
-                rd.emit(State.CANCELLED, name, attempt=st.attempts, message="run cancelled")
-        rd.emit(State.CANCELLED, message="cancelled")
+        """Ask the driving process to stop; if it is gone, kill the steps it left running."""
+        cancel_run(rd, _kill_leftover_steps)
 
 
-def run_sync(coro: Coroutine[Any, Any, _T]) -> _T:
-    """Run a coroutine to its end, also from inside a running event loop (a notebook cell)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    result: list[_T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(asyncio.run(coro))
-        except BaseException as exc:
-            error.append(exc)
-
-    t = threading.Thread(target=target, name="cellpipe-run")
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
-class _Scheduler:
-    def __init__(
-        self, rd: RunDir, options: RunOptions, warm: subprocess.Popen[bytes] | None = None
-    ):
-        self.rd, self.options = rd, options
-        self._warm = warm
-        self.pipeline = rd.pipeline()
-        self.steps = {s.name: s for s in self.pipeline.steps}
-        self.state: dict[str, State] = {}
-        self.running: dict[str, int] = {}  # step -> pid (its own process group)
-        self.cancelled = False
-        self.index = CacheIndex(rd.path.parent)
-        self.params = rd.info().get("parameters") or {}
-        self.launcher: _Launcher | None = None
-        self._escalation: asyncio.Task[None] | None = None
-        self._launcher_lock = asyncio.Lock()
-        self._cores = itertools.cycle(_cores())
-        self._log = open(rd.path / "logs" / "_run.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-
-    def note(self, text: str) -> None:
-        self._log.write(f"{time.strftime('%H:%M:%S')} {text}\n")
-
-    async def run(self) -> State:
-        rd = self.rd
-        rd.write_driver()
-        self._install_signals()
-        previous = rd.status().steps if self.options.resume else {}
-        rd.emit(
-            State.RUNNING,
-            message="resumed" if self.options.resume else "",
-            jobs=self.options.max_jobs,
-            pid=os.getpid(),
-        )
-        for name in self.steps:
-            self.state[name] = State.PENDING
-            rd.emit(State.PENDING, name)
-        try:
-            await self._loop(previous)
-        finally:
-            if self.launcher:
-                await self.launcher.close()
-        failed = [n for n, s in self.state.items() if s is State.FAILED]
-        if self.cancelled:
-            final, msg = State.CANCELLED, "cancelled"
-        elif failed:
-            final, msg = (
-                State.FAILED,
-                f"step{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed",
-            )
-        else:
-            final, msg = State.SUCCEEDED, ""
-        rd.emit(final, message=msg)
-        self._log.close()
-        return final
-
-    async def _loop(self, previous: dict[str, Any]) -> None:
-        tasks: dict[asyncio.Task[State], str] = {}
-        while True:
-            for name, step in self.steps.items():
-                if self.state[name] is not State.PENDING or name in tasks.values():
-                    continue
-                ups = [self.state[u] for u in step.after]
-                bad = [
-                    u
-                    for u in step.after
-                    if self.state[u] in (State.FAILED, State.SKIPPED, State.CANCELLED)
-                ]
-                if self.cancelled:
-                    self._settle(name, State.CANCELLED, "run cancelled before this step started")
-                elif bad:
-                    why = (
-                        "skipped"
-                        if self.state[bad[0]] is State.SKIPPED
-                        else self.state[bad[0]].value
-                    )
-                    self._settle(name, State.SKIPPED, f"upstream step {bad[0]} {why}")
-                elif all(u.ok for u in ups) and len(tasks) < self.options.max_jobs:
-                    task = asyncio.create_task(self._run_step(step, previous.get(name)))
-                    tasks[task] = name
-            if not tasks:
-                if all(s.terminal for s in self.state.values()):
-                    return
-                continue  # states settled this round may have made more steps ready
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                name = tasks.pop(task)
-                self.state[name] = task.result()
-
-    def _settle(self, name: str, state: State, message: str, **extra: Any) -> None:
-        self.state[name] = state
-        self.rd.emit(state, name, message=message, **extra)
-
-    async def _run_step(self, step: Step, before: Any) -> State:
-        key = None
-        if step.settings.cache:
-            key = step_key(self.pipeline, step, self.params, self._input_hashes(step))
-            kept = self._from_cache(step, key, before)
-            if kept is not None:
-                return kept
-        attempts = step.settings.retry + 1
-        for attempt in range(1, attempts + 1):
-            state, reason = await self._attempt(step, attempt)
-            if state is State.SUCCEEDED:
-                if key:
-                    record_key(self.rd.path, step.name, key)
-                    self.index.store(key, self.rd.path, step.name)
-                return state
-            if state is State.CANCELLED or self.cancelled:
-                return State.CANCELLED
-            if attempt < attempts:
-                delay = _retry_delay(attempt)
-                self.rd.emit(
-                    State.PENDING,
-                    step.name,
-                    attempt=attempt,
-                    message=f"attempt {attempt} failed ({reason}); retry {attempt + 1} of "
-                    f"{attempts} in {delay:g} s",
-                )
-                await asyncio.sleep(delay)
-                if self.cancelled:
-                    return State.CANCELLED
-        return State.FAILED
-
-    def _from_cache(self, step: Step, key: str, before: Any) -> State | None:
-        if (
-            self.options.resume
-            and before is not None
-            and before.state.ok
-            and recorded_key(self.rd.path, step.name) == key
-        ):
-            self.rd.emit(State.CACHED, step.name, message="kept from before the resume")
-            return State.CACHED
-        if not self.options.use_cache:
-            return None
-        hit = self.index.lookup(key)
-        if hit is None:
-            return None
-        run_dir, source_step = hit
-        if run_dir != self.rd.path:
-            reuse(run_dir, self.rd.path, source_step)
-        record_key(self.rd.path, step.name, key)
-        self.rd.emit(
-            State.CACHED,
-            step.name,
-            message=f"unchanged since run {run_dir.name}",
-            from_run=run_dir.name,
-        )
-        return State.CACHED
-
-    def _input_hashes(self, step: Step) -> dict[str, str]:
-        from ..marshal import read_manifest
-
-        hashes: dict[str, str] = {}
-        manifests: dict[str, Any] = {}
-        for name, producer in step.inputs.items():
-            if producer not in manifests:
-                try:
-                    manifests[producer] = read_manifest(self.rd.data_dir(producer))
-                except FileNotFoundError:
-                    manifests[producer] = {}
-            rec = manifests[producer].get(name)
-            hashes[name] = rec.sha256 if rec else "absent"
-        # Files count by their content: a changed data.csv must not give a stale cache hit.
-        workdir = Path(self.rd.info().get("workdir") or ".")
-        for name in files_read(self.pipeline, step, workdir):
-            hashes[name] = file_hash(workdir / name[len("@file:") :])
-        return hashes
-
-    async def _get_launcher(self) -> _Launcher:
-        # Started on first need: a run whose steps are all cached never pays for the prelude.
-        async with self._launcher_lock:
-            if self.launcher is None:
-                self.launcher = await _start_launcher(self.rd, self.note, self._warm)
-            return self.launcher
-
-    async def _attempt(self, step: Step, attempt: int) -> tuple[State, str]:
-        launcher = await self._get_launcher()
-        limits = dict(step.settings.limits)
-        n = cpu_count(limits)
-        cpus = sorted({next(self._cores) for _ in range(n)}) if n else None
-        proc = await launcher.launch(step.name, attempt, limits, cpus)
-        self.running[step.name] = proc.pid
-        timeout = step.settings.timeout
-        reason = ""
-        try:
-            code = await asyncio.wait_for(proc.wait(), timeout)
-        except asyncio.TimeoutError:
-            reason = f"timed out after {timeout:g} s (timeout:{timeout:g})"
-            await _kill(proc)
-            code = await proc.wait()
-        finally:
-            self.running.pop(step.name, None)
-        last = _last_step_event(self.rd, step.name)
-        finished = last is not None and last.state is State.SUCCEEDED and last.attempt == attempt
-        if self.cancelled and not finished:
-            self.rd.emit(State.CANCELLED, step.name, attempt=attempt, message="run cancelled")
-            return State.CANCELLED, "cancelled"
-        if last is not None and last.attempt == attempt and last.state.terminal and not reason:
-            return last.state, last.message
-        if not reason:
-            reason = _describe_exit(code)
-        # The step died without saying why (killed, out of memory, timed out): say it for it.
-        self.rd.emit(State.FAILED, step.name, attempt=attempt, message=reason, exit_code=code)
-        with open(self.rd.log_path(step.name), "a", encoding="utf-8") as log:
-            log.write(f"--- cellpipe: step {step.name} {reason} ---\n")
-        return State.FAILED, reason
-
-    def cancel(self) -> None:
-        if self.cancelled:
-            return
-        self.cancelled = True
-        self.note("cancel requested: stopping running steps")
-        for pid in list(self.running.values()):
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGTERM)
-
-        async def escalate() -> None:
-            await asyncio.sleep(_KILL_GRACE_S)
-            for pid in list(self.running.values()):
-                with contextlib.suppress(OSError):
-                    os.killpg(pid, signal.SIGKILL)
-
-        self._escalation = asyncio.get_running_loop().create_task(escalate())
-
-    def _install_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self.cancel)
-
-
-def _last_step_event(rd: RunDir, step: str) -> Any:
-    last = None
+def _kill_leftover_steps(rd: RunDir) -> None:
     for ev in rd.events():
-        if ev.step == step:
-            last = ev
-    return last
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "ended without an exit status"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (out of memory, or killed by someone)" if name == "SIGKILL" else ""
-        return f"killed by {name}{hint}"
-    return f"exited with code {code} without reporting a result"
+        pid = ev.extra.get("pid")
+        if ev.state is State.RUNNING and ev.step and pid:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def _cores() -> list[int]:
@@ -380,42 +110,38 @@ def _cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
-async def _kill(proc: _Proc) -> None:
-    with contextlib.suppress(OSError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 # -- launchers -------------------------------------------------------------------------------
 
 
-class _Proc:
-    def __init__(self, pid: int, waiter: asyncio.Future[int]):
-        self.pid = pid
-        self._waiter = waiter
+class _LocalLauncher(Launcher):
+    """Turns a step's limits into what a process here gets: ``limit:cpu`` pins it to that
+    many cores, taken in turn so that parallel steps do not share them."""
 
-    async def wait(self) -> int:
-        return await asyncio.shield(self._waiter)
+    def __init__(self) -> None:
+        self._cores = itertools.cycle(_cores())
 
+    async def launch(self, step: Step, attempt: int) -> Proc:
+        limits = dict(step.settings.limits)
+        n = cpu_count(limits)
+        cpus = sorted({next(self._cores) for _ in range(n)}) if n else None
+        return await self._start(step.name, attempt, limits, cpus)
 
-class _Launcher:
-    async def launch(
+    async def _start(
         self, step: str, attempt: int, limits: dict[str, str], cpus: list[int] | None
-    ) -> _Proc:
+    ) -> Proc:
         raise NotImplementedError  # pragma: no cover - interface
 
-    async def close(self) -> None:
-        return None
 
-
-class _FreshProcessLauncher(_Launcher):
+class _FreshProcessLauncher(_LocalLauncher):
     """A new interpreter per step: ``python -m cellpipe.runner``."""
 
     def __init__(self, rd: RunDir):
+        super().__init__()
         self.rd = rd
 
-    async def launch(
+    async def _start(
         self, step: str, attempt: int, limits: dict[str, str], cpus: list[int] | None
-    ) -> _Proc:
+    ) -> Proc:
         env = _child_env(CELLPIPE_LIMITS=json.dumps({"limits": limits, "cpus": cpus}))
         with open(self.rd.log_path(step), "ab") as log:
             proc = await asyncio.create_subprocess_exec(
@@ -436,13 +162,14 @@ class _FreshProcessLauncher(_Launcher):
                 start_new_session=True,
             )
         fut: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
-        return _Proc(proc.pid, fut)
+        return Proc(proc.pid, fut)
 
 
-class _ForkLauncher(_Launcher):
+class _ForkLauncher(_LocalLauncher):
     """Steps forked from a warm :mod:`cellpipe.forkserver` process."""
 
     def __init__(self, proc: subprocess.Popen[bytes], stdout: asyncio.StreamReader):
+        super().__init__()
         self.proc = proc
         self.stdout = stdout
         self.started: asyncio.Queue[int] = asyncio.Queue()
@@ -471,16 +198,16 @@ class _ForkLauncher(_Launcher):
             self.exits[pid] = asyncio.get_running_loop().create_future()
         return self.exits[pid]
 
-    async def launch(
+    async def _start(
         self, step: str, attempt: int, limits: dict[str, str], cpus: list[int] | None
-    ) -> _Proc:
+    ) -> Proc:
         assert self.proc.stdin is not None
         async with self.lock:  # the server answers commands in order
             cmd = {"run": step, "attempt": attempt, "limits": limits, "cpus": cpus}
             self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
             self.proc.stdin.flush()
             pid = await self.started.get()
-        return _Proc(pid, self._exit_future(pid))
+        return Proc(pid, self._exit_future(pid))
 
     async def close(self) -> None:
         # Every step it started has ended (the scheduler waited for them); its interpreter's
@@ -513,13 +240,34 @@ def fork_allowed() -> tuple[bool, str]:
     return True, ""
 
 
-def prespawn_warm_process() -> subprocess.Popen[bytes] | None:
+#: The warm process, importing modules first. Their output goes to stderr: stdout carries
+#: the protocol. A module that fails to import is left for the prelude to report.
+_PRELOAD = """\
+import importlib, os, sys
+out = os.dup(1)
+os.dup2(2, 1)
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except Exception:
+        pass
+os.dup2(out, 1)
+os.close(out)
+from cellpipe.forkserver import main
+sys.exit(main([]))
+"""
+
+
+def prespawn_warm_process(preload: Sequence[str] = ()) -> subprocess.Popen[bytes] | None:
     """Start the warm process now, so that its interpreter start and IPython import overlap
     with compiling the notebook; it waits for the run directory on stdin."""
     if not fork_allowed()[0]:
         return None
+    command = [sys.executable, "-m", "cellpipe.forkserver"]
+    if preload:
+        command = [sys.executable, "-c", _PRELOAD, *preload]
     return subprocess.Popen(
-        [sys.executable, "-m", "cellpipe.forkserver"],
+        command,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -528,8 +276,8 @@ def prespawn_warm_process() -> subprocess.Popen[bytes] | None:
 
 
 async def _start_launcher(
-    rd: RunDir, note: Any, warm: subprocess.Popen[bytes] | None = None
-) -> _Launcher:
+    rd: RunDir, note: Note, warm: subprocess.Popen[bytes] | None = None
+) -> Launcher:
     ok, why = fork_allowed()
     if not ok:
         note(f"fresh process per step: {why}")
