@@ -1,0 +1,458 @@
+"""Argo manifests: every one we generate passes Argo's official schema in strict mode and the
+graph rules, and carries what the notebook asked for (resources, GPU, retries, volumes, S3,
+parameters, secrets by reference only, schedules)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cellpipe.argo_manifest import (
+    ArgoSettings,
+    RunTarget,
+    Schedule,
+    build_cron_workflow,
+    build_workflow,
+    file_warnings,
+    label_value,
+    to_yaml,
+    workflow_name,
+)
+from cellpipe.compiler import compile_notebook
+from cellpipe.errors import CompileError
+from cellpipe.k8s_errors import ArgoSettingsError
+from nbbuild import notebook, write
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location(
+    "argo_validate", REPO / "tests/data/argo/validate.py"
+)
+argo_validate = importlib.util.module_from_spec(_spec)
+sys.modules["argo_validate"] = argo_validate
+_spec.loader.exec_module(argo_validate)
+_VALIDATORS = argo_validate.make_validators(True)
+SECRET_SENTINEL = "s3cr3t-value-never-in-a-manifest"
+IMAGES = "ghcr.io/example/cellpipe-step:0123456789abcdef0123"
+
+
+def manifest_problems(doc: dict[str, Any]) -> list[str]:
+    """Problems of ``doc`` as written to YAML: strict schema + graph rules (Argo's own)."""
+    loaded = yaml.load(to_yaml(doc), Loader=argo_validate.Loader)
+    kind = loaded["kind"]
+    found = list(argo_validate.schema_errors(_VALIDATORS[kind], loaded))
+    found += argo_validate.Linter(loaded, kind).run()
+    return [f"{path}: {msg}" for path, msg in found]
+
+
+def _workflow(tmp_path: Path, nb: dict, nb_name: str = "nb", **target: Any) -> dict[str, Any]:
+    pipeline = compile_notebook(write(tmp_path / f"{nb_name}.ipynb", nb))
+    settings = ArgoSettings.from_notebook(pipeline.settings)
+    images = {s.name: IMAGES for s in pipeline.steps}
+    run = RunTarget(**target) if target else None
+    return build_workflow(pipeline, settings, target=run, images=images)
+
+
+def _template(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    spec = doc["spec"].get("workflowSpec", doc["spec"])
+    return next(t for t in spec["templates"] if t["name"] == name)
+
+
+def _tasks(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["name"]: t for t in _template(doc, "main")["dag"]["tasks"]}
+
+
+def _compiles(path: Path):
+    try:
+        return compile_notebook(path)
+    except CompileError:
+        return None
+
+
+NOTEBOOKS = sorted((REPO / "examples").glob("*.ipynb")) + sorted(
+    (REPO / "tests/notebooks").glob("*.ipynb")
+)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_example_and_adversarial_notebook_gives_a_valid_workflow(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CELLPIPE_TEST_TOKEN", SECRET_SENTINEL)
+    pipeline = _compiles(path)
+    if pipeline is None:
+        return  # notebooks that must not compile are covered by the compile tests
+    settings = ArgoSettings.from_notebook(pipeline.settings)
+    images = {s.name: IMAGES for s in pipeline.steps}
+    docs = [
+        build_workflow(pipeline, settings, images=images),
+        build_workflow(
+            pipeline,
+            settings,
+            target=RunTarget(
+                "20260101-000000-abcdef", workflow_name(pipeline, "20260101-000000-abcdef")
+            ),
+            images=images,
+        ),
+        build_cron_workflow(pipeline, settings, Schedule(("0 3 * * *",)), images=images),
+    ]
+    for doc in docs:
+        assert manifest_problems(doc) == []
+        assert SECRET_SENTINEL not in to_yaml(doc)
+    tasks = _tasks(docs[0])
+    assert sorted(tasks) == sorted(_template(docs[0], t)["name"] for t in tasks)
+    assert len(tasks) == len(pipeline.steps)
+
+
+def test_a_step_runs_the_runner_on_its_own_step_with_the_run_files_inline(tmp_path: Path) -> None:
+    doc = _workflow(tmp_path, notebook(("step:load", "x = 1"), ("step:train_model", "y = x + 1")))
+    t = _template(doc, "train-model")
+    assert t["container"]["command"] == ["python", "-m", "cellpipe.runner"]
+    assert t["container"]["args"][:5] == [
+        "--run-dir",
+        "/cellpipe/run",
+        "--step",
+        "train_model",
+        "--result-trailer",
+    ]
+    artifacts = {a["name"]: a for a in t["inputs"]["artifacts"]}
+    shipped = json.loads(artifacts["pipeline"]["raw"]["data"])
+    assert [s["name"] for s in shipped["steps"]] == ["load", "train_model"]
+    assert [c["source"] for c in shipped["cells"]] == ["y = x + 1"]  # its own cells only
+    assert artifacts["script"]["path"] == "/cellpipe/run/steps/train_model.py"
+    assert "y = x + 1" in artifacts["script"]["raw"]["data"]
+    assert _tasks(doc)["train-model"]["dependencies"] == ["load"]
+    assert _template(doc, "main")["dag"]["failFast"] is False
+
+
+def test_steps_share_a_per_run_volume_for_data_and_the_working_directory(tmp_path: Path) -> None:
+    nb = notebook(
+        ("step:a", "x = 1"),
+        ("step:b", "print(x)"),
+        metadata={"cellpipe": {"argo": {"volume_size": "20Gi", "storage_class": "fast-ssd"}}},
+    )
+    doc = _workflow(tmp_path, nb)
+    claim = doc["spec"]["volumeClaimTemplates"][0]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    assert doc["spec"]["volumeClaimGC"] == {"strategy": "OnWorkflowSuccess"}
+    mounts = {m["mountPath"]: m for m in _template(doc, "b")["container"]["volumeMounts"]}
+    assert mounts["/cellpipe/run/data"]["subPath"] == "{{workflow.name}}/data"
+    assert mounts["/cellpipe/work"]["subPath"] == "{{workflow.name}}/work"
+    assert _template(doc, "b")["container"]["workingDir"] == "/cellpipe/work"
+    assert manifest_problems(doc) == []
+
+
+def test_an_existing_claim_replaces_the_per_run_volume(tmp_path: Path) -> None:
+    nb = notebook(
+        ("step:a", "x = 1"), metadata={"cellpipe": {"argo": {"existing_claim": "team-data"}}}
+    )
+    doc = _workflow(tmp_path, nb, run_id="20260101-000000-abcdef", name="cellpipe-nb-x")
+    assert "volumeClaimTemplates" not in doc["spec"]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "team-data"}} in doc["spec"][
+        "volumes"
+    ]
+    mounts = {m["mountPath"]: m for m in _template(doc, "a")["container"]["volumeMounts"]}
+    assert mounts["/cellpipe/run/data"]["subPath"] == "20260101-000000-abcdef/data"
+    assert manifest_problems(doc) == []
+
+
+def test_resources_gpu_retries_and_timeouts_come_from_the_step_tags(tmp_path: Path) -> None:
+    nb = notebook(
+        ("step:prep limit:cpu:2 limit:memory:4Gi retry:3 timeout:600", "x = 1"),
+        ("step:train gpu:2", "y = x"),
+        ("step:kale limit:nvidia.com/gpu:1", "z = y"),
+        metadata={
+            "cellpipe": {
+                "argo": {
+                    "gpu_node_selector": {"accelerator": "a100"},
+                    "node_selector": {"pool": "batch"},
+                }
+            }
+        },
+    )
+    doc = _workflow(tmp_path, nb)
+    prep = _template(doc, "prep")
+    assert prep["container"]["resources"] == {
+        "requests": {"cpu": "2", "memory": "4Gi"},
+        "limits": {"cpu": "2", "memory": "4Gi"},
+    }
+    assert prep["retryStrategy"]["limit"] == 3
+    assert prep["activeDeadlineSeconds"] == 600
+    assert "nodeSelector" not in prep
+    train = _template(doc, "train")
+    assert train["container"]["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert train["nodeSelector"] == {"pool": "batch", "accelerator": "a100"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train[
+        "tolerations"
+    ]
+    assert _template(doc, "kale")["container"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert doc["spec"]["nodeSelector"] == {"pool": "batch"}
+    assert manifest_problems(doc) == []
+
+
+def test_parameters_become_workflow_arguments_passed_to_every_step(tmp_path: Path) -> None:
+    nb = notebook(
+        ("parameters", "rate = 0.5\nname = 'wine'\nsizes = list(range(3))"),
+        ("step:a", "print(rate, name, sizes)"),
+    )
+    doc = _workflow(
+        tmp_path, nb, run_id="20260101-000000-abcdef", name="w", parameters={"rate": 0.25}
+    )
+    args = {p["name"]: p["value"] for p in doc["spec"]["arguments"]["parameters"]}
+    # Overrides as Python literals; untouched parameters as the cell's own text.
+    assert args == {"rate": "0.25", "name": "'wine'", "sizes": "list(range(3))"}
+    container_args = _template(doc, "a")["container"]["args"]
+    assert "rate={{workflow.parameters.rate}}" in container_args
+    assert manifest_problems(doc) == []
+
+
+def test_secrets_are_referenced_by_name_and_never_inlined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("API_TOKEN", SECRET_SENTINEL)
+    nb = notebook(
+        ("step:a secret:api-creds:token:API_TOKEN secret:tls-certs:/etc/certs", "import os"),
+        ("step:b", "print(1)"),
+    )
+    doc = _workflow(tmp_path, nb)
+    container = _template(doc, "a")["container"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["API_TOKEN"] == {
+        "name": "API_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "api-creds", "key": "token"}},
+    }
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/certs")
+    assert mount["readOnly"] is True
+    volume = next(v for v in doc["spec"]["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"] == {"secretName": "tls-certs"}
+    assert "API_TOKEN" not in {e["name"] for e in _template(doc, "b")["container"]["env"]}
+    assert SECRET_SENTINEL not in to_yaml(doc)
+    assert manifest_problems(doc) == []
+
+
+def test_kale_annotation_and_label_tags_go_on_the_step_pod(tmp_path: Path) -> None:
+    nb = notebook(("step:a annotation:team.io/owner:ml label:tier:gold", "x = 1"))
+    meta = _template(_workflow(tmp_path, nb), "a")["metadata"]
+    assert meta["annotations"]["team.io/owner"] == "ml"
+    assert meta["labels"]["tier"] == "gold"
+
+
+def test_s3_carries_data_as_keyed_artifacts_with_credentials_by_secret_reference(
+    tmp_path: Path,
+) -> None:
+    s3 = {
+        "endpoint": "minio.storage:9000",
+        "bucket": "pipelines",
+        "insecure": True,
+        "access_key_secret": "minio-creds:accesskey",
+        "secret_key_secret": "minio-creds:secretkey",
+    }
+    nb = notebook(
+        ("step:a", "x = 1"), ("step:b", "print(x)"), metadata={"cellpipe": {"argo": {"s3": s3}}}
+    )
+    doc = _workflow(tmp_path, nb, run_id="20260101-000000-abcdef", name="w")
+    assert "volumeClaimTemplates" not in doc["spec"]
+    out = {a["name"]: a for a in _template(doc, "a")["outputs"]["artifacts"]}
+    assert out["data"]["s3"] == {
+        "endpoint": "minio.storage:9000",
+        "bucket": "pipelines",
+        "insecure": True,
+        "accessKeySecret": {"name": "minio-creds", "key": "accesskey"},
+        "secretKeySecret": {"name": "minio-creds", "key": "secretkey"},
+        "key": "cellpipe/20260101-000000-abcdef/a/data.tgz",
+    }
+    assert out["report"]["path"] == "/cellpipe/run/reports/a.html"
+    assert out["report"]["optional"] is True
+    inputs = {a["name"]: a for a in _template(doc, "b")["inputs"]["artifacts"]}
+    assert inputs["data-a"]["path"] == "/cellpipe/run/data/a"
+    assert inputs["data-a"]["s3"]["key"] == "cellpipe/20260101-000000-abcdef/a/data.tgz"
+    assert manifest_problems(doc) == []
+
+
+def test_s3_default_repository_by_config_map_reference(tmp_path: Path) -> None:
+    nb = notebook(
+        ("step:a", "x = 1"),
+        metadata={"cellpipe": {"argo": {"s3": {"repository_ref": "artifacts:minio"}}}},
+    )
+    doc = _workflow(tmp_path, nb)
+    assert doc["spec"]["artifactRepositoryRef"] == {"configMap": "artifacts", "key": "minio"}
+    key_only = _template(doc, "a")["outputs"]["artifacts"][0]["s3"]
+    assert key_only == {"key": "cellpipe/{{workflow.name}}/a/data.tgz"}
+    assert manifest_problems(doc) == []
+
+
+@pytest.mark.parametrize(
+    ("argo", "message"),
+    [
+        (
+            {"s3": {"endpoint": "x", "bucket": "b", "access_key": SECRET_SENTINEL}},
+            "credentials never go",
+        ),
+        ({"password": SECRET_SENTINEL}, "credentials never go"),
+        ({"volume_size": "2 GB"}, "volume_size: expects a quantity"),
+        ({"storage_clas": "x"}, "did you mean `storage_class`"),
+        ({"run_as_user": 0}, "never run as root"),
+        ({"s3": {"endpoint": "x", "bucket": "b"}}, "name the credentials' Secret"),
+        ({"namespace": "Team_A"}, "expects a Kubernetes name"),
+    ],
+)
+def test_bad_settings_are_refused_naming_the_field_without_echoing_secrets(
+    argo: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ArgoSettingsError, match=message) as err:
+        ArgoSettings.from_notebook({"argo": argo})
+    if "credentials" in message:
+        assert SECRET_SENTINEL not in str(err.value)
+
+
+def test_steps_run_as_non_root_and_the_workflow_cleans_up_after_itself(tmp_path: Path) -> None:
+    doc = _workflow(tmp_path, notebook(("step:a", "x = 1")))
+    assert doc["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert doc["spec"]["securityContext"]["runAsUser"] == 1000
+    sc = _template(doc, "a")["container"]["securityContext"]
+    assert sc == {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert doc["spec"]["podGC"]["strategy"] == "OnWorkflowSuccess"
+    assert doc["spec"]["ttlStrategy"] == {
+        "secondsAfterSuccess": 3600,
+        "secondsAfterFailure": 604800,
+    }
+
+
+def test_service_account_tolerations_and_pull_secrets_from_settings(tmp_path: Path) -> None:
+    nb = notebook(
+        ("step:a", "x = 1"),
+        metadata={
+            "cellpipe": {
+                "argo": {
+                    "service_account": "cellpipe-step",
+                    "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoSchedule"}],
+                    "image_pull_secrets": ["registry-creds"],
+                    "namespace": "ml",
+                }
+            }
+        },
+    )
+    doc = _workflow(tmp_path, nb)
+    assert doc["spec"]["serviceAccountName"] == "cellpipe-step"
+    assert doc["spec"]["tolerations"][0]["key"] == "spot"
+    assert doc["spec"]["imagePullSecrets"] == [{"name": "registry-creds"}]
+    assert doc["metadata"]["namespace"] == "ml"
+    assert manifest_problems(doc) == []
+
+
+def test_images_are_the_planned_content_hash_references_with_the_registry(tmp_path: Path) -> None:
+    nb = notebook(
+        ("step:a", "x = 1"),
+        ("step:b image:python:3.12-slim", "y = x"),
+        metadata={"cellpipe": {"argo": {"registry": "ghcr.io/team"}}},
+    )
+    pipeline = compile_notebook(write(tmp_path / "nb.ipynb", nb))
+    from cellpipe.images import plan_images
+
+    planned = plan_images(pipeline, "ghcr.io/team")
+    doc = build_workflow(pipeline, ArgoSettings.from_notebook(pipeline.settings))
+    assert _template(doc, "a")["container"]["image"] == planned["a"].ref
+    assert _template(doc, "b")["container"]["image"] == planned["b"].ref
+    assert planned["a"].ref.startswith("ghcr.io/team/")
+    assert planned["a"].ref != planned["b"].ref
+
+
+def test_names_and_labels_are_sanitised_from_any_notebook_name(tmp_path: Path) -> None:
+    name = "My Notebook (v2) — ünïcode & a very long title that goes on and on and on"
+    doc = _workflow(tmp_path, notebook(("step:a", "x = 1")), nb_name=name)
+    assert doc["metadata"]["generateName"].startswith("cellpipe-my-notebook-v2-")
+    assert label_value(name) == "My-Notebook-v2-n-code-a-very-long-title-that-goes-on-and-on-and"
+    assert label_value("--__x__--") == "x"
+    assert manifest_problems(doc) == []
+    pipeline = compile_notebook(tmp_path / f"{name}.ipynb")
+    run_name = workflow_name(pipeline, "20260101-000000-abcdef", attempt=2)
+    assert len(run_name) <= 63 and run_name.endswith("-20260101-000000-abcdef-r2")
+
+
+def test_a_resumed_run_leaves_out_succeeded_steps_and_reuses_their_volume(tmp_path: Path) -> None:
+    nb = notebook(("step:a", "x = 1"), ("step:b", "y = x + 1"), ("step:c", "print(y)"))
+    doc = _workflow(
+        tmp_path,
+        nb,
+        run_id="20260101-000000-abcdef",
+        name="w-r2",
+        skip=("a",),
+        claim="cellpipe-nb-20260101-000000-abcdef-data",
+    )
+    tasks = _tasks(doc)
+    assert sorted(tasks) == ["b", "c"]
+    assert "dependencies" not in tasks["b"]
+    assert doc["spec"]["volumes"][-1]["persistentVolumeClaim"]["claimName"].endswith("-data")
+    assert manifest_problems(doc) == []
+
+
+def test_a_schedule_is_a_cron_workflow_with_its_policy_and_history(tmp_path: Path) -> None:
+    pipeline = compile_notebook(write(tmp_path / "nightly.ipynb", notebook(("step:a", "x = 1"))))
+    doc = build_cron_workflow(
+        pipeline,
+        ArgoSettings(),
+        Schedule(
+            ("0 3 * * *", "30 12 * * 1-5"),
+            timezone="Europe/Paris",
+            concurrency_policy="Replace",
+            successful_history=5,
+            failed_history=2,
+        ),
+        images={"a": IMAGES},
+    )
+    spec = doc["spec"]
+    assert doc["metadata"]["name"] == "cellpipe-nightly"
+    assert spec["schedules"] == ["0 3 * * *", "30 12 * * 1-5"]
+    assert (spec["timezone"], spec["concurrencyPolicy"]) == ("Europe/Paris", "Replace")
+    assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (5, 2)
+    assert spec["workflowSpec"]["entrypoint"] == "main"
+    assert manifest_problems(doc) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"crons": ("0 3 * *",)}, "must have 5 fields"),
+        ({"crons": ("0 3 * * *",), "concurrency_policy": "Sometimes"}, "not one of Allow"),
+        ({"crons": ("0 3 * * *",), "timezone": "Paris time"}, "not an IANA name"),
+    ],
+)
+def test_bad_schedules_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ArgoSettingsError, match=message):
+        Schedule(**kwargs)
+
+
+def test_the_validator_catches_what_it_should(tmp_path: Path) -> None:
+    """The check itself is not vacuous: a misspelt field and a dangling dependency fail."""
+    doc = _workflow(tmp_path, notebook(("step:a", "x = 1"), ("step:b", "print(x)")))
+    _tasks(doc)["b"]["dependencies"] = ["nope"]
+    _template(doc, "a")["retryStratgy"] = {"limit": 1}
+    problems = "\n".join(manifest_problems(doc))
+    assert "'retryStratgy' was unexpected" in problems
+    assert "dependency 'nope' is not a task" in problems
+
+
+def test_compile_warns_about_files_next_to_the_notebook_that_pods_cannot_see(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "train.csv").write_text("a\n1\n")
+    nb = notebook(
+        ("imports", "import pandas as pd"),
+        ("step:load", "df = pd.read_csv('train.csv')\ndf.to_csv('clean.csv')"),
+        ("step:use", "df2 = pd.read_csv('clean.csv')"),
+    )
+    pipeline = compile_notebook(write(tmp_path / "nb.ipynb", nb))
+    on_volume = file_warnings(pipeline, tmp_path, ArgoSettings())
+    assert [(d.step, d.name) for d in on_volume] == [("load", "train.csv")]
+    assert "put it in the image" in on_volume[0].message
+    with_s3 = file_warnings(pipeline, tmp_path, ArgoSettings.from_notebook({"argo": {"s3": True}}))
+    assert ("use", "clean.csv") in [(d.step, d.name) for d in with_s3]
