@@ -64,7 +64,7 @@ def test_load_of_a_name_the_step_did_not_save_lists_what_it_saved(
 def test_runs_lists_a_notebooks_runs_newest_first(tmp_path: Path, runs_root: Path) -> None:
     first = cellpipe.run(_nb(tmp_path, 1))
     second = cellpipe.run(_nb(tmp_path, 2))
-    assert [r.run_id for r in cellpipe.runs(tmp_path / "api.ipynb")] == [
+    assert list(cellpipe.runs(tmp_path / "api.ipynb").index) == [
         second.run_id,
         first.run_id,
     ]

@@ -8,12 +8,14 @@ anything unexpected is logged with its traceback and answered with a plain 500.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from cellpipe.errors import CellpipeError
+from cellpipe.report import CSP as REPORT_CSP
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
@@ -153,6 +155,29 @@ class StepLogHandler(_CellpipeHandler):
         self.finish(text, set_content_type="text/plain; charset=utf-8")
 
 
+class ReportHandler(_CellpipeHandler):
+    """The run as one HTML page (cellpipe.report), rendered from its directory on request."""
+
+    @property
+    def content_security_policy(self) -> str:
+        if "Content-Security-Policy" in self.settings.get("headers", {}):
+            return super().content_security_policy  # the admin's policy, as Jupyter does
+        # The page fetches nothing and runs nothing; sandboxed, so no user output in it can
+        # act as the server's origin (its cookies, its API).
+        return f"{REPORT_CSP}; frame-ancestors 'self'; sandbox allow-popups"
+
+    @web.authenticated
+    @authorized(action="read")
+    @_api
+    async def get(self, run_id: str) -> None:
+        from cellpipe.report import render_report
+        from cellpipe.runs import RunDir
+
+        rd = await asyncio.to_thread(RunDir.open, self.manager.runs_root, run_id)
+        page = await asyncio.to_thread(render_report, rd)
+        self.finish(page, set_content_type="text/html; charset=utf-8")
+
+
 class CancelHandler(_CellpipeHandler):
     @web.authenticated
     @authorized(action="write")
@@ -185,6 +210,7 @@ def handlers(base: str = "/cellpipe/api") -> list[tuple[str, type[APIHandler]]]:
         (f"{base}/runs/{_RUN}", RunHandler),
         (f"{base}/runs/{_RUN}/steps/{_STEP}/outputs", StepOutputsHandler),
         (f"{base}/runs/{_RUN}/steps/{_STEP}/log", StepLogHandler),
+        (f"{base}/runs/{_RUN}/report", ReportHandler),
         (f"{base}/runs/{_RUN}/cancel", CancelHandler),
         (f"{base}/runs/{_RUN}/resume", ResumeHandler),
         (f"{base}/backends", BackendsHandler),

@@ -4,8 +4,11 @@ The public API is small on purpose::
 
     cellpipe.compile(path)                      # -> Pipeline, or CompileError with every problem
     cellpipe.run(path, backend="local", parameters={...})   # -> RunStatus
-    cellpipe.runs(path)                         # -> list of RunStatus, newest first
+    cellpipe.runs(path)                         # -> pandas DataFrame of runs, newest first
     cellpipe.load(run_id, step, name)           # a value from any past run
+
+In a notebook, ``%load_ext cellpipe`` adds ``%cellpipe run``: the saved notebook runs as a
+pipeline in the background while a live widget shows its steps (see cellpipe.ipython).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from .errors import CellpipeError, CompileError, StepFailed
 from .model import State
 
 if TYPE_CHECKING:
+    import pandas
+
     from .model import Pipeline
     from .runs import RunStatus
 
@@ -34,6 +39,7 @@ __all__ = [
     "__version__",
     "compile",
     "load",
+    "load_ipython_extension",
     "run",
     "runs",
 ]
@@ -57,12 +63,25 @@ def run(
 ) -> RunStatus:
     """Run the notebook at ``path`` as a pipeline and wait for the end; return its status.
 
-    Works from inside a running event loop too (a notebook cell).
+    Works from inside a running event loop too. In a Jupyter kernel the run happens in a
+    process of its own (interrupting the kernel cancels it) while a live widget shows it.
     """
     from .launch import drive, prepare_run
     from .runs import default_root
 
     root = Path(runs_root) if runs_root else default_root()
+    from .ipython import in_kernel
+
+    if in_kernel():
+        from .ipython import run_and_wait
+
+        return run_and_wait(
+            path,
+            backend=backend,
+            parameters=parameters,
+            options={"jobs": jobs, "no_cache": not use_cache},
+            runs_root=root,
+        )
     rd = prepare_run(
         root,
         path,
@@ -74,12 +93,47 @@ def run(
     return rd.status()
 
 
-def runs(path: str | Path | None = None, *, runs_root: str | Path | None = None) -> list[RunStatus]:
-    """Runs (of the notebook at ``path``, when given), newest first."""
-    from .runs import default_root, list_runs
+def runs(
+    path: str | Path | None = None, *, runs_root: str | Path | None = None
+) -> pandas.DataFrame:
+    """Runs (of the notebook at ``path``, when given), newest first, as a DataFrame to compare.
 
+    Indexed by ``run_id``; columns ``notebook``, ``state``, ``started`` (a timestamp),
+    ``duration_s``, ``backend``, ``user``, ``via``, then ``param.NAME`` for each parameter
+    (its value in that run), ``metric.NAME`` for each recorded metric and ``duration.STEP``
+    (seconds) for each step.
+    """
+    from .runs import default_root, list_runs, run_summary
+
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError(
+            "cellpipe.runs() returns a pandas DataFrame: `pip install pandas`, or use "
+            "`cellpipe runs --json` on the command line"
+        ) from None
     root = Path(runs_root) if runs_root else default_root()
-    return [rd.status() for rd in list_runs(root, path)]
+    rows = []
+    for rd in list_runs(root, path):
+        s = run_summary(rd)
+        row: dict[str, Any] = {
+            "run_id": s["run_id"],
+            "notebook": s["notebook"],
+            "state": s["state"],
+            "started": s["started_at"],
+            "duration_s": s["duration_s"],
+            "backend": s["backend"],
+            "user": s["user"],
+            "via": s["via"],
+        }
+        row.update({f"param.{k}": v for k, v in s["parameters"].items()})
+        row.update({f"metric.{k}": v for k, v in s["metrics"].items()})
+        row.update({f"duration.{k}": v["duration_s"] for k, v in s["steps"].items()})
+        rows.append(row)
+    base = ["run_id", "notebook", "state", "started", "duration_s", "backend", "user", "via"]
+    frame = pd.DataFrame(rows, columns=base if not rows else None)
+    frame["started"] = pd.to_datetime(frame["started"], unit="s", utc=True)
+    return frame.set_index("run_id")
 
 
 def load(run_id: str, step: str, name: str, *, runs_root: str | Path | None = None) -> Any:
@@ -103,3 +157,10 @@ def load(run_id: str, step: str, name: str, *, runs_root: str | Path | None = No
             + (", ".join(n for n in manifest if not n.startswith("@")) or "nothing")
         )
     return load_value(manifest[name], directory)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext cellpipe``: registers the ``%cellpipe`` magic."""
+    from .ipython import load_ipython_extension as load
+
+    load(ipython)

@@ -105,12 +105,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
     "-o",
     "--output",
     "out_dir",
-    type=click.Path(file_okay=False),
-    help="Write pipeline.json and steps/<step>.py into this directory.",
+    type=click.Path(),
+    help="Write pipeline.json and steps/<step>.py into this directory; with --target argo, "
+    "the Workflow YAML into this file ('-': stdout).",
 )
 @click.option(
     "--target",
-    type=click.Choice(["scripts"]),
+    type=click.Choice(["scripts", "argo"]),
     default="scripts",
     show_default=True,
     help="What to generate.",
@@ -127,6 +128,10 @@ def compile(obj: _Context, notebook: str, out_dir: str | None, target: str, as_j
 
     obj.json = as_json
     pipeline = compile_notebook(notebook)
+    if target == "argo":
+        from .cli_argo import compile_argo
+
+        return compile_argo(pipeline, out_dir, as_json)
     if out_dir:
         write_pipeline(pipeline, Path(out_dir))
     if as_json:
@@ -199,7 +204,7 @@ def _ranges(numbers: list[int]) -> str:
     "backend_name",
     default="local",
     show_default=True,
-    help="Where steps run: local.",
+    help="Where steps run: local, docker (a container per step) or argo (a pod per step).",
 )
 @click.option(
     "-p",
@@ -212,6 +217,7 @@ def _ranges(numbers: list[int]) -> str:
 )
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Steps at once. Default: cores.")
 @click.option("--no-cache", is_flag=True, help="Run every step, even unchanged ones.")
+@click.option("--namespace", help="argo: the Kubernetes namespace (default: the kubeconfig's).")
 @click.option(
     "--resume",
     metavar="RUN_ID",
@@ -234,6 +240,7 @@ def run(
     raw_params: tuple[str, ...],
     jobs: int | None,
     no_cache: bool,
+    namespace: str | None,
     resume: str | None,
     executed: str | None,
     runs_root: str | None,
@@ -270,7 +277,8 @@ def run(
             notebook,
             backend=backend_name,
             parameters=overrides,
-            options={"jobs": jobs, "no_cache": no_cache},
+            options={"jobs": jobs, "no_cache": no_cache, "namespace": namespace},
+            via="cli",
         )
     pipeline = rd.pipeline()
     for d in pipeline.diagnostics:
@@ -405,17 +413,30 @@ def _print_status(status: Any, rd: Any) -> None:
 @cli.command()
 @click.argument("notebook", type=click.Path(dir_okay=False), required=False)
 @click.option("--limit", default=20, show_default=True, help="How many runs to show.")
+@click.option(
+    "--metrics", "with_metrics", is_flag=True, help="Compare runs: parameters and metrics."
+)
 @runs_root_option
 @json_option
 @click.pass_obj
 def runs(
-    obj: _Context, notebook: str | None, limit: int, runs_root: str | None, as_json: bool
+    obj: _Context,
+    notebook: str | None,
+    limit: int,
+    with_metrics: bool,
+    runs_root: str | None,
+    as_json: bool,
 ) -> None:
     """List runs, newest first (of NOTEBOOK only, when given)."""
     from .runs import list_runs
 
     obj.json = as_json
     dirs = list_runs(_runs_root(runs_root), notebook)[:limit]
+    if with_metrics:
+        from .cli_notebook import print_metrics
+
+        print_metrics(dirs, as_json)
+        return
     statuses = [rd.status() for rd in dirs]
     if as_json:
         click.echo(json.dumps([_status_json(s) for s in statuses], indent=1))
@@ -502,6 +523,21 @@ def cancel(obj: _Context, run_id: str, runs_root: str | None) -> None:
     rd = RunDir.open(_runs_root(runs_root), run_id)
     get_backend(rd.info().get("backend", "local")).cancel(rd)
     click.echo(f"run {run_id} {rd.status().state.value}")
+
+
+from .cli_docker import image as _image_group  # noqa: E402
+from .cli_notebook import lineage as _lineage_command  # noqa: E402
+from .cli_notebook import serve as _serve_command  # noqa: E402
+
+cli.add_command(_lineage_command)
+cli.add_command(_serve_command)
+cli.add_command(_image_group)
+from .cli_argo import schedule as _schedule_command  # noqa: E402
+
+cli.add_command(_schedule_command)
+from .cli_report import report as _report_command  # noqa: E402
+
+cli.add_command(_report_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,9 +29,13 @@ def prepare_run(
     backend: str = "local",
     parameters: Mapping[str, Any] | None = None,
     options: Mapping[str, Any] | None = None,
+    via: str | None = None,
 ) -> RunDir:
     """Compile ``notebook`` (a path, or content with ``path`` naming it) into a new run
-    directory under ``root``. Raises NotebookError, CompileError or ParameterError."""
+    directory under ``root``. Raises NotebookError, CompileError or ParameterError.
+
+    ``via`` names what started it for the audit trail (``cli``, ``kernel``, ``server``,
+    ``serve``); by default it is guessed from the process."""
     from .compiler import compile_notebook
     from .notebook import read_notebook, resolve_parameters
 
@@ -40,7 +44,13 @@ def prepare_run(
     pipeline = compile_notebook(nb, path=name)
     values = resolve_parameters(list(pipeline.parameters), dict(parameters or {}))
     return RunDir.create(
-        root, pipeline, nb, backend=backend, parameters=values, options=dict(options or {})
+        root,
+        pipeline,
+        nb,
+        backend=backend,
+        parameters=values,
+        options=dict(options or {}),
+        via=via,
     )
 
 
@@ -88,7 +98,20 @@ def drive(rd: RunDir, *, resume: bool = False, backend: Any = None) -> State:
     options = RunOptions(
         jobs=opts.get("jobs"), use_cache=not opts.get("no_cache", False), resume=resume
     )
-    return backend.execute(rd, options)
+    state = backend.execute(rd, options)
+    _step_reports(rd)
+    return state
+
+
+def _step_reports(rd: RunDir) -> None:
+    """Pages for the steps whose runner wrote none (cached, skipped, killed): every step of
+    a finished run has ``reports/<step>.html``. The run's outcome never depends on them."""
+    from .report import write_missing_step_reports
+
+    try:
+        write_missing_step_reports(rd)
+    except Exception as exc:
+        print(f"cellpipe: warning: could not write the step reports: {exc!r}", file=sys.stderr)
 
 
 def start_detached(rd: RunDir, *, resume: bool = False) -> subprocess.Popen[bytes]:

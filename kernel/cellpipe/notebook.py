@@ -488,6 +488,14 @@ def _apply_setting(
     elif key == "gate":
         if not value:
             return bad("expects a condition, e.g. `gate:accuracy>=0.9`")
+        from .gates import GateError, parse_gate
+
+        try:
+            parse_gate(value)
+        except GateError as exc:
+            return bad(str(exc))
+        if raw.get("gate") not in (None, value):
+            return bad(f"step {step} already has `gate:{raw['gate']}`; combine them with `and`")
         raw["gate"] = value
     elif key in ("annotation", "label"):
         k, sep, v = value.partition(":")

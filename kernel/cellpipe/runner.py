@@ -27,10 +27,13 @@ from typing import Any, TextIO
 from .atomic import write_json
 from .errors import CellpipeError, UnpicklableValue
 from .model import Cell, Role, State
-from .runs import RunDir
+from .report import write_step_report  # here, so forked steps inherit it already imported
+from .runs import RunDir, StepStatus
 
 #: Cell id under which the injected parameter values' outputs are recorded.
 INJECTED = "injected-parameters"
+#: In a pod (``--result-trailer``): the process's original stdout, where the log is mirrored.
+_LOG_MIRROR: TextIO | None = None
 _LIVE_WRITE_INTERVAL = 0.5
 
 
@@ -115,9 +118,22 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
     step = pipeline.step(step_name)
     for sub in ("logs", "outputs", "data"):  # absent when run by hand after `compile -o`
         (rd.path / sub).mkdir(exist_ok=True)
+    closed = _closed_gate_upstream(rd, step)
+    if closed:
+        # The local scheduler never starts such a step; a backend that starts every step
+        # (an Argo DAG) learns here that a gate upstream closed, and passes it on.
+        from .gates import record_inherited
+
+        record_inherited(rd.data_dir(step_name), closed)
+        rd.emit(State.SKIPPED, step_name, attempt=attempt, message=closed)
+        return 0
     rd.emit(State.RUNNING, step_name, attempt=attempt, pid=os.getpid())
     started = time.time()
     log = open(rd.log_path(step_name), "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+    if _LOG_MIRROR is not None:
+        from .trailer import Tee
+
+        log = Tee(log, _LOG_MIRROR)  # type: ignore[assignment]
     log.write(f"--- cellpipe: step {step_name}, attempt {attempt}, {time.ctime(started)} ---\n")
     out_file = rd.outputs_path(step_name)
     records: dict[str, CellRecord] = {}
@@ -133,6 +149,7 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
             if failure.cell:
                 extra.update(cell=failure.cell.number, cell_id=failure.cell.id)
             log.write(f"--- cellpipe: step {step_name} failed: {message} ---\n")
+        _write_report(rd, step_name, state, attempt, message, started, extra["duration_s"], log)
         rd.emit(state, step_name, attempt=attempt, message=message, **extra)
         log.close()
         return 0 if state is State.SUCCEEDED else 1
@@ -160,16 +177,58 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
             if failure:
                 return finish(State.FAILED, failure)
 
-        if step.metrics:
-            rd.record_metrics(step_name, _metric_values(shell.user_ns, step.metrics))
+        metrics = _metric_values(shell.user_ns, step.metrics) if step.metrics else None
+        if metrics is not None:
+            rd.record_metrics(step_name, metrics)
+        gate = None
+        if step.settings.gate:
+            from .gates import GateError, evaluate_gate
+
+            try:
+                gate = evaluate_gate(step.settings.gate, shell.user_ns, step_name)
+            except GateError as exc:
+                return finish(State.FAILED, Failure(None, "GateError", str(exc)), str(exc))
         try:
             _save_outputs(rd, step, shell.user_ns, warm.references)
         except UnpicklableValue as exc:
             log.write(str(exc) + "\n")
             return finish(State.FAILED, Failure(None, "UnpicklableValue", str(exc)), str(exc))
-        return finish(State.SUCCEEDED)
+        _save_verdicts(rd, step_name, metrics, gate)
+        if gate is not None:
+            log.write(f"--- cellpipe: {gate.message} ---\n")
+        return finish(State.SUCCEEDED, message=gate.message if gate else "")
     except CellpipeError as exc:
         return finish(State.FAILED, Failure(None, type(exc).__name__, str(exc)))
+
+
+def _write_report(
+    rd: RunDir,
+    step: str,
+    state: State,
+    attempt: int,
+    message: str,
+    started: float,
+    duration: float,
+    log: TextIO,
+) -> None:
+    """``reports/<step>.html``, before the verdict so the page exists once the verdict does.
+    Costs about a millisecond (no nbconvert, see cellpipe.report); a page that cannot be
+    written is noted in the log and never changes the step's outcome."""
+    st = StepStatus(step, state, attempt, started, started + duration, duration, message=message)
+    try:
+        write_step_report(rd, step, status=st)
+    except Exception as exc:
+        log.write(f"--- cellpipe: could not write reports/{step}.html: {exc!r} ---\n")
+
+
+def _closed_gate_upstream(rd: RunDir, step: Any) -> str | None:
+    from .gates import closed_gate
+
+    for up in step.after:
+        why = closed_gate(rd.data_dir(up))
+        if why:
+            return why
+    return None
 
 
 def _run_cell(
@@ -257,6 +316,20 @@ def _save_outputs(rd: RunDir, step: Any, ns: dict[str, Any], references: dict[in
             )
         )
     write_manifest(directory, records)
+    from .lineage import record_lineage
+
+    record_lineage(rd, step, {r.name: r.sha256 for r in records})
+
+
+def _save_verdicts(rd: RunDir, step: str, metrics: dict[str, Any] | None, gate: Any) -> None:
+    """Metrics and the gate's verdict also go next to the step's values: a later run that
+    reuses the step from the cache takes them along (see cellpipe.gates)."""
+    from .gates import record_gate
+
+    if metrics is not None:
+        write_json(rd.data_dir(step) / "metrics.json", metrics)
+    if gate is not None:
+        record_gate(rd.data_dir(step), gate)
 
 
 def _metric_values(ns: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -353,6 +426,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True, type=Path, help="the run directory")
     parser.add_argument("--step", required=True, help="the step to execute")
     parser.add_argument("--attempt", type=int, default=1, help="attempt number (for retries)")
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a parameter: a Python literal, else typed like `cellpipe run -p` "
+        "(a value equal to the parameters cell's own text is left to the cell)",
+    )
+    parser.add_argument(
+        "--result-trailer",
+        action="store_true",
+        help="in a pod: mirror the log to stdout and end it with the step's result line "
+        "(see cellpipe.trailer)",
+    )
     args = parser.parse_args(argv)
     rd = RunDir(args.run_dir.resolve())
     if not (rd.path / "pipeline.json").is_file():
@@ -362,7 +449,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError:
         names = ", ".join(s.name for s in rd.pipeline().steps)
         parser.error(f"no step {args.step!r} in this pipeline; steps: {names}")
+    if args.parameter:
+        from .trailer import parse_overrides
+
+        try:
+            rd.update_info(parameters=parse_overrides(rd.pipeline(), args.parameter))
+        except ValueError as exc:
+            parser.error(str(exc))
+    if args.result_trailer:
+        return _run_in_pod(rd, args.step, args.attempt)
     return run_step(rd, args.step, attempt=args.attempt)
+
+
+def _run_in_pod(rd: RunDir, step: str, attempt: int) -> int:
+    """Run ``step`` with its log mirrored to stdout, then print the result trailer: the pod
+    log is how the step's record reaches the machine following the run."""
+    global _LOG_MIRROR
+    from .trailer import StepResult, encode
+
+    _LOG_MIRROR = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    try:
+        return run_step(rd, step, attempt=attempt)
+    finally:
+        events = [e.to_json() for e in rd.events() if e.step == step]
+        result = StepResult(step, events, rd.read_outputs(step), rd.metrics().get(step))
+        _LOG_MIRROR.write(encode(result))
+        _LOG_MIRROR.flush()
 
 
 if __name__ == "__main__":

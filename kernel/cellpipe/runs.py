@@ -169,6 +169,7 @@ class RunDir:
         options: dict[str, Any] | None = None,
         workdir: Path | None = None,
         run_id: str | None = None,
+        via: str | None = None,
     ) -> RunDir:
         from .compiler import write_pipeline
 
@@ -190,6 +191,10 @@ class RunDir:
             "created_at": time.time(),
             "user": _user(),
             "host": socket.gethostname(),
+            "cwd": os.getcwd(),
+            "via": via or _started_via(),
+            "pid": os.getpid(),
+            "notebook_sha256": pipeline.notebook_sha256,
             "engine_version": __version__,
             "python": sys.version.split()[0],
         }
@@ -272,6 +277,14 @@ class RunDir:
             data = self.metrics()
             data[step] = values
             write_json(self.path / "metrics.json", data)
+
+    def adopt_metrics(self, step: str) -> None:
+        """A step reused from the cache brings the metrics it recorded (data/<step>/)."""
+        try:
+            values = json.loads((self.data_dir(step) / "metrics.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        self.record_metrics(step, values)
 
     @contextmanager
     def _locked(self, name: str) -> Iterator[None]:
@@ -411,6 +424,65 @@ def list_runs(root: Path, notebook: str | Path | None = None) -> list[RunDir]:
     # Ids sort by second only; two runs started in the same second are ordered by start time.
     out.sort(key=lambda rd: (rd.info().get("created_at", 0), rd.run_id), reverse=True)
     return out
+
+
+def effective_parameters(pipeline: Pipeline, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter's value in a run: the override, else the literal default, else the
+    default's source text (``"expr: 2 * n"``) when it is computed."""
+    out: dict[str, Any] = {}
+    for p in pipeline.parameters:
+        if p.name in overrides:
+            out[p.name] = overrides[p.name]
+        elif p.type == "expression":
+            out[p.name] = f"expr: {p.expression}"
+        else:
+            out[p.name] = p.default
+    return out
+
+
+def metric_columns(metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A run's metrics by name; ``step.name`` where two steps record the same name."""
+    counts: dict[str, int] = {}
+    for values in metrics.values():
+        for name in values:
+            counts[name] = counts.get(name, 0) + 1
+    return {
+        (name if counts[name] == 1 else f"{step}.{name}"): value
+        for step, values in metrics.items()
+        for name, value in values.items()
+    }
+
+
+def run_summary(rd: RunDir) -> dict[str, Any]:
+    """One run as a row to compare with others: who, state, durations, parameters, metrics."""
+    status = rd.status()
+    info = rd.info()
+    return {
+        "run_id": rd.run_id,
+        "notebook": status.notebook,
+        "state": status.state.value,
+        "started_at": status.started_at,
+        "duration_s": None if status.duration_s is None else round(status.duration_s, 3),
+        "backend": status.backend,
+        "user": info.get("user"),
+        "via": info.get("via"),
+        "parameters": effective_parameters(rd.pipeline(), status.parameters),
+        "metrics": metric_columns(rd.metrics()),
+        "steps": {
+            n: {"state": st.state.value, "duration_s": st.duration_s}
+            for n, st in status.steps.items()
+        },
+    }
+
+
+def _started_via() -> str:
+    """What started the run, for the audit trail: the CLI sets it; otherwise guess from the
+    process (the Jupyter server, a notebook kernel, or a Python program)."""
+    if "jupyter_server.serverapp" in sys.modules:
+        return "server"
+    if "ipykernel" in sys.modules:
+        return "kernel"
+    return "python"
 
 
 def _user() -> str:
