@@ -155,6 +155,17 @@ async def test_history_lists_runs_newest_first_and_pages(jp_fetch, jp_root_dir) 
     assert listed["runs"][0]["parameters"] == {"k": 3}
 
 
+async def test_history_rows_count_their_steps_by_state(jp_fetch, jp_root_dir) -> None:
+    name = _nb(jp_root_dir, b="b = a + int('x')")
+    run = await wait_for(
+        jp_fetch, (await call(jp_fetch, "POST", "runs", body={"path": name}))["run_id"]
+    )
+    (row,) = (await call(jp_fetch, "GET", "runs", path=name))["runs"]
+    assert row["steps"] == []
+    assert row["step_counts"] == {"succeeded": 1, "failed": 1, "skipped": 1}
+    assert row["step_counts"] == run["step_counts"]
+
+
 async def test_state_changes_reach_the_event_bus_in_order(
     jp_fetch, jp_root_dir, jp_serverapp
 ) -> None:

@@ -11,3 +11,8 @@ __all__ = ["CellpipeApp"]
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "cellpipe_server", "app": CellpipeApp}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    # Lets `jupyter labextension develop . --overwrite` link the built extension (`jlpm build`).
+    return [{"src": "labextension", "dest": "cellpipe"}]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from cellpipe.runs import RUN_ID, RunDir
 
 from .paths import relative
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE runs (
     run_id     TEXT PRIMARY KEY,
@@ -29,6 +30,7 @@ CREATE TABLE runs (
     started_at REAL,
     ended_at   REAL,
     metrics    TEXT,
+    step_counts TEXT,
     stamp      TEXT
 );
 CREATE INDEX runs_by_path ON runs (path, started_at DESC);
@@ -94,10 +96,11 @@ class History:
             status.started_at,
             status.ended_at,
             json.dumps(metrics, default=repr),
+            json.dumps(Counter(s.state.value for s in status.steps.values())),
             stamp or _stamp(rd.path),
         )
         with self._lock:
-            self._conn.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", row)
+            self._conn.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
             self._conn.commit()
 
     def list(self, path: str | None, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
@@ -122,6 +125,7 @@ class History:
                 if r["ended_at"] and r["started_at"]
                 else None,
                 "metrics": json.loads(r["metrics"] or "{}"),
+                "step_counts": json.loads(r["step_counts"] or "{}"),
             }
             for r in rows
         ], total

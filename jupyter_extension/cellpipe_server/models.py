@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Body(BaseModel):
@@ -55,7 +56,18 @@ class DescribeRun(BaseModel):
     ended_at: float | None = None
     duration_s: float | None = None
     steps: list[DescribeStep] = Field(default_factory=list)
+    step_counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Steps per state, e.g. {'succeeded': 2, 'cached': 1}; the run list "
+        "carries this summary instead of `steps`.",
+    )
     metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _count_steps(self) -> DescribeRun:
+        if self.steps and not self.step_counts:
+            self.step_counts = dict(Counter(s.state for s in self.steps))
+        return self
 
 
 class ListRunsResponse(BaseModel):

@@ -1,0 +1,336 @@
+/**
+ * cellpipe's JupyterLab plugin: the Pipeline sidebar, cell decorations, the tag editor
+ * (command, cell toolbar button, property-inspector form) and live run status.
+ */
+import {
+  ILabShell,
+  ILayoutRestorer,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { ICommandPalette, IFrame, MainAreaWidget } from '@jupyterlab/apputils';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { IFormRendererRegistry, LabIcon } from '@jupyterlab/ui-components';
+
+import { CellpipeApi } from './api';
+import { decorate } from './decorations';
+import { NotebookPipeline } from './pipeline';
+import { PipelineSidebar } from './sidebar';
+import { IRunStateEvent } from './state';
+import { askStep } from './stepdialog';
+import { makeStepField } from './stepform';
+import { clearStep, notebookStepPrefix, parseTags, setStep, stepNameProblem, toggleSkip } from './tags';
+
+const PLUGIN_ID = 'cellpipe:plugin';
+export const EVENT_SCHEMA = 'https://events.cellpipe.dev/run-state';
+const CATEGORY = 'Pipeline (cellpipe)';
+
+export const CommandIDs = {
+  openSidebar: 'cellpipe:open-sidebar',
+  run: 'cellpipe:run',
+  setStep: 'cellpipe:set-step',
+  toggleSkip: 'cellpipe:toggle-skip',
+  cancel: 'cellpipe:cancel',
+  resume: 'cellpipe:resume',
+  openReport: 'cellpipe:open-report'
+};
+
+const pipelineIcon = new LabIcon({
+  name: 'cellpipe:pipeline',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><g class="jp-icon3" fill="#616161">' +
+    '<circle cx="6" cy="5" r="2.5"/><circle cx="6" cy="19" r="2.5"/><circle cx="18" cy="12" r="2.5"/>' +
+    '<path d="M5 7h2v10H5zM7.6 6.2l8.6 4.6-.9 1.7-8.6-4.6zM7.6 17.8l8.6-4.6-.9-1.7-8.6 4.6z"/></g></svg>'
+});
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'Tag notebook cells as pipeline steps, Compile and Run them, watch them live.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [ICommandPalette, ILayoutRestorer, ILabShell, IFormRendererRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    palette: ICommandPalette | null,
+    restorer: ILayoutRestorer | null,
+    labShell: ILabShell | null,
+    formRegistry: IFormRendererRegistry | null
+  ) => {
+    const api = new CellpipeApi(app.serviceManager.serverSettings);
+    const pipelines = new Map<NotebookPanel, NotebookPipeline>();
+    const decorationsOn = true;
+
+    const jumpToCell = (p: NotebookPipeline, cellId: string): void => {
+      const notebook = p.panel.content;
+      const index = notebook.widgets.findIndex(c => c.model.id === cellId);
+      if (index < 0) {
+        return;
+      }
+      app.shell.activateById(p.panel.id);
+      notebook.deselectAll();
+      notebook.mode = 'command';
+      notebook.activeCellIndex = index;
+      // scrollToItem, not Notebook.scrollToCell: that one ends with cell.activate(), which
+      // focuses the editor and so switches the notebook to edit mode.
+      void notebook
+        .scrollToItem(index, 'center')
+        .catch(() => undefined)
+        .then(() => {
+          if (!notebook.isDisposed) {
+            notebook.mode = 'command';
+            notebook.node.focus();
+          }
+        });
+    };
+
+    const sidebar = new PipelineSidebar({
+      jumpToCell,
+      jumpToCellNumber: (p, number) => {
+        const cell = p.panel.content.widgets[number - 1];
+        if (cell) {
+          jumpToCell(p, cell.model.id);
+        }
+      },
+      openReport: runId => void app.commands.execute(CommandIDs.openReport, { runId }),
+      setBackend: (p, backend) => {
+        const model = p.panel.context.model;
+        const meta = (model.getMetadata('cellpipe') as Record<string, unknown>) ?? {};
+        model.setMetadata('cellpipe', { ...meta, backend });
+      }
+    });
+    sidebar.title.icon = pipelineIcon;
+    sidebar.title.label = labShell ? '' : 'Pipeline';
+    app.shell.add(sidebar, 'left', { rank: 700 });
+    restorer?.add(sidebar, 'cellpipe-sidebar');
+
+    const refreshBackends = async (): Promise<void> => {
+      try {
+        sidebar.setBackends(await api.backends());
+      } catch (e) {
+        sidebar.setBackends(null, (e as Error).message);
+      }
+    };
+    void refreshBackends();
+
+    const pipelineFor = (panel: NotebookPanel | null): NotebookPipeline | null =>
+      panel ? (pipelines.get(panel) ?? null) : null;
+
+    tracker.widgetAdded.connect((_, panel) => {
+      void panel.context.ready.then(() => {
+        if (panel.isDisposed) {
+          return;
+        }
+        const p = new NotebookPipeline(panel, api);
+        pipelines.set(panel, p);
+        let frame = 0;
+        // Coalesce bursts (a run's events, cells entering the viewport) into one pass.
+        const redecorate = (): void => {
+          if (!frame) {
+            frame = requestAnimationFrame(() => {
+              frame = 0;
+              if (!panel.isDisposed) {
+                decorate(p, decorationsOn);
+              }
+            });
+          }
+        };
+        p.changed.connect(redecorate);
+        panel.content.model?.cells.changed.connect(redecorate);
+        panel.content.cellInViewportChanged.connect(redecorate);
+        decorate(p, decorationsOn);
+        p.scheduleCompile();
+        if (tracker.currentWidget === panel) {
+          sidebar.pipeline = p;
+        }
+        panel.disposed.connect(() => {
+          pipelines.delete(panel);
+          if (sidebar.pipeline === p) {
+            sidebar.pipeline = null;
+          }
+          p.dispose();
+        });
+      });
+    });
+    tracker.currentChanged.connect((_, panel) => {
+      // Keep the last notebook while a non-notebook has focus.
+      if (panel) {
+        sidebar.pipeline = pipelineFor(panel);
+      }
+    });
+
+    app.serviceManager.events.stream.connect((_, event) => {
+      if (event.schema_id !== EVENT_SCHEMA) {
+        return;
+      }
+      const ev = event as unknown as IRunStateEvent;
+      for (const p of pipelines.values()) {
+        p.onEvent(ev);
+      }
+    });
+
+    const current = (): NotebookPipeline | null => pipelineFor(tracker.currentWidget);
+
+    app.commands.addCommand(CommandIDs.openSidebar, {
+      label: 'Show pipeline sidebar',
+      caption: 'Show the steps, runs and Compile and Run of the current notebook',
+      execute: () => {
+        app.shell.activateById(sidebar.id);
+        void refreshBackends();
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.run, {
+      label: 'Compile and Run',
+      caption: 'Compile the open notebook (unsaved edits included) and run it as a pipeline',
+      isEnabled: () => current() !== null && !current()!.isActive,
+      execute: () => {
+        app.shell.activateById(sidebar.id);
+        const button = sidebar.node.querySelector<HTMLButtonElement>('button.cellpipe-run');
+        button?.click();
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.cancel, {
+      label: 'Cancel run',
+      caption: 'Stop the running pipeline of the current notebook',
+      isEnabled: () => !!current()?.run && current()!.isActive,
+      execute: () => current()?.cancel()
+    });
+
+    app.commands.addCommand(CommandIDs.resume, {
+      label: 'Resume last run',
+      caption: 'Run the failed and unfinished steps again with the notebook as it is now',
+      isEnabled: () => !!current()?.run && !current()!.isActive,
+      execute: () => current()?.resume()
+    });
+
+    app.commands.addCommand(CommandIDs.setStep, {
+      label: 'Set pipeline step…',
+      caption: 'Make the selected cells a pipeline step (writes step: and prev: tags)',
+      icon: pipelineIcon,
+      isEnabled: () => tracker.activeCell?.model.type === 'code',
+      execute: async args => {
+        const panel = tracker.currentWidget;
+        const p = pipelineFor(panel);
+        const active = tracker.activeCell;
+        if (!panel || !p || !active) {
+          return;
+        }
+        const notebook = panel.content;
+        const selected = notebook.widgets.filter(
+          c => (notebook.isSelectedOrActive(c) || c === active) && c.model.type === 'code'
+        );
+        const tags = (active.model.getMetadata('tags') as string[]) ?? [];
+        const place = p.assignment.cells.find(c => c.id === active.model.id);
+        const names = p.assignment.steps.map(s => s.name);
+        const currentStep = parseTags(tags).step ?? place?.step ?? '';
+        const own = names.indexOf(currentStep);
+        const earlier = own >= 0 ? names.slice(0, own) : names;
+        let choice: { name: string; after: string[] } | null;
+        if (typeof args.name === 'string') {
+          if (stepNameProblem(args.name)) {
+            return;
+          }
+          choice = { name: args.name, after: (args.after as string[]) ?? [] };
+        } else {
+          choice = await askStep(currentStep, parseTags(tags).after, earlier);
+        }
+        if (!choice) {
+          return;
+        }
+        const allTags = notebook.widgets.map(
+          c => (c.model.getMetadata('tags') as string[]) ?? []
+        );
+        const prefix = notebookStepPrefix(allTags);
+        const model = panel.context.model;
+        model.sharedModel.transact(() => {
+          // The first selected cell starts the step; the others continue it.
+          selected.forEach((cell, i) => {
+            const t = (cell.model.getMetadata('tags') as string[]) ?? [];
+            cell.model.setMetadata(
+              'tags',
+              i === 0 ? setStep(t, choice!.name, choice!.after, prefix) : clearStep(t)
+            );
+          });
+        });
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.toggleSkip, {
+      label: 'Toggle skip for selected cells',
+      caption: 'Leave the selected cells out of the pipeline (tag skip), or put them back',
+      isEnabled: () => tracker.activeCell?.model.type === 'code',
+      execute: () => {
+        const panel = tracker.currentWidget;
+        if (!panel) {
+          return;
+        }
+        const notebook = panel.content;
+        panel.context.model.sharedModel.transact(() => {
+          for (const cell of notebook.widgets) {
+            if (notebook.isSelectedOrActive(cell) && cell.model.type === 'code') {
+              const t = (cell.model.getMetadata('tags') as string[]) ?? [];
+              cell.model.setMetadata('tags', toggleSkip(t));
+            }
+          }
+        });
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.openReport, {
+      label: args => (args.runId ? `Open report of run ${args.runId}` : 'Open run report'),
+      caption: 'Open the HTML report of a run in a tab',
+      execute: args => {
+        const runId = String(args.runId ?? current()?.run?.run_id ?? '');
+        if (!runId) {
+          return;
+        }
+        const id = `cellpipe-report-${runId}`;
+        const existing = Array.from(app.shell.widgets('main')).find(w => w.id === id);
+        if (existing) {
+          app.shell.activateById(id);
+          return;
+        }
+        const frame = new IFrame({
+          sandbox: ['allow-scripts', 'allow-same-origin', 'allow-popups']
+        });
+        frame.url = api.reportUrl(runId);
+        const widget = new MainAreaWidget({ content: frame });
+        widget.id = id;
+        widget.title.label = `Report ${runId}`;
+        widget.title.icon = pipelineIcon;
+        widget.title.closable = true;
+        app.shell.add(widget, 'main');
+      }
+    });
+
+    for (const command of [
+      CommandIDs.openSidebar,
+      CommandIDs.run,
+      CommandIDs.setStep,
+      CommandIDs.toggleSkip,
+      CommandIDs.cancel,
+      CommandIDs.resume
+    ]) {
+      palette?.addItem({ command, category: CATEGORY });
+    }
+
+    formRegistry?.addRenderer(`${PLUGIN_ID}.step-form`, {
+      fieldRenderer: makeStepField({
+        steps: () => {
+          const p = current();
+          const cells = tracker.currentWidget?.content.widgets ?? [];
+          return {
+            names: p?.assignment.steps.map(s => s.name) ?? [],
+            prefix: notebookStepPrefix(
+              cells.map(c => (c.model.getMetadata('tags') as string[]) ?? [])
+            )
+          };
+        }
+      })
+    });
+  }
+};
+
+export default plugin;

@@ -1,0 +1,514 @@
+/**
+ * The "Pipeline" sidebar: run bar, parameters, problems, the DAG, the step list and the run
+ * history of the current notebook. It renders whatever the current NotebookPipeline holds
+ * and re-renders on its `changed` signal (and once a second while a run ticks).
+ */
+import { ReactWidget } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import { IBackend } from './api';
+import { layoutDag } from './dag';
+import { parsePythonLiteral } from './literals';
+import { NotebookPipeline } from './pipeline';
+import {
+  countSteps,
+  countsText,
+  formatClock,
+  formatDuration,
+  isTerminal,
+  IStepStatus,
+  hookState,
+  runSummary,
+  ShownState,
+  stepLabel
+} from './state';
+
+export interface ISidebarActions {
+  jumpToCell(pipeline: NotebookPipeline, cellId: string): void;
+  jumpToCellNumber(pipeline: NotebookPipeline, cellNumber: number): void;
+  openReport(runId: string): void;
+  setBackend(pipeline: NotebookPipeline, backend: string): void;
+}
+
+const BACKENDS = ['local', 'docker', 'argo'];
+
+export class PipelineSidebar extends ReactWidget {
+  constructor(private readonly actions: ISidebarActions) {
+    super();
+    this.id = 'cellpipe-sidebar';
+    this.addClass('cellpipe-sidebar');
+    this.title.caption = 'Pipeline';
+  }
+
+  get pipeline(): NotebookPipeline | null {
+    return this._pipeline;
+  }
+
+  set pipeline(value: NotebookPipeline | null) {
+    if (value === this._pipeline) {
+      return;
+    }
+    this._pipeline?.changed.disconnect(this.onChanged, this);
+    this._pipeline = value;
+    value?.changed.connect(this.onChanged, this);
+    this.onChanged();
+  }
+
+  setBackends(backends: IBackend[] | null, error = ''): void {
+    this.backends = backends;
+    this.backendError = error;
+    this.update();
+  }
+
+  dispose(): void {
+    if (this.ticker) {
+      clearInterval(this.ticker);
+    }
+    super.dispose();
+  }
+
+  private onChanged(): void {
+    const active = this._pipeline?.isActive ?? false;
+    if (active && !this.ticker) {
+      this.ticker = setInterval(() => this.update(), 1000);
+    } else if (!active && this.ticker) {
+      clearInterval(this.ticker);
+      this.ticker = null;
+    }
+    this.update();
+  }
+
+  private paramText(p: NotebookPipeline): Record<string, string> {
+    let values = this.params.get(p);
+    if (!values) {
+      values = {};
+      this.params.set(p, values);
+    }
+    return values;
+  }
+
+  private backendOf(p: NotebookPipeline): string {
+    const meta = p.panel.context.model.getMetadata('cellpipe') as { backend?: string } | undefined;
+    return meta?.backend && BACKENDS.includes(meta.backend) ? meta.backend : 'local';
+  }
+
+  private startRun(p: NotebookPipeline): void {
+    const values: Record<string, unknown> = {};
+    const errors: string[] = [];
+    const typed = this.paramText(p);
+    for (const param of p.compiled?.parameters ?? []) {
+      const text = typed[param.name];
+      if (text === undefined || text.trim() === param.expression.trim()) {
+        continue;
+      }
+      const parsed = parsePythonLiteral(text);
+      if (parsed.ok) {
+        values[param.name] = parsed.value;
+      } else {
+        errors.push(`${param.name}: ${parsed.message}`);
+      }
+    }
+    this.paramErrors.set(p, errors);
+    if (errors.length) {
+      this.update();
+      return;
+    }
+    void p.compileAndRun(this.backendOf(p), values);
+  }
+
+  render(): JSX.Element {
+    const p = this._pipeline;
+    if (!p) {
+      return (
+        <div className="cellpipe-empty">Open a notebook to build a pipeline from it.</div>
+      );
+    }
+    return (
+      <div className="cellpipe-content">
+        <header className="cellpipe-header" title={p.path}>
+          {p.panel.context.localPath.split('/').pop()}
+        </header>
+        {this.renderBanner(p)}
+        {this.renderRunBar(p)}
+        {this.renderParameters(p)}
+        {this.renderProblems(p)}
+        {this.renderSteps(p)}
+        {this.renderHistory(p)}
+      </div>
+    );
+  }
+
+  private renderBanner(p: NotebookPipeline): JSX.Element | null {
+    const message = p.error || this.backendError;
+    if (!message) {
+      return null;
+    }
+    return (
+      <div className="cellpipe-banner" role="alert">
+        {message}
+      </div>
+    );
+  }
+
+  private renderRunBar(p: NotebookPipeline): JSX.Element {
+    const now = Date.now() / 1000;
+    const run = p.run;
+    const active = p.isActive;
+    let status = '';
+    if (p.phase === 'compiling') {
+      status = 'Compiling…';
+    } else if (p.phase === 'starting') {
+      status = 'Starting…';
+    } else if (run) {
+      status = `${runSummary(run, now)} · run ${run.run_id}`;
+    }
+    const runnable = run && !active && ['failed', 'cancelled'].includes(run.state);
+    const backend = this.backendOf(p);
+    return (
+      <section className="cellpipe-runbar">
+        <label className="cellpipe-field">
+          <span>Backend</span>
+          <select
+            aria-label="Backend"
+            value={backend}
+            onChange={e => this.actions.setBackend(p, e.currentTarget.value)}
+          >
+            {BACKENDS.map(name => {
+              const info = this.backends?.find(b => b.name === name);
+              const unavailable = info !== undefined && !info.available;
+              return (
+                <option
+                  key={name}
+                  value={name}
+                  disabled={unavailable}
+                  title={unavailable ? info!.reason : ''}
+                >
+                  {name}
+                </option>
+              );
+            })}
+          </select>
+        </label>
+        <div className="cellpipe-buttons">
+          <button
+            className="jp-Button jp-mod-styled jp-mod-accept cellpipe-run"
+            disabled={active}
+            title={active ? 'A run of this notebook is in progress' : 'Compile the open notebook and run it'}
+            onClick={() => this.startRun(p)}
+          >
+            Compile and Run
+          </button>
+          <button
+            className="jp-Button jp-mod-styled cellpipe-cancel"
+            disabled={!run || !active}
+            title="Stop the running steps; finished ones keep their results"
+            onClick={() => void p.cancel()}
+          >
+            Cancel
+          </button>
+          <button
+            className="jp-Button jp-mod-styled cellpipe-resume"
+            disabled={!runnable}
+            title="Run the failed and unfinished steps again with the notebook as it is now"
+            onClick={() => void p.resume()}
+          >
+            Resume
+          </button>
+        </div>
+        <div className="cellpipe-status" aria-live="polite">
+          {status}
+        </div>
+      </section>
+    );
+  }
+
+  private renderParameters(p: NotebookPipeline): JSX.Element | null {
+    const params = p.compiled?.parameters ?? [];
+    if (!params.length) {
+      return null;
+    }
+    const typed = this.paramText(p);
+    const errors = this.paramErrors.get(p) ?? [];
+    return (
+      <section className="cellpipe-parameters">
+        <h3>Parameters</h3>
+        {params.map(param => (
+          <label key={param.name} className="cellpipe-field">
+            <span>{param.name}</span>
+            <input
+              name={`param-${param.name}`}
+              aria-label={`Parameter ${param.name}`}
+              placeholder={param.expression}
+              value={typed[param.name] ?? param.expression}
+              onChange={e => {
+                typed[param.name] = e.currentTarget.value;
+                this.update();
+              }}
+            />
+          </label>
+        ))}
+        {errors.map(e => (
+          <div key={e} className="cellpipe-error" role="alert">
+            {e}
+          </div>
+        ))}
+      </section>
+    );
+  }
+
+  private renderProblems(p: NotebookPipeline): JSX.Element | null {
+    if (!p.problems.length) {
+      return null;
+    }
+    const sorted = [...p.problems].sort(
+      (a, b) => Number(b.severity === 'error') - Number(a.severity === 'error')
+    );
+    return (
+      <section className="cellpipe-problems">
+        <h3>Problems</h3>
+        <ul>
+          {sorted.map((d, i) => (
+            <li
+              key={i}
+              className={`cellpipe-diagnostic cellpipe-mod-${d.severity}`}
+              data-cellpipe-cell={d.cell ?? undefined}
+              tabIndex={0}
+              onClick={() => this.jumpToProblem(p, d.cell_id, d.cell)}
+              onKeyDown={e => {
+                if (e.key === 'Enter') {
+                  this.jumpToProblem(p, d.cell_id, d.cell);
+                }
+              }}
+            >
+              {d.cell !== null ? `Cell ${d.cell} · ` : ''}
+              {d.message}
+            </li>
+          ))}
+        </ul>
+      </section>
+    );
+  }
+
+  private jumpToProblem(p: NotebookPipeline, cellId: string | null, cell: number | null): void {
+    if (cellId) {
+      this.actions.jumpToCell(p, cellId);
+    } else if (cell !== null) {
+      this.actions.jumpToCellNumber(p, cell);
+    }
+  }
+
+  private renderSteps(p: NotebookPipeline): JSX.Element {
+    const steps = p.assignment.steps;
+    if (!steps.length) {
+      return (
+        <section className="cellpipe-steps-section">
+          <div className="cellpipe-empty">
+            No steps yet. cellpipe runs each step as its own process and passes variables
+            between them. Tag a code cell with <b>Set pipeline step…</b> (cell toolbar or
+            command palette) to start one.
+          </div>
+        </section>
+      );
+    }
+    const now = Date.now() / 1000;
+    const names = steps.map(s => s.name);
+    const colors = p.stepColors();
+    const statusOf = new Map<string, IStepStatus>((p.run?.steps ?? []).map(s => [s.name, s]));
+    const stateOf = (name: string): ShownState =>
+      (statusOf.get(name)?.state as ShownState) ?? 'idle';
+    const edges = p.edges;
+    const afterOf = new Map<string, string[]>();
+    for (const e of edges) {
+      if (names.includes(e.source) && names.includes(e.target) && e.source !== e.target) {
+        const list = afterOf.get(e.target) ?? [];
+        if (!list.includes(e.source)) {
+          list.push(e.source);
+        }
+        afterOf.set(e.target, list);
+      }
+    }
+    const dag = layoutDag(names, edges);
+    const jump = (name: string): void => {
+      const failed = p.failedCells.get(name) ?? statusOf.get(name)?.cell_id ?? null;
+      const first = steps.find(s => s.name === name)?.cells[0];
+      const target = stateOf(name) === 'failed' && failed ? failed : first;
+      if (target) {
+        this.actions.jumpToCell(p, target);
+      }
+    };
+    return (
+      <section className="cellpipe-steps-section">
+        <h3>Steps</h3>
+        <svg
+          className="cellpipe-dag"
+          role="img"
+          aria-label={`Pipeline graph of ${names.length} steps`}
+          viewBox={`0 0 ${Math.max(dag.width, 1)} ${Math.max(dag.height, 1)}`}
+          width="100%"
+          style={{ maxHeight: `${Math.max(dag.height, 40)}px` }}
+        >
+          <defs>
+            <marker
+              id="cellpipe-arrow"
+              viewBox="0 0 10 10"
+              refX="9"
+              refY="5"
+              markerWidth="6"
+              markerHeight="6"
+              orient="auto-start-reverse"
+            >
+              <path d="M 0 0 L 10 5 L 0 10 z" className="cellpipe-dag-arrow" />
+            </marker>
+          </defs>
+          {dag.edges.map(e => (
+            <polyline
+              key={`${e.source}->${e.target}`}
+              className={`cellpipe-dag-edge cellpipe-mod-${e.kind}`}
+              points={e.points.map(pt => `${pt.x},${pt.y}`).join(' ')}
+              markerEnd="url(#cellpipe-arrow)"
+            />
+          ))}
+          {dag.nodes.map(n => (
+            <g
+              key={n.name}
+              className={`cellpipe-dag-node cellpipe-mod-${stateOf(n.name)}`}
+              data-cellpipe-node={n.name}
+              data-cellpipe-node-state={hookState(stateOf(n.name))}
+              transform={`translate(${n.x - n.width / 2},${n.y - n.height / 2})`}
+              onClick={() => jump(n.name)}
+            >
+              <title>{`${n.name}: ${stepLabel(statusOf.get(n.name), now)}`}</title>
+              <rect
+                width={n.width}
+                height={n.height}
+                rx="4"
+                style={{ stroke: `var(${colors.get(n.name)})` }}
+              />
+              <text x={n.width / 2} y={n.height / 2} dominantBaseline="central" textAnchor="middle">
+                {n.name}
+              </text>
+            </g>
+          ))}
+        </svg>
+        <ul className="cellpipe-steps" role="list">
+          {steps.map(s => {
+            const status = statusOf.get(s.name);
+            const state = stateOf(s.name);
+            const after = afterOf.get(s.name) ?? [];
+            const attempts = status?.attempts ?? 0;
+            const label = stepLabel(status, now);
+            return (
+              <li
+                key={s.name}
+                role="listitem"
+                tabIndex={0}
+                className={`cellpipe-step-row cellpipe-mod-${state}`}
+                data-cellpipe-step={s.name}
+                data-cellpipe-state={hookState(state)}
+                title={`${s.name}: ${label}${
+                  status?.message ? ` (${status.message})` : ''
+                }. Enter goes to its ${state === 'failed' ? 'failing' : 'first'} cell.`}
+                onClick={() => jump(s.name)}
+                onKeyDown={e => {
+                  if (e.key === 'Enter') {
+                    jump(s.name);
+                  }
+                }}
+              >
+                <span
+                  className="cellpipe-swatch"
+                  style={{ background: `var(${colors.get(s.name)})` }}
+                />
+                <span className="cellpipe-state-icon" aria-hidden="true" />
+                <span className="cellpipe-step-name">{s.name}</span>
+                <span className="cellpipe-step-state">{label}</span>
+                {attempts > 1 ? (
+                  <span className="cellpipe-step-attempts">{`${attempts} attempts`}</span>
+                ) : null}
+                {after.length ? (
+                  <span className="cellpipe-step-after">{`after: ${after.join(', ')}`}</span>
+                ) : null}
+                {state === 'failed' && status?.message ? (
+                  <span className="cellpipe-step-message">{status.message}</span>
+                ) : null}
+              </li>
+            );
+          })}
+        </ul>
+      </section>
+    );
+  }
+
+  private renderHistory(p: NotebookPipeline): JSX.Element {
+    const now = Date.now() / 1000;
+    return (
+      <section className="cellpipe-history">
+        <h3>Run history</h3>
+        {p.history.length === 0 ? (
+          <div className="cellpipe-empty">
+            No runs yet. Compile and Run starts one; runs survive restarts.
+          </div>
+        ) : (
+          <ul role="list">
+            {p.history.map(r => {
+              const started = r.started_at ? new Date(r.started_at * 1000) : null;
+              return (
+                <li
+                  key={r.run_id}
+                  role="listitem"
+                  tabIndex={0}
+                  className={`cellpipe-run-row cellpipe-mod-${r.state}${
+                    p.run?.run_id === r.run_id ? ' cellpipe-mod-shown' : ''
+                  }`}
+                  data-cellpipe-run={r.run_id}
+                  data-cellpipe-state={r.state}
+                  title={started ? started.toLocaleString() : ''}
+                  onClick={() => p.show(r, true)}
+                  onKeyDown={e => {
+                    if (e.key === 'Enter') {
+                      p.show(r, true);
+                    }
+                  }}
+                >
+                  <span className="cellpipe-run-id">{r.run_id}</span>
+                  <span className="cellpipe-run-state">{r.state}</span>
+                  <span className="cellpipe-run-meta">
+                    {[
+                      r.backend,
+                      // A running run's listed duration is as old as the listing: tick instead.
+                      isTerminal(r.state)
+                        ? formatDuration(r.duration_s)
+                        : r.started_at
+                          ? formatClock(now - r.started_at)
+                          : '',
+                      countsText(countSteps(r))
+                    ]
+                      .filter(Boolean)
+                      .join(' · ')}
+                  </span>
+                  <button
+                    className="jp-Button jp-mod-styled cellpipe-report"
+                    title={`Open the HTML report of run ${r.run_id}`}
+                    onClick={e => {
+                      e.stopPropagation();
+                      this.actions.openReport(r.run_id);
+                    }}
+                  >
+                    Open report
+                  </button>
+                </li>
+              );
+            })}
+          </ul>
+        )}
+      </section>
+    );
+  }
+
+  private _pipeline: NotebookPipeline | null = null;
+  private backends: IBackend[] | null = null;
+  private backendError = '';
+  private ticker: ReturnType<typeof setInterval> | null = null;
+  private readonly params = new WeakMap<NotebookPipeline, Record<string, string>>();
+  private readonly paramErrors = new WeakMap<NotebookPipeline, string[]>();
+}
