@@ -111,6 +111,18 @@ def _cell_label(pipeline: Pipeline, cid: str) -> str:
         return f"cell {cid}"
 
 
+def _facts_block(
+    opening: str, facts: list[tuple[str, str]], message: str | None, *, failed: bool
+) -> list[str]:
+    """A header's opening, its facts as a definition list, and the state's message."""
+    parts = [opening, '<dl class="cp-facts">', *(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)]
+    parts.append("</dl>")
+    if message:
+        cls = "cp-message cp-error" if failed else "cp-message"
+        parts.append(f'<p class="{cls}">{html.escape(message)}</p>')
+    return parts
+
+
 def step_header(facts: StepFacts, *, page_of: Callable[[str], str] | None = None) -> str:
     """The header of a step's section: facts, failure, inputs, outputs, metrics. Other steps
     link to their section of the same page, or to ``page_of(step)`` (another page)."""
@@ -130,15 +142,12 @@ def step_header(facts: StepFacts, *, page_of: Callable[[str], str] | None = None
     settings = _settings_text(step)
     if settings:
         facts_rows.append(("Settings", settings))
-    parts = [
+    parts = _facts_block(
         f'<header class="cp-step-header"><h2>{_badge(state)} Step {_code(step.name)}</h2>',
-        '<dl class="cp-facts">',
-        *(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts_rows),
-        "</dl>",
-    ]
-    if st.message:
-        cls = "cp-message cp-error" if st.state is State.FAILED else "cp-message"
-        parts.append(f'<p class="{cls}">{html.escape(st.message)}</p>')
+        facts_rows,
+        st.message,
+        failed=st.state is State.FAILED,
+    )
     for label, cid, err in facts.errors:
         where = f'<a href="#{html.escape("cell-id=" + cid)}">{html.escape(label)}</a>'
         parts.append(
@@ -558,16 +567,12 @@ def _run_summary(rd: RunDir, pipeline: Pipeline, status: Any, info: Mapping[str,
     facts.append(("Engine", f"cellpipe {html.escape(info.get('engine_version') or '?')}"))
     if info.get("python"):
         facts.append(("Python", html.escape(str(info["python"]))))
-    parts = [
-        '<header class="cp-run">',
-        f"<h1>{_badge(state)} Run {_code(rd.run_id)}</h1>",
-        '<dl class="cp-facts">',
-        *(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts),
-        "</dl>",
-    ]
-    if status.message:
-        cls = "cp-message cp-error" if status.state is State.FAILED else "cp-message"
-        parts.append(f'<p class="{cls}">{html.escape(status.message)}</p>')
+    parts = _facts_block(
+        f'<header class="cp-run"><h1>{_badge(state)} Run {_code(rd.run_id)}</h1>',
+        facts,
+        status.message,
+        failed=status.state is State.FAILED,
+    )
 
     notes = {
         n: _duration(s.duration_s) for n, s in status.steps.items() if s.duration_s is not None

@@ -8,7 +8,7 @@ import { Cell } from '@jupyterlab/cells';
 import { PanelLayout, Widget } from '@lumino/widgets';
 
 import { NotebookPipeline } from './pipeline';
-import { hookState, ShownState, stepLabel } from './state';
+import { hookState, ShownState, STATES, stepLabel } from './state';
 
 const ROLE_WORDS: Record<string, string> = {
   imports: 'imports — prepended to every step',
@@ -52,16 +52,7 @@ function removeChip(cell: Cell): void {
   }
 }
 
-const STATE_CLASSES = [
-  'idle',
-  'pending',
-  'running',
-  'succeeded',
-  'failed',
-  'cached',
-  'skipped',
-  'cancelled'
-].map(s => `cellpipe-mod-${s}`);
+const STATE_CLASSES = ['idle', ...STATES].map(s => `cellpipe-mod-${s}`);
 
 /** Decorate every cell of the pipeline's notebook for its current steps and shown run. */
 export function decorate(pipeline: NotebookPipeline, enabled: boolean): void {
