@@ -17,12 +17,14 @@ import codecs
 import contextlib
 import datetime
 import getpass
+import hashlib
 import io
 import numbers
 import os
 import re
 import select
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +47,7 @@ def _import_ipython_without_jedi() -> None:
 
 _import_ipython_without_jedi()
 
+from IPython.core.compilerop import CachingCompiler  # noqa: E402
 from IPython.core.displayhook import DisplayHook  # noqa: E402
 from IPython.core.displaypub import DisplayPublisher  # noqa: E402
 from IPython.core.error import StdinNotImplementedError, UsageError  # noqa: E402
@@ -560,12 +563,25 @@ class _KernelMagics(Magics):
         print(f"Autosaving every {interval} seconds" if interval else "Autosave disabled")
 
 
+class _KernelLikeCompiler(CachingCompiler):
+    """Names cells as ipykernel does: a ``.py`` path in a per-process folder that is never
+    written. IPython 9 formats a traceback through such a frame on its fast path (plain
+    colouring, no highlighted expression), so a step's traceback reads exactly like the
+    kernel's; the source still comes from linecache, where every cell is registered."""
+
+    def get_code_name(self, raw_code: str, transformed_code: str, number: int) -> str:
+        digest = hashlib.sha1(transformed_code.encode("utf-8", "surrogatepass")).hexdigest()
+        folder = os.path.join(tempfile.gettempdir(), f"cellpipe_{os.getpid()}")
+        return os.path.join(folder, f"{digest[:12]}.py")
+
+
 class StepInteractiveShell(InteractiveShell):
     """IPython's shell with a notebook front end's display machinery, recording instead of
     sending messages."""
 
     displayhook_class = Type(_DisplayHook)
     display_pub_class = Type(_Publisher)
+    compiler_class = Type(_KernelLikeCompiler)
     #: Libraries ask `hasattr(get_ipython(), "kernel")` to tell a notebook from a terminal
     #: (pandas shows 20 columns in a notebook, all of them in a terminal): look like a notebook.
     kernel = None
