@@ -28,7 +28,10 @@ INJECTED_TAG = "injected-parameters"
 _ADDRESS = re.compile(r"0x[0-9a-f]+")
 _TIMING = re.compile(r"^(CPU times|Wall time):.*$\n?", re.M)
 # Warnings name the file a cell was compiled as: ipykernel and IPython name it differently.
-_CELL_FILE = re.compile(r"<ipython-input-\d+-[0-9a-f]+>|/tmp/ipykernel_\d+/\d+\.py")
+# How a kernel (and, alike, a step) names a cell in warnings: IPython 8, ipykernel, cellpipe.
+_CELL_FILE = re.compile(
+    r"<ipython-input-\d+-[0-9a-f]+>|/tmp/ipykernel_\d+/\d+\.py|/tmp/cellpipe_\d+/[0-9a-f]+\.py"
+)
 
 
 def run_top_to_bottom(
@@ -191,3 +194,42 @@ def differences(expected: nbformat.NotebookNode, actual: nbformat.NotebookNode) 
             )
             problems.append(f"cell {numbers[cid]} `{first_line}`:\n" + "\n".join(diff))
     return problems
+
+
+#: Notebooks on which the engine is known to compute something else, and why. Strict xfail:
+#: when the engine is fixed the test passes, fails as XPASS, and the entry must go.
+KNOWN_DISCREPANCIES = {
+    "aliases_between_steps": (
+        "each input is unpickled on its own, so `pair[0] is a` no longer holds in the "
+        "consumer and `a.append(2)` in step grow does not reach `pair` or `same`; "
+        "docs/design.md says aliasing across steps is not tracked, but nothing warns"
+    ),
+    "dynamic_names": (
+        "names read through `globals()[...]` and `eval('...')` are invisible to the analysis, "
+        "so step use gets no inputs and fails at run time with KeyError: 'alpha' (exit 1); "
+        "compile says nothing, though it cannot guarantee the invariant here"
+    ),
+    "library_options": (
+        "settings kept inside libraries are not carried from step to step: "
+        "`np.set_printoptions`, `pd.set_option` and `warnings.filterwarnings` made by step "
+        "configure are gone in step show, which prints full precision and the warning"
+    ),
+    "output_history": (
+        "IPython's `_` is not data: step b gets a fresh shell whose `_` is '' and prints an "
+        "empty line, with no compile error or warning (top to bottom: 42)"
+    ),
+}
+
+
+#: Notebooks compile must refuse, with the diagnostic code it must give.
+REJECTED = {"interleaved_step_cells": "interleaved-step"}
+
+
+def invariant_case(name: str) -> Any:
+    """The adversarial notebook NAME as a test parameter, a strict xfail when it is a known
+    discrepancy (so fixing the engine makes the entry above go)."""
+    import pytest
+
+    reason = KNOWN_DISCREPANCIES.get(name)
+    marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
+    return pytest.param(name, marks=marks, id=name)

@@ -19,43 +19,9 @@ import nbformat
 import pytest
 from nbbuild import notebook, write
 from notebooks.make import CASES, SUPPORT_FILES, build
-from oracle import differences, run_pipeline, run_top_to_bottom
+from oracle import REJECTED, differences, invariant_case, run_pipeline, run_top_to_bottom
 
 HERE = Path(__file__).parent / "notebooks"
-
-#: Notebooks on which the engine is known to compute something else, and why. Strict xfail:
-#: when the engine is fixed the test passes, fails as XPASS, and the entry must go.
-KNOWN_DISCREPANCIES = {
-    "aliases_between_steps": (
-        "each input is unpickled on its own, so `pair[0] is a` no longer holds in the "
-        "consumer and `a.append(2)` in step grow does not reach `pair` or `same`; "
-        "docs/design.md says aliasing across steps is not tracked, but nothing warns"
-    ),
-    "dynamic_names": (
-        "names read through `globals()[...]` and `eval('...')` are invisible to the analysis, "
-        "so step use gets no inputs and fails at run time with KeyError: 'alpha' (exit 1); "
-        "compile says nothing, though it cannot guarantee the invariant here"
-    ),
-    "library_options": (
-        "settings kept inside libraries are not carried from step to step: "
-        "`np.set_printoptions`, `pd.set_option` and `warnings.filterwarnings` made by step "
-        "configure are gone in step show, which prints full precision and the warning"
-    ),
-    "output_history": (
-        "IPython's `_` is not data: step b gets a fresh shell whose `_` is '' and prints an "
-        "empty line, with no compile error or warning (top to bottom: 42)"
-    ),
-}
-
-
-#: Notebooks compile must refuse, with the diagnostic code it must give.
-REJECTED = {"interleaved_step_cells": "interleaved-step"}
-
-
-def _case(name: str):
-    reason = KNOWN_DISCREPANCIES.get(name)
-    marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-    return pytest.param(name, marks=marks, id=name)
 
 
 def _assert_same_outputs(expected: Any, executed: Any) -> None:
@@ -98,7 +64,7 @@ def both_ways(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [_case(n) for n in sorted(CASES) if n not in REJECTED])
+@pytest.mark.parametrize("name", [invariant_case(n) for n in sorted(CASES) if n not in REJECTED])
 def test_pipeline_outputs_equal_top_to_bottom_outputs(name: str, both_ways) -> None:
     expected, executed, proc = both_ways[name].result()
     assert proc.returncode == 0, proc.stderr + proc.stdout

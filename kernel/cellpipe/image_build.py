@@ -147,8 +147,10 @@ def dockerfile(spec: ImageSpec) -> str:
         "COPY engine /tmp/cellpipe-engine",
         f"RUN {pip} --find-links /tmp/cellpipe-engine 'cellpipe=={__version__}' "
         "&& rm -rf /tmp/cellpipe-engine",
-        # Steps run as the calling user, who has no home directory in the image.
-        "ENV HOME=/tmp PYTHONUNBUFFERED=1 MPLBACKEND=Agg",
+        # Steps run as the calling user, who has no home directory in the image. No
+        # MPLBACKEND: the step shell picks matplotlib's inline backend, as a kernel does, so
+        # figures become outputs; a default set here would win over it and lose them.
+        "ENV HOME=/tmp PYTHONUNBUFFERED=1",
     ]
     if spec.packages:
         wanted = " ".join(_quote(r) for r in spec.packages)

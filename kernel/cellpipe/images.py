@@ -81,6 +81,12 @@ def plan_images(pipeline: Pipeline, registry: str | None = None) -> dict[str, Im
     return plans
 
 
+#: Line magics that import a library themselves: `%matplotlib inline` with no `import
+#: matplotlib` in sight still needs matplotlib in the image.
+_MAGIC_IMPORTS = {"matplotlib": ("matplotlib",), "pylab": ("matplotlib", "numpy")}
+_IMPORTING_MAGIC = re.compile(r"^[ \t]*%(matplotlib|pylab)\b", re.M)
+
+
 def imported_distributions(
     pipeline: Pipeline, step: Step, workdir: Path | None = None
 ) -> dict[str, str]:
@@ -101,6 +107,8 @@ def imported_distributions(
             continue  # compile reported it; running it will say so again
         tops.update(m.split(".")[0] for m in flow.imports.values())
         tops.update(m.split(".")[0] for m in flow.star_imports)
+        for magic in _IMPORTING_MAGIC.findall(cell.source):
+            tops.update(_MAGIC_IMPORTS[magic])
     owners = _module_owners()
     skip = {_dist_key(d) for d in ("cellpipe", *ENGINE_REQUIREMENTS)}
     found: dict[str, str] = {}
