@@ -166,13 +166,25 @@ def dockerfile(spec: ImageSpec) -> str:
 def _engine_wheels(spec: ImageSpec, steps: list[str], cache: Path, say: Log) -> Path:
     """The engine's wheel and its dependencies' wheels, made once per engine version."""
     folder = cache / f"engine-{spec.engine}"
-    if not (folder / "complete").is_file():
-        partial = Path(tempfile.mkdtemp(prefix=".engine-", dir=cache))
-        engine_wheel(partial)
-        _fetch_wheels(spec, steps, engine_pins(), partial, cache, say)
-        (partial / "complete").write_text("")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(partial, folder)
+    if (folder / "complete").is_file():
+        return folder
+    partial = Path(tempfile.mkdtemp(prefix=".engine-", dir=cache))
+    engine_wheel(partial)
+    _fetch_wheels(spec, steps, engine_pins(), partial, cache, say)
+    (partial / "complete").write_text("")
+    if folder.exists() and not (folder / "complete").is_file():
+        # Left by an older cellpipe that filled the folder in place: set it aside first.
+        aside = Path(tempfile.mkdtemp(prefix=".stale-", dir=cache))
+        folder.rename(aside / folder.name)
+        shutil.rmtree(aside, ignore_errors=True)
+    try:
+        # Runs build at the same time (the server starts several): the first complete
+        # folder wins and is never replaced, because another run may be copying from it.
+        partial.rename(folder)
+    except OSError:
+        if not (folder / "complete").is_file():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
     return folder
 
 
@@ -272,7 +284,11 @@ def _fetch_wheels(
         os.unlink(constraints.name)
     for wheel in dest.glob("*.whl"):
         if not wheel.name.startswith("cellpipe-") and not (cache / wheel.name).exists():
-            shutil.copy2(wheel, cache / wheel.name)
+            # Copied aside then renamed: a build running now reads the cache with pip, which
+            # must never see half a wheel.
+            part = cache / f".{wheel.name}.{os.getpid()}.part"
+            shutil.copy2(wheel, part)
+            os.replace(part, cache / wheel.name)
 
 
 def _pip_failure(spec: ImageSpec, steps: list[str], output: str) -> ImageBuildError:
