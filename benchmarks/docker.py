@@ -6,7 +6,9 @@ The 4-step diamond of benchmarks/local.py runs with `cellpipe run --backend dock
 the local backend (cache off for both), after one docker run that builds its image. The
 difference, divided by the number of steps, is what a container per step costs: creating and
 starting it, a fresh interpreter with IPython and the prelude (the local backend forks steps
-from a warm process instead), waiting for it and removing it. The diamond's critical path is
+from a warm process instead), waiting for it and removing it. Steps after the first start
+their containers ahead, while their upstream steps run (see docs/docker.md), so most of the
+start is hidden for them. The diamond's critical path is
 3 steps long (load, then left and right side by side, then join), so the difference over 3 is
 also given: that is what each step on the path adds to a run's wall time.
 """

@@ -376,3 +376,160 @@ def test_limits_and_gpus_become_container_limits_and_device_requests(tmp_path: P
     assert opts["user"] == USER
     assert opts["labels"]["io.cellpipe.run"] == rd.run_id
     assert opts["volumes"][str(tmp_path)]["bind"] == str(tmp_path)
+
+
+# --- Containers started ahead: a step's prelude runs while its upstream steps do ----------
+
+
+def _runner(rd: Path, step: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cellpipe.runner", "--run-dir", str(rd), "--step", step, *extra]
+
+
+def _runner_env() -> dict[str, str]:
+    return dict(
+        os.environ,
+        PYTHONPATH=str(REPO / "kernel") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+
+
+def _wait_for_file(path: Path, within: float = 120) -> None:
+    deadline = time.monotonic() + within
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within {within} s"
+        time.sleep(0.05)
+
+
+def _handoff_run(tmp_path: Path) -> Path:
+    from cellpipe.compiler import compile_notebook
+    from cellpipe.runs import RunDir
+
+    nb = write(
+        tmp_path / "handoff.ipynb",
+        notebook(
+            (
+                "imports",
+                "import pathlib\nprint('prelude ran')\npathlib.Path('prelude-ran').touch()",
+            ),
+            ("step:make", "x = 41"),
+            ("step:use", "print('x + 1 =', x + 1)"),
+        ),
+    )
+    return RunDir.create(tmp_path / "runs", compile_notebook(nb), json.loads(nb.read_text())).path
+
+
+def _step_events(rd: Path, step: str) -> list[str]:
+    from cellpipe.runs import RunDir
+
+    return [e.state.value for e in RunDir(rd).events() if e.step == step]
+
+
+def test_runner_start_when_runs_the_prelude_first_and_the_step_once_told(tmp_path: Path) -> None:
+    rd = _handoff_run(tmp_path)
+    go = tmp_path / "go-use"
+    with (
+        open(tmp_path / "use.out", "w") as out,
+        subprocess.Popen(
+            _runner(rd, "use", "--start-when", str(go)),
+            env=_runner_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        ) as waiting,
+    ):
+        try:
+            _wait_for_file(tmp_path / "prelude-ran")
+            assert waiting.poll() is None, (tmp_path / "use.out").read_text()
+            assert _step_events(rd, "use") == []
+            assert not (rd / "logs" / "use.log").exists()
+            # Its input is made only now: a step started ahead loads it after the signal.
+            make = subprocess.run(_runner(rd, "make"), env=_runner_env(), capture_output=True)
+            assert make.returncode == 0, make.stdout + make.stderr
+            go.touch()
+            assert waiting.wait(timeout=120) == 0, (tmp_path / "use.out").read_text()
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+    assert _step_events(rd, "use") == ["running", "succeeded"]
+    log = (rd / "logs" / "use.log").read_text().splitlines()
+    assert log[0].startswith("--- cellpipe: step use, attempt 1,")
+    assert log[1:] == ["prelude ran", "x + 1 = 42"]
+    cells = json.loads((rd / "outputs" / "use.json").read_text())["cells"]
+    printed = [o["text"] for c in cells.values() for o in c["outputs"]]
+    assert printed == ["prelude ran\n", "x + 1 = 42\n"]
+
+
+def test_runner_start_when_exits_75_without_a_trace_when_cancelled(tmp_path: Path) -> None:
+    from cellpipe.runner import NOT_STARTED
+
+    rd = _handoff_run(tmp_path)
+    (tmp_path / "go-use.cancel").touch()
+    waiting = subprocess.run(
+        _runner(rd, "use", "--start-when", str(tmp_path / "go-use")),
+        env=_runner_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert waiting.returncode == NOT_STARTED == 75, waiting.stdout + waiting.stderr
+    assert _step_events(rd, "use") == []
+    assert not (rd / "logs" / "use.log").exists()
+    assert not (rd / "outputs" / "use.json").exists()
+
+
+def test_a_downstream_container_starts_and_runs_its_prelude_while_its_upstream_runs(
+    tmp_path: Path,
+) -> None:
+    # Each container's prelude leaves a mark; step `second` finishes only once three
+    # containers have run the prelude: `first`'s, its own, and `third`'s. `third` comes
+    # after `second`, so its mark can only appear if its container started ahead.
+    (tmp_path / "marks").mkdir()
+    nb = write(
+        _give(tmp_path) / "ahead.ipynb",
+        notebook(
+            ("imports", "import pathlib, socket, time"),
+            ("functions", "pathlib.Path('marks', socket.gethostname()).touch()"),
+            ("step:first", "x = 1"),
+            (
+                "step:second",
+                "deadline = time.monotonic() + 120\n"
+                "while len(list(pathlib.Path('marks').iterdir())) < 3:\n"
+                "    assert time.monotonic() < deadline, 'third never started ahead'\n"
+                "    time.sleep(0.05)\n"
+                "y = x + 1",
+            ),
+            ("step:third", "print('y =', y)"),
+        ),
+    )
+    result, proc = _run(nb)
+    assert result["state"] == "succeeded", proc.stderr + json.dumps(result["steps"])
+    rd = _run_dir(nb, result)
+    notes = (rd / "logs" / "_run.log").read_text()
+    assert "started step second's container ahead; it waits for first" in notes
+    assert "started step third's container ahead; it waits for second" in notes
+    assert len(list((tmp_path / "marks").iterdir())) == 3  # one container per step, no more
+    log = (rd / "logs" / "third.log").read_text()
+    assert log.count("--- cellpipe: step third, attempt 1") == 1
+    assert "y = 2" in log
+    assert not (rd / ".go").exists()
+    assert _containers(result["run_id"]) == []
+
+
+def test_a_container_started_ahead_for_a_step_skipped_after_a_failure_is_removed(
+    tmp_path: Path,
+) -> None:
+    nb = write(
+        _give(tmp_path) / "fails.ipynb",
+        notebook(
+            ("step:load", "x = 1"),
+            ("step:left", "l = x\nraise ValueError('left fails')"),
+            ("step:right", "r = x"),
+            ("step:join", "print(l, r)"),
+        ),
+    )
+    result, proc = _run(nb, "--jobs", "2")
+    assert result["steps"]["left"]["state"] == "failed", proc.stderr
+    assert result["steps"]["join"]["state"] == "skipped"
+    notes = (_run_dir(nb, result) / "logs" / "_run.log").read_text()
+    assert "started step join's container ahead; it waits for left, right" in notes
+    assert "removed step join's container started ahead: upstream step left failed" in notes
+    assert not (_run_dir(nb, result) / "logs" / "join.log").exists()
+    assert _containers(result["run_id"]) == []

@@ -35,6 +35,10 @@ INJECTED = "injected-parameters"
 #: In a pod (``--result-trailer``): the process's original stdout, where the log is mirrored.
 _LOG_MIRROR: TextIO | None = None
 _LIVE_WRITE_INTERVAL = 0.5
+#: Exit status of ``--start-when`` when the step was never told to start.
+NOT_STARTED = 75
+START_WAIT_LIMIT_S = 24 * 3600
+_START_POLL_S = 0.02
 
 
 @dataclass
@@ -76,6 +80,8 @@ class Warm:
     # The objects behind `references`: ids are only unique while their objects live, and a
     # step that rebinds a functions-cell name would otherwise free one for reuse.
     keep_alive: list[Any] = field(default_factory=list)
+    # What the prelude wrote to the log before the step's log was opened (--start-when).
+    log_text: str = ""
 
 
 def warm_up(rd: RunDir, log: TextIO | None = None, shell: Any = None) -> Warm:
@@ -135,6 +141,8 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
 
         log = Tee(log, _LOG_MIRROR)  # type: ignore[assignment]
     log.write(f"--- cellpipe: step {step_name}, attempt {attempt}, {time.ctime(started)} ---\n")
+    if warm is not None and warm.log_text:
+        log.write(warm.log_text)
     out_file = rd.outputs_path(step_name)
     records: dict[str, CellRecord] = {}
     writer = _LiveWriter(out_file, rd.run_id, step_name, attempt, records)
@@ -440,7 +448,18 @@ def main(argv: list[str] | None = None) -> int:
         help="in a pod: mirror the log to stdout and end it with the step's result line "
         "(see cellpipe.trailer)",
     )
+    parser.add_argument(
+        "--start-when",
+        type=Path,
+        metavar="PATH",
+        help="run the prelude now, then wait until PATH exists before running the step; "
+        f"exit {NOT_STARTED} without running it if PATH.cancel appears first or PATH does "
+        f"not appear within {START_WAIT_LIMIT_S // 3600} h (how the Docker backend starts a "
+        "step's container while its upstream steps still run)",
+    )
     args = parser.parse_args(argv)
+    if args.start_when and args.result_trailer:
+        parser.error("--start-when and --result-trailer cannot be combined")
     rd = RunDir(args.run_dir.resolve())
     if not (rd.path / "pipeline.json").is_file():
         parser.error(f"{rd.path} has no pipeline.json: not a run directory")
@@ -458,7 +477,34 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     if args.result_trailer:
         return _run_in_pod(rd, args.step, args.attempt)
+    if args.start_when:
+        warm = _warm_until(rd, args.start_when)
+        if warm is None:
+            return NOT_STARTED
+        return run_step(rd, args.step, attempt=args.attempt, warm=warm)
     return run_step(rd, args.step, attempt=args.attempt)
+
+
+def _warm_until(rd: RunDir, go: Path) -> Warm | None:
+    """Run the prelude, then wait for ``go`` to exist; None if told not to start after all.
+
+    Until ``go`` appears the step has not started: nothing is written to the run directory
+    (the prelude's log waits in memory), so a step that is then skipped leaves no trace. Its
+    inputs are loaded only after ``go``, once the steps that make them have finished.
+    """
+    import io
+
+    buffer = io.StringIO()
+    warm = warm_up(rd, buffer)
+    _limit_fresh_process()
+    cancel = go.with_name(go.name + ".cancel")
+    deadline = time.monotonic() + START_WAIT_LIMIT_S
+    while not go.exists():
+        if cancel.exists() or time.monotonic() > deadline:
+            return None
+        time.sleep(_START_POLL_S)
+    warm.log_text = buffer.getvalue()
+    return warm
 
 
 def _run_in_pod(rd: RunDir, step: str, attempt: int) -> int:

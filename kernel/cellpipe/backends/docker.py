@@ -9,6 +9,13 @@ directory means the same inside and out, and the step works in the notebook's di
 Jupyter does. Containers run as the calling user (never root unless asked), with no network
 unless the notebook asks, under the step's memory, cpu and GPU limits, labelled with the run
 id, and are always removed.
+
+A step that is not first on its path does not pay for its container's start: while its
+upstream steps run, its container is started *ahead* in waiting mode (``--start-when``:
+the fresh interpreter imports IPython and runs the prelude, then waits for a go file in
+``<run>/.go/``); launching the step then only creates that file. A container started ahead
+whose step never runs (an upstream step failed, the step was cached, the run was
+cancelled) is removed at the next launch or at the end of the run.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import contextlib
 import functools
 import os
 import re
+import shutil
 import stat
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -70,10 +79,13 @@ class DockerBackend:
 
         async def start(rd: RunDir, note: Note) -> Launcher:
             note(f"docker: steps run as user {user}")
-            return _DockerLauncher(rd, client, pool, user, note)
+            # The scheduler's step states tell which containers started ahead are still
+            # wanted; at most `jobs` wait at once (each holds its prelude's memory).
+            return _DockerLauncher(rd, client, pool, user, note, scheduler.state, options.max_jobs)
 
+        scheduler = Scheduler(rd, options, start)
         try:
-            return await Scheduler(rd, options, start).run()
+            return await scheduler.run()
         finally:
             remove_run_containers(rd, client)  # whatever an interrupted run left behind
             pool.shutdown(wait=False, cancel_futures=True)
@@ -187,21 +199,41 @@ def remove_run_containers(rd: RunDir, client: Any = None) -> None:
 
 class _DockerLauncher(Launcher):
     def __init__(
-        self, rd: RunDir, client: Any, pool: ThreadPoolExecutor, user: str, note: Note
+        self,
+        rd: RunDir,
+        client: Any,
+        pool: ThreadPoolExecutor,
+        user: str,
+        note: Note,
+        states: Mapping[str, State],
+        ahead_limit: int,
     ) -> None:
         self.rd, self.client, self.pool, self.user, self.note = rd, client, pool, user, note
+        self.steps = {s.name: s for s in rd.pipeline().steps}
         self.specs = plan_images(rd.pipeline())
         self.builds: dict[str, asyncio.Future[float | None]] = {}
         self.uid, self.gid = (int(x) for x in user.split(":"))
-        self.removals: set[asyncio.Future[None]] = set()
+        self.removals: set[asyncio.Future[Any]] = set()
+        self.states, self.ahead_limit = states, ahead_limit
+        self.launched: set[str] = set()
+        # step -> its container started ahead, waiting for its go file (None: did not start)
+        self.ahead: dict[str, asyncio.Future[Any]] = {}
+        self.closed = False
 
     async def close(self) -> None:
-        if self.removals:
-            await asyncio.gather(*self.removals)
+        self.closed = True
+        for name in list(self.ahead):
+            self._discard(name, self._unwanted(name) or "the run ended")
+        while self.removals:
+            await asyncio.gather(*list(self.removals))
+            self.removals = {f for f in self.removals if not f.done()}
+        shutil.rmtree(self._go_dir(), ignore_errors=True)
 
     async def launch(self, step: Step, attempt: int) -> Proc:
         from ..image_build import ImageBuildError
 
+        self.launched.add(step.name)
+        self._drop_unwanted()
         blocked = self._unreachable()
         if blocked:
             raise LaunchError(blocked, retry=False)
@@ -213,17 +245,138 @@ class _DockerLauncher(Launcher):
             raise LaunchError(f"image build failed: {exc}", retry=False) from None
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.pool, self._hand_over)
-        options = container_options(self.rd, step, spec, attempt, self.user)
         self._note_unenforced(step)
+        ahead = self.ahead.pop(step.name, None) if attempt == 1 else None
+        container = await self._go(step, ahead) if ahead is not None else None
+        if container is None:  # not started ahead, or it died waiting: a fresh one
+            options = container_options(self.rd, step, spec, attempt, self.user)
+            try:
+                container = await loop.run_in_executor(
+                    self.pool, functools.partial(self.client.containers.run, **options)
+                )
+            except Exception as exc:
+                raise LaunchError(
+                    f"container did not start: {_explain(exc)}", retry=False
+                ) from None
+        proc = _ContainerProc(container, step, self)
+        proc.start_waiting(loop)
+        self._start_ahead()
+        return proc
+
+    def _go_dir(self) -> Path:
+        return self.rd.path / ".go"
+
+    def _start_ahead(self) -> None:
+        """Start, in waiting mode, the containers of the steps whose upstream steps have all
+        been launched (or are done), so their prelude runs while those steps do. Only steps
+        whose image is ready: building one for a step that may never run is not worth it."""
+        if self.closed or self._unreachable():
+            return
+        self._drop_unwanted()
+        for name, step in self.steps.items():
+            if len(self.ahead) >= self.ahead_limit:
+                return
+            if (
+                not step.after
+                or name in self.ahead
+                or name in self.launched
+                or self.states.get(name) is not State.PENDING
+                or not all(
+                    u in self.launched or self.states.get(u, State.PENDING).ok for u in step.after
+                )
+                or self._unwanted(name)
+                or not self._image_ready(self.specs[name])
+            ):
+                continue
+            running = [u for u in step.after if not self.states.get(u, State.PENDING).ok]
+            self.ahead[name] = asyncio.ensure_future(self._start_waiting(step, running))
+
+    def _image_ready(self, spec: ImageSpec) -> bool:
+        fut = self.builds.get(spec.ref)
+        return fut is not None and fut.done() and not fut.cancelled() and not fut.exception()
+
+    async def _start_waiting(self, step: Step, running: list[str]) -> Any:
+        """Attempt 1's container of ``step``, as :meth:`launch` would start it, running the
+        prelude and then waiting for its go file; None when it could not start (the step's
+        launch then starts one as usual and reports what goes wrong)."""
+        options = container_options(self.rd, step, self.specs[step.name], 1, self.user)
+        options["command"] += ["--start-when", str(self._go_dir() / f"{step.name}-1")]
+        loop = asyncio.get_running_loop()
         try:
+            self._go_dir().mkdir(exist_ok=True)
             container = await loop.run_in_executor(
                 self.pool, functools.partial(self.client.containers.run, **options)
             )
         except Exception as exc:
-            raise LaunchError(f"container did not start: {_explain(exc)}", retry=False) from None
-        proc = _ContainerProc(container, step, self)
-        proc.start_waiting(loop)
-        return proc
+            self.note(
+                f"docker: could not start step {step.name}'s container ahead: {_explain(exc)}"
+            )
+            return None
+        self.note(
+            f"docker: started step {step.name}'s container ahead; it waits for {', '.join(running)}"
+        )
+        return container
+
+    async def _go(self, step: Step, ahead: asyncio.Future[Any]) -> Any:
+        """Tell the container started ahead for ``step`` to run it; None if it is gone."""
+        container = await ahead
+        if container is None:
+            return None
+        go = self._go_dir() / f"{step.name}-1"
+
+        def tell() -> bool:
+            container.reload()
+            if container.status != "running":
+                return False
+            go.touch()
+            return True
+
+        try:
+            told = await asyncio.get_running_loop().run_in_executor(self.pool, tell)
+        except Exception:
+            told = False
+        if not told:
+            self._remove_later(
+                container, f"step {step.name}'s container started ahead ended before its step began"
+            )
+            return None
+        return container
+
+    def _unwanted(self, name: str) -> str:
+        """Why the step waiting in a container started ahead will not run, if it will not."""
+        for up in self.steps[name].after:
+            if self.states.get(up) in (State.FAILED, State.SKIPPED, State.CANCELLED):
+                return f"upstream step {up} {self.states[up]}"
+        state = self.states.get(name)
+        return f"step {name} {state}" if state is not State.PENDING else ""
+
+    def _drop_unwanted(self) -> None:
+        for name in list(self.ahead):
+            why = self._unwanted(name)
+            if why:
+                self._discard(name, why)
+
+    def _discard(self, name: str, why: str) -> None:
+        ahead = self.ahead.pop(name)
+
+        async def remove() -> None:
+            container = await ahead
+            if container is not None:
+                await self._remove_later(
+                    container, f"removed step {name}'s container started ahead: {why}"
+                )
+
+        self.removals.add(asyncio.ensure_future(remove()))
+
+    def _remove_later(self, container: Any, note: str) -> asyncio.Future[Any]:
+        def remove() -> None:
+            with contextlib.suppress(Exception):
+                container.remove(force=True)
+
+        fut = asyncio.get_running_loop().run_in_executor(self.pool, remove)
+        fut.add_done_callback(lambda _: self.note(f"docker: {note}"))  # in the loop's thread
+        self.removals.add(fut)
+        return fut
 
     async def _image(self, spec: ImageSpec) -> None:
         """Build ``spec`` once per run, however many steps need it at once."""
