@@ -233,3 +233,21 @@ def invariant_case(name: str) -> Any:
     reason = KNOWN_DISCREPANCIES.get(name)
     marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
     return pytest.param(name, marks=marks, id=name)
+
+
+def copy_case(name: str, workdir: Path) -> dict[str, Path]:
+    """The adversarial notebook NAME and its support files, copied into two folders of
+    ``workdir`` ("top-to-bottom" and "pipeline"), so the two runs never see each other's
+    files; returns the notebook's path in each."""
+    import shutil
+
+    from notebooks.make import SUPPORT_FILES
+
+    here = Path(__file__).parent / "notebooks"
+    copies = {}
+    for side in ("top-to-bottom", "pipeline"):
+        (workdir / side).mkdir()
+        copies[side] = Path(shutil.copy(here / f"{name}.ipynb", workdir / side))
+        for file_name in SUPPORT_FILES:
+            shutil.copy(here / file_name, workdir / side)
+    return copies

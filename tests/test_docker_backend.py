@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,8 +22,16 @@ from typing import Any
 
 import pytest
 from nbbuild import notebook, write
-from notebooks.make import CASES, SUPPORT_FILES
-from oracle import REJECTED, REPO, differences, invariant_case, run_pipeline, run_top_to_bottom
+from notebooks.make import CASES
+from oracle import (
+    REJECTED,
+    REPO,
+    copy_case,
+    differences,
+    invariant_case,
+    run_pipeline,
+    run_top_to_bottom,
+)
 
 HERE = Path(__file__).parent / "notebooks"
 USER = "1000:1000"
@@ -84,12 +91,7 @@ def _containers(run_id: str) -> list[str]:
 
 
 def _both_ways(name: str, workdir: Path) -> tuple[Any, Any, Any]:
-    copies = {}
-    for side in ("top-to-bottom", "pipeline"):
-        (workdir / side).mkdir()
-        copies[side] = Path(shutil.copy(HERE / f"{name}.ipynb", workdir / side))
-        for file_name in SUPPORT_FILES:
-            shutil.copy(HERE / file_name, workdir / side)
+    copies = copy_case(name, workdir)
     _give(workdir)
     params = CASES[name].parameters or None
     executed, proc = run_pipeline(

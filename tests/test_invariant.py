@@ -10,7 +10,6 @@ as the first of these tests asks for its result.
 from __future__ import annotations
 
 import json
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import nbformat
 import pytest
 from nbbuild import notebook, write
 from notebooks.make import CASES, SUPPORT_FILES, build
-from oracle import REJECTED, differences, invariant_case, run_pipeline, run_top_to_bottom
+from oracle import REJECTED, copy_case, differences, invariant_case, run_pipeline, run_top_to_bottom
 
 HERE = Path(__file__).parent / "notebooks"
 
@@ -32,12 +31,7 @@ def _assert_same_outputs(expected: Any, executed: Any) -> None:
 
 def _run_both_ways(name: str, workdir: Path) -> tuple[Any, Any, Any]:
     params = CASES[name].parameters or None
-    copies = {}
-    for side in ("top-to-bottom", "pipeline"):
-        (workdir / side).mkdir()
-        copies[side] = Path(shutil.copy(HERE / f"{name}.ipynb", workdir / side))
-        for file_name in SUPPORT_FILES:
-            shutil.copy(HERE / file_name, workdir / side)
+    copies = copy_case(name, workdir)
     # As many steps at once as the DAG allows, so that a missing edge shows as a wrong value.
     executed, proc = run_pipeline(copies["pipeline"], workdir, params, ("--jobs", "8"))
     return run_top_to_bottom(copies["top-to-bottom"], params), executed, proc
