@@ -254,15 +254,10 @@ def run(
     backend = _early_backend(backend_name)  # first: it warms up while we compile
     from .errors import ParameterError
     from .launch import drive, prepare_resume, prepare_run
-    from .notebook import coerce_parameter
+    from .notebook import parse_parameter_options
 
     root = _runs_root(runs_root)
-    overrides: dict[str, Any] = {}
-    for item in raw_params:
-        name, sep, value = item.partition("=")
-        if not sep or not name.isidentifier():
-            raise ParameterError(f"-p expects NAME=VALUE, got {item!r}")
-        overrides[name] = coerce_parameter(value)
+    overrides = parse_parameter_options(raw_params)
     if resume:
         if overrides:
             raise ParameterError(

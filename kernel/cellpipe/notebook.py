@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,6 +346,18 @@ def coerce_parameter(raw: str) -> Any:
         except ValueError:
             pass
     return raw
+
+
+def parse_parameter_options(items: Iterable[str]) -> dict[str, Any]:
+    """``-p NAME=VALUE`` options (the CLI's and the ``%cellpipe`` magic's) -> overrides, each
+    value typed by :func:`coerce_parameter`. Raises ParameterError for a malformed one."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise ParameterError(f"-p expects NAME=VALUE, got {item!r}")
+        overrides[name] = coerce_parameter(value)
+    return overrides
 
 
 def resolve_parameters(declared: list[Parameter], overrides: Mapping[str, Any]) -> dict[str, Any]:

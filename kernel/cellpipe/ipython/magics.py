@@ -50,18 +50,13 @@ class CellpipeMagics(Magics):
         from IPython.display import display
 
         from ..errors import CellpipeError, ParameterError
-        from ..notebook import coerce_parameter
+        from ..notebook import parse_parameter_options
         from . import start
         from .session import current_notebook
 
         args = _parser().parse_args(words)
-        params: dict[str, Any] = {}
-        for item in args.parameter:
-            name, sep, value = item.partition("=")
-            if not sep or not name.isidentifier():
-                raise UsageError(f"-p expects NAME=VALUE, got {item!r}")
-            params[name] = coerce_parameter(value)
         try:
+            params = parse_parameter_options(args.parameter)
             path = args.notebook or current_notebook(self.shell.user_ns)
             monitor = start(
                 path,
