@@ -16,9 +16,13 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .atomic import write_json
+
+if TYPE_CHECKING:
+    from .model import Step
+    from .runs import RunDir
 
 GATE_FILE = "gate.json"
 
@@ -219,6 +223,16 @@ def closed_gate(data_dir: Path) -> str | None:
     if verdict.get("open", True):
         return None
     return str(verdict.get("message") or f"gate {verdict.get('expression')} closed")
+
+
+def closed_upstream(rd: RunDir, step: Step) -> str | None:
+    """Why ``step`` must not run: a step it comes after closed its gate (or is itself
+    skipped behind a closed gate, recorded by :func:`record_inherited`); None otherwise."""
+    for up in step.after:
+        why = closed_gate(rd.data_dir(up))
+        if why:
+            return why
+    return None
 
 
 def _short(value: Any) -> str:

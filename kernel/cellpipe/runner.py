@@ -124,7 +124,9 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
     step = pipeline.step(step_name)
     for sub in ("logs", "outputs", "data"):  # absent when run by hand after `compile -o`
         (rd.path / sub).mkdir(exist_ok=True)
-    closed = _closed_gate_upstream(rd, step)
+    from .gates import closed_upstream
+
+    closed = closed_upstream(rd, step)
     if closed:
         # The local scheduler never starts such a step; a backend that starts every step
         # (an Argo DAG) learns here that a gate upstream closed, and passes it on.
@@ -227,16 +229,6 @@ def _write_report(
         write_step_report(rd, step, status=st)
     except Exception as exc:
         log.write(f"--- cellpipe: could not write reports/{step}.html: {exc!r} ---\n")
-
-
-def _closed_gate_upstream(rd: RunDir, step: Any) -> str | None:
-    from .gates import closed_gate
-
-    for up in step.after:
-        why = closed_gate(rd.data_dir(up))
-        if why:
-            return why
-    return None
 
 
 def _run_cell(

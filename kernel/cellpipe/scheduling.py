@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from .cache import CacheIndex, file_hash, files_read, record_key, recorded_key, reuse, step_key
 from .errors import Conflict
+from .gates import closed_upstream
 from .model import State, Step
 from .runs import RunDir
 
@@ -217,7 +218,7 @@ class Scheduler:
                         else self.state[bad[0]].value
                     )
                     self._settle(name, State.SKIPPED, f"upstream step {bad[0]} {why}")
-                elif all(u.ok for u in ups) and (why := self._closed_gate(step)):
+                elif all(u.ok for u in ups) and (why := closed_upstream(self.rd, step)):
                     self.gate_closed[name] = why
                     self._settle(name, State.SKIPPED, why)
                 elif all(u.ok for u in ups) and len(tasks) < self.options.max_jobs:
@@ -241,15 +242,6 @@ class Scheduler:
         if seen is None:
             return dict(self.params)
         return {k: v for k, v in self.params.items() if k in seen}
-
-    def _closed_gate(self, step: Step) -> str | None:
-        """Why ``step`` must not run: an upstream step's ``gate:`` tag evaluated false."""
-        from .gates import closed_gate
-
-        for up in step.after:
-            if self.steps[up].settings.gate and (why := closed_gate(self.rd.data_dir(up))):
-                return why
-        return None
 
     def _settle(self, name: str, state: State, message: str, **extra: Any) -> None:
         self.state[name] = state
