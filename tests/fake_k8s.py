@@ -319,18 +319,7 @@ class FakeCluster:
         if script and script.pending_reason:
             with self.lock:
                 self.pods[(ns, pod)]["waiting"] = script.pending_reason
-            while not self._stopped(ns, wf):
-                time.sleep(0.05)
-            self._node(
-                ns,
-                wf,
-                node_name,
-                template["name"],
-                "Pod",
-                "Failed",
-                "Stopped with strategy 'Terminate'",
-            )
-            return "Failed"
+            return self._until_stopped(ns, wf, node_name, template["name"])
         time.sleep(script.delay if script else 0.02)
         self._node(ns, wf, node_name, template["name"], "Pod", "Running")
         if script is None:
@@ -342,24 +331,22 @@ class FakeCluster:
             with self.lock:
                 self.pods[(ns, pod)]["log"] = script.log
             if script.runs_until_stopped:
-                while not self._stopped(ns, wf):
-                    time.sleep(0.05)
-                self._node(
-                    ns,
-                    wf,
-                    node_name,
-                    template["name"],
-                    "Pod",
-                    "Failed",
-                    "Stopped with strategy 'Terminate'",
-                )
-                return "Failed"
+                return self._until_stopped(ns, wf, node_name, template["name"])
             time.sleep(script.delay)
             phase, message, log = script.phase, script.message, script.log
         with self.lock:
             self.pods[(ns, pod)]["log"] = log
         self._node(ns, wf, node_name, template["name"], "Pod", phase, message)
         return phase
+
+    def _until_stopped(self, ns: str, wf: str, node_name: str, template: str) -> str:
+        """A pod that never ends by itself: it fails once the workflow is stopped."""
+        while not self._stopped(ns, wf):
+            time.sleep(0.05)
+        self._node(
+            ns, wf, node_name, template, "Pod", "Failed", "Stopped with strategy 'Terminate'"
+        )
+        return "Failed"
 
     def _execute(
         self, ns: str, wf: str, spec: dict[str, Any], template: dict[str, Any], pod: str
