@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import cellpipe
+import pytest
 from cellpipe.runs import RunDir, list_runs
 from nbbuild import notebook, write
 
@@ -418,3 +420,26 @@ def test_a_changed_data_file_reruns_the_step_that_reads_it(cli, tmp_path: Path) 
     assert set(states(run_json(cli, "d.ipynb")).values()) == {"cached"}
     (tmp_path / "data.csv").write_text("v\n10\n20\n")
     assert states(run_json(cli, "d.ipynb")) == {"load": "succeeded", "show": "succeeded"}
+
+
+@pytest.mark.parametrize(
+    "imports", ["import numpy as np", "import numpy as np\nimport numpy.random"]
+)
+def test_forked_steps_draw_different_random_numbers_as_fresh_processes_would(
+    cli, tmp_path: Path, runs_root: Path, imports: str
+) -> None:
+    # Through eval the analysis cannot see the generator used, so the two steps are
+    # independent: both are forked from the same warm process.
+    write(
+        tmp_path / "r.ipynb",
+        notebook(
+            ("imports", imports),
+            ("step:a", "a = eval('float(np.random.rand())')"),
+            ("step:b", "b = eval('float(np.random.rand())')"),
+            ("step:both", "print(a, b)"),
+        ),
+    )
+    status = run_json(cli, "r.ipynb", "--no-cache")
+    a = cellpipe.load(status["run_id"], "a", "a", runs_root=runs_root)
+    b = cellpipe.load(status["run_id"], "b", "b", runs_root=runs_root)
+    assert a != b

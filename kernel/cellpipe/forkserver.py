@@ -184,9 +184,12 @@ def _reseed() -> None:
     import random
 
     random.seed()
-    np = sys.modules.get("numpy")
-    if np is not None:
-        np.random.seed()
+    # Only a generator the prelude already imported has shared state. numpy >= 2 imports
+    # numpy.random on first use, and a step that first uses it seeds it freshly itself;
+    # touching `np.random` here would import it in every step (about 12 ms each).
+    nprandom = sys.modules.get("numpy.random")
+    if nprandom is not None:
+        nprandom.seed()
 
 
 def _prelude_seeds_random(rd: RunDir) -> bool:
