@@ -1,5 +1,21 @@
-"""``python -m cellpipe``: the same as the ``cellpipe`` command."""
+"""The ``cellpipe`` command, also as ``python -m cellpipe``.
 
-from .cli import main
+A local run's warm process is started first of all, before the command-line interface and
+the engine are imported, so that their imports overlap with its IPython import (see
+cellpipe.warm_ahead).
+"""
 
-main()
+import sys
+
+from .warm_ahead import start_ahead
+
+
+def main() -> None:
+    start_ahead(sys.argv[1:])
+    from .cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -17,21 +17,13 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from ..limits import cpu_count
 from ..model import State, Step
 from ..runs import RunDir
 from ..scheduling import Launcher, Note, Proc, Scheduler, cancel_run, run_sync
+from ..warm_ahead import child_env, fork_allowed, spawn_warm_process, take_warm_process
 from . import RunOptions
-
-
-def _child_env(**extra: str) -> dict[str, str]:
-    """The environment for step processes: they must import this very cellpipe, also when
-    it was found through a relative PYTHONPATH and steps run in the notebook's directory."""
-    here = str(Path(__file__).resolve().parents[2])
-    paths = [here, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)), **extra)
 
 
 class LocalBackend:
@@ -51,12 +43,15 @@ class LocalBackend:
         return True, ""
 
     def prepare(self, preload: Sequence[str] = ()) -> None:
-        """Called before compiling: start the warm process early (see prespawn_warm_process).
+        """Called before compiling: start the warm process early, or adopt the one
+        ``cellpipe run`` started first of all (see cellpipe.warm_ahead).
 
         ``preload``: modules it imports while it waits (``cellpipe serve`` passes the
         prelude's, so a request does not pay for them)."""
+        if self._warm is None and not preload:
+            self._warm = take_warm_process()
         if self._warm is None:
-            self._warm = prespawn_warm_process(preload)
+            self._warm = spawn_warm_process(preload)
 
     def discard_warm(self) -> None:
         """Stop a warm process that :meth:`prepare` started and no run used."""
@@ -142,7 +137,7 @@ class _FreshProcessLauncher(_LocalLauncher):
     async def _start(
         self, step: str, attempt: int, limits: dict[str, str], cpus: list[int] | None
     ) -> Proc:
-        env = _child_env(CELLPIPE_LIMITS=json.dumps({"limits": limits, "cpus": cpus}))
+        env = child_env(CELLPIPE_LIMITS=json.dumps({"limits": limits, "cpus": cpus}))
         with open(self.rd.log_path(step), "ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -231,50 +226,6 @@ async def _wait_pid(pid: int, fut: asyncio.Future[int]) -> None:
         fut.set_result(-signal.SIGKILL)
 
 
-def fork_allowed() -> tuple[bool, str]:
-    if os.environ.get("CELLPIPE_FORK", "1") == "0":
-        return False, "CELLPIPE_FORK=0"
-    if not hasattr(os, "fork") or sys.platform == "darwin":
-        # macOS system libraries are not fork-safe once initialised; Windows has no fork.
-        return False, f"forking is not safe on {sys.platform}"
-    return True, ""
-
-
-#: The warm process, importing modules first. Their output goes to stderr: stdout carries
-#: the protocol. A module that fails to import is left for the prelude to report.
-_PRELOAD = """\
-import importlib, os, sys
-out = os.dup(1)
-os.dup2(2, 1)
-for name in sys.argv[1:]:
-    try:
-        importlib.import_module(name)
-    except Exception:
-        pass
-os.dup2(out, 1)
-os.close(out)
-from cellpipe.forkserver import main
-sys.exit(main([]))
-"""
-
-
-def prespawn_warm_process(preload: Sequence[str] = ()) -> subprocess.Popen[bytes] | None:
-    """Start the warm process now, so that its interpreter start and IPython import overlap
-    with compiling the notebook; it waits for the run directory on stdin."""
-    if not fork_allowed()[0]:
-        return None
-    command = [sys.executable, "-m", "cellpipe.forkserver"]
-    if preload:
-        command = [sys.executable, "-c", _PRELOAD, *preload]
-    return subprocess.Popen(
-        command,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=_child_env(),
-    )
-
-
 async def _start_launcher(
     rd: RunDir, note: Note, warm: subprocess.Popen[bytes] | None = None
 ) -> Launcher:
@@ -290,7 +241,7 @@ async def _start_launcher(
                 stdout=subprocess.PIPE,
                 stderr=err,
                 cwd=rd.info().get("workdir") or None,
-                env=_child_env(),
+                env=child_env(),
             )
     else:
         assert warm.stdin is not None
