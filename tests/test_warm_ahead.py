@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from cellpipe import warm_ahead
 
@@ -38,15 +43,45 @@ def test_other_commands_start_nothing(argv: list[str]) -> None:
 
 
 def test_a_warm_process_nobody_adopts_exits_when_the_command_does() -> None:
-    warm_ahead.start_ahead(["run", "missing.ipynb"])
-    warm = warm_ahead.take_warm_process()
-    assert warm is not None and warm.stdin is not None
-    assert warm_ahead.take_warm_process() is None  # taken once
-    warm.stdin.close()  # what the command's exit does to the pipe
-    assert warm.wait(timeout=60) == 0
-    assert warm.stdout is not None
-    assert warm.stdout.read() == b""  # it never said it was ready for a run
-    warm.stdout.close()
+    # In a clean interpreter, as the command: forking this multi-threaded test process
+    # would not be what `cellpipe run` does.
+    command = (
+        "from cellpipe import warm_ahead\n"
+        "warm_ahead.start_ahead(['run', 'missing.ipynb'])\n"
+        "print(warm_ahead._ahead.pid)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", command], capture_output=True, text=True, timeout=60, check=True
+    )
+    pid = int(out.stdout)
+    deadline = time.monotonic() + 60
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"warm process {pid} outlived its command"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not exited (an exited process whose parent is gone may stay a zombie)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_the_command_adopts_its_warm_process_once() -> None:
+    command = (
+        "from cellpipe import warm_ahead\n"
+        "warm_ahead.start_ahead(['run', 'nb.ipynb'])\n"
+        "warm = warm_ahead.take_warm_process()\n"
+        "assert warm_ahead.take_warm_process() is None\n"
+        "warm.stdin.close()\n"
+        "print(warm.wait(timeout=60), repr(warm.stdout.read()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", command], capture_output=True, text=True, timeout=90, check=True
+    )
+    assert out.stdout.split() == ["0", "b''"]  # it exited cleanly and never said "ready"
 
 
 def test_no_warm_process_where_steps_cannot_be_forked(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,8 +4,10 @@ The warm process (:mod:`cellpipe.forkserver`) imports IPython, the slowest part 
 run (0.2 to 0.3 s), then waits on stdin for the run directory. ``cellpipe run`` starts it as
 its very first act, before the command-line interface and the engine are imported, so that
 those imports and compiling the notebook overlap with it; the local backend adopts it
-(:func:`take_warm_process`). A process nobody adopts reads end-of-file on stdin when the
-command exits, and exits too.
+(:func:`take_warm_process`). The command forks it from itself rather than starting a new
+interpreter: at that moment the command is a bare interpreter with no threads, and the fork
+skips an interpreter start and the ``cellpipe`` import (about 70 ms). A process nobody adopts
+reads end-of-file on stdin when the command exits, and exits too.
 
 This module imports only the standard library modules an interpreter starts with, plus
 ``subprocess``: it runs before the rest of cellpipe is imported.
@@ -18,7 +20,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-_ahead: subprocess.Popen[bytes] | None = None
+_ahead: ForkedWarmProcess | None = None
 
 # Where this cellpipe lives: step processes must import this very copy.
 _HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,17 +98,90 @@ def runs_locally(argv: Sequence[str]) -> bool:
     return True
 
 
+class ForkedWarmProcess:
+    """A warm process forked from this one, with the parts of ``subprocess.Popen`` the local
+    backend uses: ``stdin`` and ``stdout`` pipes, ``poll``, ``wait`` and ``kill``."""
+
+    def __init__(self) -> None:
+        cmd_r, cmd_w = os.pipe()  # commands: us -> it (its stdin)
+        out_r, out_w = os.pipe()  # replies: it -> us (its stdout)
+        env = child_env()
+        pid = os.fork()
+        if pid == 0:  # the warm process; it never returns from here
+            code = 1
+            try:
+                os.close(cmd_w)  # else it would never see end-of-file when we exit
+                os.close(out_r)
+                os.dup2(cmd_r, 0)
+                os.dup2(out_w, 1)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)  # as spawn_warm_process: its own log comes later
+                for fd in (cmd_r, out_w, devnull):
+                    os.close(fd)
+                os.environ.update(env)  # what a spawned one would have, for its children
+                from .forkserver import main
+
+                code = main([])
+            finally:
+                os._exit(code)
+        os.close(cmd_r)
+        os.close(out_w)
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin = os.fdopen(cmd_w, "wb")
+        self.stdout = os.fdopen(out_r, "rb")
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1  # reaped elsewhere: gone all the same
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if timeout is not None:
+            import time
+
+            deadline = time.monotonic() + timeout
+            while self.poll() is None:
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(f"warm process {self.pid}", timeout)
+                time.sleep(0.01)
+        elif self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                self.returncode = -1
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            import signal
+
+            os.kill(self.pid, signal.SIGKILL)
+
+
+WarmProcess = subprocess.Popen[bytes] | ForkedWarmProcess
+
+
 def start_ahead(argv: Sequence[str]) -> None:
-    """Start the warm process now if ``argv`` is a local ``cellpipe run``."""
+    """Start the warm process now if ``argv`` is a local ``cellpipe run``. Call it only
+    while this process has no threads (forking copies just the calling thread)."""
     global _ahead
-    if _ahead is None and runs_locally(argv):
+    if _ahead is None and runs_locally(argv) and fork_allowed()[0]:
         try:
-            _ahead = spawn_warm_process()
+            _ahead = ForkedWarmProcess()
         except OSError:
             _ahead = None  # the backend starts one later and reports what goes wrong
 
 
-def take_warm_process() -> subprocess.Popen[bytes] | None:
+def take_warm_process() -> WarmProcess | None:
     """The process :func:`start_ahead` started, if it is still alive; each is taken once."""
     global _ahead
     warm, _ahead = _ahead, None

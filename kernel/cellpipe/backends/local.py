@@ -22,7 +22,13 @@ from ..limits import cpu_count
 from ..model import State, Step
 from ..runs import RunDir
 from ..scheduling import Launcher, Note, Proc, Scheduler, cancel_run, run_sync
-from ..warm_ahead import child_env, fork_allowed, spawn_warm_process, take_warm_process
+from ..warm_ahead import (
+    WarmProcess,
+    child_env,
+    fork_allowed,
+    spawn_warm_process,
+    take_warm_process,
+)
 from . import RunOptions
 
 
@@ -30,7 +36,7 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, *, keep_unused_warm: bool = False) -> None:
-        self._warm: subprocess.Popen[bytes] | None = None
+        self._warm: WarmProcess | None = None
         # A long-lived caller (cellpipe serve) keeps a warm process no run needed for the next.
         self._keep_unused_warm = keep_unused_warm
 
@@ -163,7 +169,7 @@ class _FreshProcessLauncher(_LocalLauncher):
 class _ForkLauncher(_LocalLauncher):
     """Steps forked from a warm :mod:`cellpipe.forkserver` process."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], stdout: asyncio.StreamReader):
+    def __init__(self, proc: WarmProcess, stdout: asyncio.StreamReader):
         super().__init__()
         self.proc = proc
         self.stdout = stdout
@@ -226,9 +232,7 @@ async def _wait_pid(pid: int, fut: asyncio.Future[int]) -> None:
         fut.set_result(-signal.SIGKILL)
 
 
-async def _start_launcher(
-    rd: RunDir, note: Note, warm: subprocess.Popen[bytes] | None = None
-) -> Launcher:
+async def _start_launcher(rd: RunDir, note: Note, warm: WarmProcess | None = None) -> Launcher:
     ok, why = fork_allowed()
     if not ok:
         note(f"fresh process per step: {why}")
