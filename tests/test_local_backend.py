@@ -203,7 +203,9 @@ def test_a_step_killed_with_sigkill_fails_clearly_and_other_branches_finish(
 # -- cancel, resume, a dead driver ------------------------------------------------------------
 
 
-def _start(tmp_path: Path, runs_root: Path, nb: str) -> subprocess.Popen[str]:
+def _start(
+    tmp_path: Path, runs_root: Path, nb: str, *, new_session: bool = False
+) -> subprocess.Popen[str]:
     env = dict(os.environ, CELLPIPE_RUNS_ROOT=str(runs_root))
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "kernel")
     return subprocess.Popen(
@@ -213,6 +215,7 @@ def _start(tmp_path: Path, runs_root: Path, nb: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
     )
 
 
@@ -259,6 +262,29 @@ def test_cancel_stops_the_running_step_and_its_children(
     assert status.steps["sleepy"].state.value == "cancelled"
     time.sleep(0.5)
     assert _live_processes_in_group(pid) == [], "the step's process group, `sleep 300` included"
+
+
+def test_ctrl_c_in_the_terminal_cancels_the_run_at_once(
+    cli, tmp_path: Path, runs_root: Path
+) -> None:
+    # A terminal sends SIGINT to the whole foreground process group: the command and the
+    # warm process it started, not the steps (each leads its own group).
+    _slow(tmp_path)
+    proc = _start(tmp_path, runs_root, "s.ipynb", new_session=True)
+    rd = _wait_for_step(runs_root, "sleepy")
+    sent = time.time()
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    status = rd.status()
+    assert status.state.value == "cancelled"
+    sleepy = status.steps["sleepy"]
+    assert (sleepy.state.value, sleepy.message) == ("cancelled", "run cancelled")
+    cancelled_at = next(
+        e.ts for e in rd.events() if e.step == "sleepy" and e.state.value == "cancelled"
+    )
+    assert cancelled_at - sent < 1.0
+    assert "KeyboardInterrupt" not in (rd.path / "logs" / "_prelude.log").read_text()
 
 
 def _live_processes_in_group(pgid: int) -> list[int]:
@@ -443,3 +469,19 @@ def test_forked_steps_draw_different_random_numbers_as_fresh_processes_would(
     a = cellpipe.load(status["run_id"], "a", "a", runs_root=runs_root)
     b = cellpipe.load(status["run_id"], "b", "b", runs_root=runs_root)
     assert a != b
+
+
+def test_steps_get_the_signal_handlers_of_a_fresh_python(cli, tmp_path: Path) -> None:
+    write(
+        tmp_path / "sig.ipynb",
+        notebook(
+            ("imports", "import signal"),
+            (
+                "step:a",
+                "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler,\n"
+                "      signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)",
+            ),
+        ),
+    )
+    status = run_json(cli, "sig.ipynb", "--no-cache")
+    assert cli("logs", status["run_id"], "a").stdout.splitlines()[-1] == "True True"

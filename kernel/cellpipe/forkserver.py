@@ -90,6 +90,12 @@ def serve(run_dir: Path | None) -> int:
 
     random_state = capture("@random") if _prelude_seeds_random(rd) else None
 
+    # Ctrl-C in a terminal signals the whole foreground group, this process included. The
+    # command that started us cancels the run and closes our stdin; were we to die here, it
+    # would learn of each running step's end only by polling for the orphan. Not before the
+    # prelude ran: ignored signals stay ignored in programs the prelude starts.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -154,6 +160,8 @@ def _child(rd: RunDir, cmd: dict[str, Any], warm: Any, random_state: Any, run_st
         os.setsid()  # its own process group: cancel and timeouts end everything it started
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any Python process
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         fd = os.open(rd.log_path(cmd["run"]), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
