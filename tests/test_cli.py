@@ -91,6 +91,14 @@ def test_status_and_runs_show_the_run(cli, tmp_path: Path) -> None:
     assert [r["run_id"] for r in listed] == [run_id]
 
 
+def test_piped_tables_keep_each_run_on_one_line(cli, tmp_path: Path) -> None:
+    name = "a_notebook_with_a_rather_long_name.ipynb"
+    write(tmp_path / name, notebook(("step:a", "a = 1"), ("step:b", "print(a)")))
+    run_id = json.loads(cli("run", name, "--json").stdout)["run_id"]
+    row = next(line for line in cli("runs").stdout.splitlines() if run_id in line)
+    assert name in row and "succeeded" in row and "2 succeeded" in row
+
+
 def test_an_unknown_run_id_exits_2(cli) -> None:
     proc = cli("status", "20990101-000000-abcdef")
     assert proc.returncode == 2 and "no run 20990101-000000-abcdef" in proc.stderr

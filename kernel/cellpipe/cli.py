@@ -144,11 +144,20 @@ def compile(obj: _Context, notebook: str, out_dir: str | None, target: str, as_j
         )
 
 
-def _print_pipeline(pipeline: Any) -> None:
+def stdout_console() -> Any:
+    """A rich console for tables on stdout. Piped or redirected, rich would fold tables at
+    80 columns; lines as wide as their content are what `grep`, `less -S` and files want."""
     from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(width=250)
+
+
+def _print_pipeline(pipeline: Any) -> None:
     from rich.table import Table
 
-    console = Console()
+    console = stdout_console()
     table = Table(title=f"{pipeline.name}: {len(pipeline.steps)} steps", title_justify="left")
     table.add_column("step", style="bold")
     table.add_column("after")
@@ -387,9 +396,7 @@ def _status_table(status: Any, live: bool = False) -> Any:
 
 
 def _print_status(status: Any, rd: Any) -> None:
-    from rich.console import Console
-
-    console = Console()
+    console = stdout_console()
     console.print(_status_table(status))
     dur = f" in {status.duration_s:.2f} s" if status.duration_s is not None else ""
     console.print(f"run [bold]{status.run_id}[/] {status.state.value}{dur}", highlight=False)
@@ -439,13 +446,11 @@ def runs(
     if not statuses:
         click.echo("no runs yet: start one with `cellpipe run NOTEBOOK`", err=True)
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table()
-    table.add_column("run", no_wrap=True)
-    for col in ("notebook", "state", "started", "duration", "steps"):
-        table.add_column(col)
+    for col in ("run", "notebook", "state", "started", "duration", "steps"):
+        table.add_column(col, no_wrap=col not in ("notebook", "steps"))
     for s in statuses:
         counts: dict[str, int] = {}
         for st in s.steps.values():
@@ -460,7 +465,7 @@ def runs(
             f"{s.duration_s:.1f} s" if s.duration_s is not None else "",
             " ".join(f"{n} {k}" for k, n in counts.items()),
         )
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @cli.command()

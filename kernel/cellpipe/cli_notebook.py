@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .cli import _Context, _runs_root, json_option, runs_root_option
+from .cli import _Context, _runs_root, json_option, runs_root_option, stdout_console
 
 
 def print_metrics(dirs: list[Any], as_json: bool) -> None:
@@ -34,7 +34,6 @@ def print_metrics(dirs: list[Any], as_json: bool) -> None:
     if not rows:
         click.echo("no runs yet: start one with `cellpipe run NOTEBOOK`", err=True)
         return
-    from rich.console import Console
     from rich.table import Table
 
     params = list(dict.fromkeys(k for r in rows for k in r["parameters"]))
@@ -60,7 +59,7 @@ def print_metrics(dirs: list[Any], as_json: bool) -> None:
             *(_cell(r["parameters"].get(p, "")) for p in params),
             *(_cell(r["metrics"].get(m, "")) for m in metrics),
         )
-    Console().print(table)
+    stdout_console().print(table)
     if not metrics:
         click.echo(
             "no metrics recorded: tag a cell `metrics` whose lines name the values to record",
@@ -101,9 +100,7 @@ def lineage(
     if as_json:
         click.echo(json.dumps(origin.to_json(), indent=1, default=repr))
         return
-    from rich.console import Console
-
-    Console().print(render(origin))
+    stdout_console().print(render(origin))
 
 
 @click.command()
