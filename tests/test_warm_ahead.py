@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -88,3 +90,33 @@ def test_no_warm_process_where_steps_cannot_be_forked(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CELLPIPE_FORK", "0")
     warm_ahead.start_ahead(["run", "nb.ipynb"])
     assert warm_ahead.take_warm_process() is None
+
+
+def test_the_warm_process_keeps_no_descriptor_the_command_inherited() -> None:
+    # A caller waiting for end-of-file on a pipe it gave the command must not wait for the
+    # warm process too (as with Popen's close_fds).
+    command = (
+        "import time\n"
+        "from cellpipe import warm_ahead\n"
+        "warm_ahead.start_ahead(['run', 'nb.ipynb'])\n"
+        "print(warm_ahead._ahead.pid, flush=True)\n"
+        "time.sleep(3)\n"  # the warm process waits for a run meanwhile
+    )
+    read_end, write_end = os.pipe()
+    inherited = f"pipe:[{os.fstat(write_end).st_ino}]"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", command], stdout=subprocess.PIPE, text=True, pass_fds=(write_end,)
+    )
+    os.close(write_end)
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        time.sleep(0.5)
+        held = []
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                held.append(os.readlink(fd))
+        assert held and inherited not in held
+    finally:
+        proc.communicate(timeout=30)
+        os.close(read_end)

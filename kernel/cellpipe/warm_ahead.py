@@ -118,6 +118,8 @@ class ForkedWarmProcess:
                 os.dup2(devnull, 2)  # as spawn_warm_process: its own log comes later
                 for fd in (cmd_r, out_w, devnull):
                     os.close(fd)
+                # As Popen's close_fds: descriptors our caller let us inherit are not its.
+                os.closerange(3, _max_fd())
                 os.environ.update(env)  # what a spawned one would have, for its children
                 from .forkserver import main
 
@@ -165,6 +167,13 @@ class ForkedWarmProcess:
             import signal
 
             os.kill(self.pid, signal.SIGKILL)
+
+
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        return 65536
 
 
 WarmProcess = subprocess.Popen[bytes] | ForkedWarmProcess
