@@ -96,3 +96,27 @@ def test_the_server_extension_is_enabled_in_a_fresh_venv(
     out = _run([str(prefix / "bin" / "jupyter"), "server", "extension", "list"], env=env)
     assert re.search(r"cellpipe_server\s+enabled", out), out
     assert re.search(r"cellpipe_server\s+OK", out), out
+
+
+def test_the_installed_command_runs_a_pipeline(
+    fresh_env: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    import json
+
+    from nbbuild import notebook, write
+
+    prefix, env = fresh_env
+    write(tmp_path / "nb.ipynb", notebook(("step:a", "a = 20"), ("step:b", "print(a + 1)")))
+    out = subprocess.run(
+        [str(prefix / "bin" / "cellpipe"), "run", "nb.ipynb", "--json"],
+        cwd=tmp_path,
+        env=dict(env, CELLPIPE_RUNS_ROOT=str(tmp_path / "runs")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["state"] == "succeeded"
+    log = (tmp_path / "runs" / status["run_id"] / "logs" / "_run.log").read_text()
+    assert "warm start" in log
