@@ -195,6 +195,28 @@ export class CellpipeApi {
     return this.request(['backends']);
   }
 
+  /** A step's log (stdout and stderr) as plain text. */
+  async stepLog(runId: string, step: string): Promise<string> {
+    const url = this.url('runs', runId, 'steps', step, 'log');
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(url, {}, this.settings);
+    } catch (e) {
+      throw new ApiError(`cannot reach the Jupyter server: ${(e as Error).message}`, 0);
+    }
+    const text = await response.text();
+    if (!response.ok) {
+      let message = `${response.status} ${response.statusText}`;
+      try {
+        message = JSON.parse(text).message ?? message;
+      } catch {
+        // not JSON: keep the status line
+      }
+      throw new ApiError(message, response.status);
+    }
+    return text;
+  }
+
   reportUrl(runId: string): string {
     return this.url('runs', runId, 'report');
   }

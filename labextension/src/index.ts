@@ -8,15 +8,20 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, IFrame, MainAreaWidget } from '@jupyterlab/apputils';
+import { ICommandPalette, IFrame, MainAreaWidget, Notification } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { IStatusBar } from '@jupyterlab/statusbar';
 import { IFormRendererRegistry, LabIcon } from '@jupyterlab/ui-components';
+import { Signal } from '@lumino/signaling';
+import { Widget } from '@lumino/widgets';
 
 import { CellpipeApi } from './api';
 import { decorate } from './decorations';
+import { finishNotice } from './notices';
 import { NotebookPipeline } from './pipeline';
 import { PipelineSidebar } from './sidebar';
-import { IRunStateEvent } from './state';
+import { IRunStateEvent, IRunStatus } from './state';
+import { PipelineStatus } from './statusbar';
 import { askStep } from './stepdialog';
 import { makeStepField } from './stepform';
 import { clearStep, notebookStepPrefix, parseTags, setStep, stepNameProblem, toggleSkip } from './tags';
@@ -32,8 +37,12 @@ export const CommandIDs = {
   toggleSkip: 'cellpipe:toggle-skip',
   cancel: 'cellpipe:cancel',
   resume: 'cellpipe:resume',
-  openReport: 'cellpipe:open-report'
+  openReport: 'cellpipe:open-report',
+  showLog: 'cellpipe:show-log'
 };
+
+/** How long a success toast stays (UX §2.6); failures stay until dismissed. */
+const SUCCESS_TOAST_MS = 5000;
 
 const pipelineIcon = new LabIcon({
   name: 'cellpipe:pipeline',
@@ -48,14 +57,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Tag notebook cells as pipeline steps, Compile and Run them, watch them live.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ICommandPalette, ILayoutRestorer, ILabShell, IFormRendererRegistry],
+  optional: [ICommandPalette, ILayoutRestorer, ILabShell, IFormRendererRegistry, IStatusBar],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     palette: ICommandPalette | null,
     restorer: ILayoutRestorer | null,
     labShell: ILabShell | null,
-    formRegistry: IFormRendererRegistry | null
+    formRegistry: IFormRendererRegistry | null,
+    statusBar: IStatusBar | null
   ) => {
     const api = new CellpipeApi(app.serviceManager.serverSettings);
     const pipelines = new Map<NotebookPanel, NotebookPipeline>();
@@ -116,6 +126,71 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const pipelineFor = (panel: NotebookPanel | null): NotebookPipeline | null =>
       panel ? (pipelines.get(panel) ?? null) : null;
 
+    const status = new PipelineStatus(() => {
+      app.shell.activateById(sidebar.id);
+    });
+    if (statusBar) {
+      const activeChanged = new Signal<PipelineStatus, void>(status);
+      status.contentChanged = () => activeChanged.emit();
+      statusBar.registerStatusItem('cellpipe:status', {
+        item: status,
+        align: 'left',
+        rank: 5,
+        isActive: () => status.hasContent,
+        activeStateChanged: activeChanged
+      });
+    }
+
+    /** The toast at the end of a run this page followed (UX §2.6): one per run, none per step. */
+    const notifyFinished = (p: NotebookPipeline, run: IRunStatus): void => {
+      const notice = finishNotice(run);
+      if (!notice) {
+        return;
+      }
+      const name = p.path.split('/').pop() ?? p.path;
+      if (notice.type === 'success') {
+        Notification.success(notice.message, { autoClose: SUCCESS_TOAST_MS });
+        return;
+      }
+      if (notice.type === 'info') {
+        Notification.info(notice.message, { autoClose: SUCCESS_TOAST_MS });
+        return;
+      }
+      const step = notice.step;
+      const actions = [];
+      if (step) {
+        actions.push({
+          label: 'Go to error',
+          caption: `Select the cell of ${name} that raised`,
+          callback: () => {
+            const failed = run.steps.find(s => s.name === step);
+            const cellId = p.failedCells.get(step) ?? failed?.cell_id;
+            if (cellId && !p.isDisposed) {
+              jumpToCell(p, cellId);
+            }
+          }
+        });
+        actions.push({
+          label: 'Show log',
+          caption: `The output of step ${step}`,
+          callback: (event: MouseEvent) => {
+            event.preventDefault(); // keep the toast: Go to error is still wanted
+            void app.commands.execute(CommandIDs.showLog, { runId: run.run_id, step });
+          }
+        });
+      }
+      actions.push({
+        label: 'Open pipeline',
+        caption: 'Show the Pipeline sidebar',
+        callback: () => app.shell.activateById(sidebar.id)
+      });
+      // A failure stays until dismissed: the user may not have watched it happen.
+      Notification.error(notice.message, {
+        autoClose: false,
+        actions
+      });
+    };
+
     tracker.widgetAdded.connect((_, panel) => {
       void panel.context.ready.then(() => {
         if (panel.isDisposed) {
@@ -136,17 +211,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
           }
         };
         p.changed.connect(redecorate);
+        p.finished.connect(notifyFinished);
         panel.content.model?.cells.changed.connect(redecorate);
         panel.content.cellInViewportChanged.connect(redecorate);
         decorate(p, decorationsOn);
         p.scheduleCompile();
         if (tracker.currentWidget === panel) {
           sidebar.pipeline = p;
+          status.pipeline = p;
         }
         panel.disposed.connect(() => {
           pipelines.delete(panel);
           if (sidebar.pipeline === p) {
             sidebar.pipeline = null;
+          }
+          if (status.pipeline === p) {
+            status.pipeline = null;
           }
           p.dispose();
         });
@@ -156,6 +236,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       // Keep the last notebook while a non-notebook has focus.
       if (panel) {
         sidebar.pipeline = pipelineFor(panel);
+        status.pipeline = pipelineFor(panel);
       }
     });
 
@@ -299,6 +380,41 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const widget = new MainAreaWidget({ content: frame });
         widget.id = id;
         widget.title.label = `Report ${runId}`;
+        widget.title.icon = pipelineIcon;
+        widget.title.closable = true;
+        app.shell.add(widget, 'main');
+      }
+    });
+
+    app.commands.addCommand(CommandIDs.showLog, {
+      label: args => (args.step ? `Show log of step ${args.step}` : 'Show step log'),
+      caption: "A step's output (stdout and stderr) as the engine logged it",
+      execute: async args => {
+        const runId = String(args.runId ?? current()?.run?.run_id ?? '');
+        const step = String(args.step ?? '');
+        if (!runId || !step) {
+          return;
+        }
+        const id = `cellpipe-log-${runId}-${step}`;
+        if (Array.from(app.shell.widgets('main')).some(w => w.id === id)) {
+          app.shell.activateById(id);
+          return;
+        }
+        let text: string;
+        try {
+          text = await api.stepLog(runId, step);
+        } catch (e) {
+          Notification.error(`Cannot show the log of ${step}: ${(e as Error).message}`, {
+            autoClose: 10000
+          });
+          return;
+        }
+        const content = new Widget({ node: document.createElement('pre') });
+        content.addClass('cellpipe-log');
+        content.node.textContent = text;
+        const widget = new MainAreaWidget({ content });
+        widget.id = id;
+        widget.title.label = `Log ${step} · ${runId}`;
         widget.title.icon = pipelineIcon;
         widget.title.closable = true;
         app.shell.add(widget, 'main');

@@ -49,6 +49,11 @@ export class NotebookPipeline {
     return this._changed;
   }
 
+  /** Fires once when the run this notebook follows live ends (not for runs opened ended). */
+  get finished(): ISignal<this, IRunStatus> {
+    return this._finished;
+  }
+
   get path(): string {
     return this.panel.context.path;
   }
@@ -274,6 +279,9 @@ export class NotebookPipeline {
       void this.fetchOutputs(next.run_id, step.name, step.state);
     }
     this.emit();
+    if (prev?.run_id === next.run_id && !isTerminal(prev.state) && isTerminal(next.state)) {
+      this._finished.emit(next);
+    }
   }
 
   private async fetchOutputs(runId: string, step: string, state: string): Promise<void> {
@@ -351,4 +359,5 @@ export class NotebookPipeline {
   private tagSignature: unknown[] = [];
   private _disposed = false;
   private readonly _changed = new Signal<this, void>(this);
+  private readonly _finished = new Signal<this, IRunStatus>(this);
 }

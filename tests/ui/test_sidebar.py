@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 from .harness import BROWSER_ERRORS, NOTEBOOKS, REPO, CopyNotebook, Lab, copy_into, new_page
 from .lab import (
     SIDEBAR,
+    SIDEBAR_TAB,
     active_cell_index,
     cell_index,
     cell_tags,
@@ -70,6 +71,7 @@ class Run:
     states: dict[str, str]
     seen: dict[str, list[str]]
     file_before: bytes
+    toast: str = ""
 
 
 def run_from_sidebar(browser: Browser, lab: Lab, source: Path, tag: str) -> Run:
@@ -80,7 +82,13 @@ def run_from_sidebar(browser: Browser, lab: Lab, source: Path, tag: str) -> Run:
     record_states(page)
     click_button(page, "Compile and Run")
     states = wait_for_run_end(page)
-    return Run(page, name, states, seen_states(page), file_before)
+    # Success toasts close after 5 s: read the one this run raised now.
+    success = page.locator(".jp-Notification-Toast-success .jp-toast-message")
+    toast = ""
+    if "failed" not in states.values():
+        success.first.wait_for(timeout=10_000)
+        toast = success.first.inner_text()
+    return Run(page, name, states, seen_states(page), file_before, toast)
 
 
 # -- opening a notebook ------------------------------------------------------------------------
@@ -231,6 +239,27 @@ def test_the_run_is_listed_in_the_history_as_the_server_knows_it(wine_run: Run, 
     assert server_runs == {row.get_attribute("data-cellpipe-run"): "succeeded"}
 
 
+def test_the_status_bar_says_the_run_succeeded(wine_run: Run) -> None:
+    item = wine_run.page.locator("#cellpipe-statusbar")
+    expect(item).to_have_attribute("data-cellpipe-state", "succeeded")
+    expect(item).to_have_text(re.compile(r"^✓ Pipeline \d"))
+
+
+def test_a_toast_says_the_run_succeeded(wine_run: Run) -> None:
+    assert re.fullmatch(
+        r"Pipeline run \d{8}-\d{6}-[0-9a-f]{6} succeeded in [\d.]+ s \(6 steps\)\.",
+        wine_run.toast,
+    ), wine_run.toast
+
+
+def test_clicking_the_status_bar_opens_the_sidebar(wine_run: Run) -> None:
+    page = wine_run.page
+    page.locator(SIDEBAR_TAB).click()  # the current tab: collapses the sidebar
+    expect(page.locator(SIDEBAR)).to_be_hidden()
+    page.locator("#cellpipe-statusbar").click()
+    expect(page.locator(SIDEBAR)).to_be_visible()
+
+
 def test_open_report_shows_the_executed_notebook(wine_run: Run) -> None:
     page = wine_run.page
     row = page.locator(f"{SIDEBAR} [data-cellpipe-run]")
@@ -267,6 +296,35 @@ def test_the_traceback_is_in_the_cell_that_raised(failed_run: Run) -> None:
     first_of_step = outputs(cell_with_source(page, "total = sum(numbers)"))
     expect(first_of_step).to_contain_text("total 55")
     expect(first_of_step).not_to_contain_text("ValueError")
+
+
+def test_the_status_bar_names_the_failed_step(failed_run: Run) -> None:
+    item = failed_run.page.locator("#cellpipe-statusbar")
+    expect(item).to_have_attribute("data-cellpipe-state", "failed")
+    expect(item).to_have_text("✗ Pipeline failed: check")
+
+
+def test_show_log_in_the_toast_opens_the_steps_log(failed_run: Run) -> None:
+    page = failed_run.page
+    toast = page.locator(".jp-Notification-Toast-error").filter(has_text="Step check failed")
+    toast.get_by_role("button", name="Show log").click()  # the toast stays for Go to error
+    log = page.locator(".cellpipe-log")
+    expect(log).to_contain_text("total 55")
+    expect(log).to_contain_text("ValueError: total 55 is over the limit 50")
+    # Back to the notebook, for the tests that follow.
+    page.locator("#jp-main-dock-panel .lm-TabBar-tab", has_text=failed_run.name).click()
+    expect(notebook_tab(page)).to_contain_text(failed_run.name)
+
+
+def test_an_error_toast_names_the_step_and_goes_to_the_cell_that_raised(failed_run: Run) -> None:
+    page = failed_run.page
+    toast = page.locator(".jp-Notification-Toast-error").filter(has_text="Step check failed")
+    expect(toast).to_contain_text("ValueError: total 55 is over the limit 50")
+    cell_with_source(page, "numbers = list(").locator(".jp-InputPrompt").click()
+    raising = cell_with_source(page, "raise ValueError")
+    assert active_cell_index(page) != cell_index(raising)
+    toast.get_by_role("button", name="Go to error").click()
+    expect(raising).to_have_class(re.compile(r"\bjp-mod-active\b"))
 
 
 def test_clicking_the_failed_step_activates_the_cell_that_raised(failed_run: Run) -> None:
