@@ -88,6 +88,8 @@ def run_from_sidebar(browser: Browser, lab: Lab, source: Path, tag: str) -> Run:
     if "failed" not in states.values():
         success.first.wait_for(timeout=10_000)
         toast = success.first.inner_text()
+        # Slid in completely, for the screenshots the fixtures take.
+        expect(success.first).to_be_in_viewport(ratio=1.0)
     return Run(page, name, states, seen_states(page), file_before, toast)
 
 
