@@ -558,7 +558,7 @@ def _handler(fake: FakeCluster) -> type[BaseHTTPRequestHandler]:
                     )
                 fake.crons[key] = body
                 return self._send(201, body)
-            if kind == "log":
+            if kind in ("log", "pods"):
                 pod = fake.pods.get((ns, name))
                 if pod is None:
                     return self._send(
@@ -567,16 +567,9 @@ def _handler(fake: FakeCluster) -> type[BaseHTTPRequestHandler]:
                             404, "NotFound", f'pods "{name}" not found', name=name, kind="pods"
                         ),
                     )
+            if kind == "log":
                 return self._send(200, pod["log"], "text/plain")
             if kind == "pods":
-                pod = fake.pods.get((ns, name))
-                if pod is None:
-                    return self._send(
-                        404,
-                        _status(
-                            404, "NotFound", f'pods "{name}" not found', name=name, kind="pods"
-                        ),
-                    )
                 waiting = pod["waiting"]
                 statuses = (
                     [
