@@ -2,7 +2,15 @@
  * The words of the status bar item and of the toast at the end of a run (UX §2.6, §2.8):
  * pure functions of a run's status, so jest checks them without a browser.
  */
-import { formatClock, formatDuration, IRunStatus, isTerminal, toState } from './state';
+import {
+  failedStep,
+  formatClock,
+  formatDuration,
+  IRunStatus,
+  isTerminal,
+  stepProgress,
+  toState
+} from './state';
 
 /** JupyterLab truncates notification messages beyond this (apputils notification.ts). */
 export const NOTICE_MAX = 140;
@@ -46,13 +54,11 @@ export function statusBarText(
     return hasSteps ? { text: 'Pipeline', state: 'pending', title } : null;
   }
   const state = toState(run.state);
-  const total = run.steps.length;
-  const done = run.steps.filter(s => isTerminal(s.state)).length;
   switch (state) {
     case 'pending':
     case 'running': {
       const clock = run.started_at ? ` · ${formatClock(now - run.started_at)}` : '';
-      return { text: `⟳ Pipeline ${done}/${total}${clock}`, state, title };
+      return { text: `⟳ Pipeline ${stepProgress(run)}${clock}`, state, title };
     }
     case 'succeeded':
     case 'cached': {
@@ -60,7 +66,7 @@ export function statusBarText(
       return { text: `✓ Pipeline${d ? ` ${d}` : ''}`, state, title };
     }
     case 'failed': {
-      const failed = run.steps.find(s => s.state === 'failed');
+      const failed = failedStep(run);
       return {
         text: `✗ Pipeline failed${failed ? `: ${failed.name}` : ''}`,
         state,
@@ -94,7 +100,7 @@ export function finishNotice(run: IRunStatus): INotice | null {
       };
     }
     case 'failed': {
-      const failed = run.steps.find(s => s.state === 'failed');
+      const failed = failedStep(run);
       if (!failed) {
         return { type: 'error', message: clip(`Pipeline run ${run.run_id} failed: ${run.message ?? ''}`) };
       }

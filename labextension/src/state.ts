@@ -135,13 +135,21 @@ export function stepLabel(step: IStepStatus | undefined, now: number): string {
   }
 }
 
+/** "2/5": steps that ended, of all the run's steps. */
+export function stepProgress(run: IRunStatus): string {
+  return `${run.steps.filter(s => isTerminal(s.state)).length}/${run.steps.length}`;
+}
+
+/** The first step of the run that failed, the one a user fixes first. */
+export function failedStep(run: IRunStatus): IStepStatus | undefined {
+  return run.steps.find(s => s.state === 'failed');
+}
+
 /** The run's status line: "Running · 2/5 · 00:14", "Succeeded · 5/5 · 42 s", ... */
 export function runSummary(run: IRunStatus, now: number): string {
   const state = toState(run.state);
-  const total = run.steps.length;
-  const done = run.steps.filter(s => isTerminal(s.state)).length;
   const word = state.charAt(0).toUpperCase() + state.slice(1);
-  const parts = [word, `${done}/${total}`];
+  const parts = [word, stepProgress(run)];
   if (state === 'running' || state === 'pending') {
     if (run.started_at) {
       parts.push(formatClock(now - run.started_at));
@@ -154,7 +162,7 @@ export function runSummary(run: IRunStatus, now: number): string {
   }
   let line = parts.join(' · ');
   if (state === 'failed') {
-    const failed = run.steps.find(s => s.state === 'failed');
+    const failed = failedStep(run);
     if (failed) {
       line += ` · failed: ${failed.name}`;
     }

@@ -39,9 +39,9 @@ export class PipelineStatus extends Widget {
     this.update();
   }
 
-  /** Whether there is anything to show (the status bar hides the item otherwise). */
+  /** Whether the last render had anything to show (the status bar hides the item otherwise). */
   get hasContent(): boolean {
-    return this.render() !== null;
+    return this.shown;
   }
 
   protected onUpdateRequest(): void {
