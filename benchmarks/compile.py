@@ -257,7 +257,7 @@ def measure_cellpipe(notebooks: list[Path], work: Path) -> dict[str, Any]:
     """cellpipe in this process (compile + write scripts) and through its CLI."""
     sys.path.insert(0, str(REPO / "kernel"))
     import cellpipe
-    from cellpipe.compiler import write_pipeline
+    from cellpipe.compiling.compiler import write_pipeline
 
     warm = cellpipe.compile(notebooks[0])  # warm-up: imports and lazy loads, as for Kale
     write_pipeline(warm, notebooks[0].with_suffix(".cellpipe"))

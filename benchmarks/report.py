@@ -52,8 +52,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "kernel"))
-    from cellpipe.report import render_report, write_step_report
-    from cellpipe.runs import RunDir
+    from cellpipe.reports.report import render_report, write_step_report
+    from cellpipe.rundir.runs import RunDir
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

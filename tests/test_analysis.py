@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from cellpipe.analysis import (
+from cellpipe.compiling.analysis import (
     BUILTINS,
     CallSite,
     CellFlow,

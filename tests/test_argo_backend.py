@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from cellpipe.backends import RunOptions
-from cellpipe.backends.argo import ArgoBackend
-from cellpipe.k8s_errors import (
+from cellpipe.backends.argo.backend import ArgoBackend
+from cellpipe.backends.argo.errors import (
     ArgoNotInstalled,
     ClusterError,
     ClusterUnreachable,
@@ -23,9 +23,9 @@ from cellpipe.k8s_errors import (
     NameClash,
     Unauthorized,
 )
-from cellpipe.launch import prepare_resume, prepare_run
-from cellpipe.model import State
-from cellpipe.trailer import StepResult, encode, split_log
+from cellpipe.backends.argo.trailer import StepResult, encode, split_log
+from cellpipe.core.model import State
+from cellpipe.driving.driver import prepare_resume, prepare_run
 from fake_k8s import FakeCluster, Script
 from nbbuild import notebook, write
 from test_argo_manifest import manifest_problems

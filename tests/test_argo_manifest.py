@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from cellpipe.argo_manifest import (
+from cellpipe.backends.argo.errors import ArgoSettingsError
+from cellpipe.backends.argo.manifest import (
     ArgoSettings,
     RunTarget,
     Schedule,
@@ -23,9 +24,8 @@ from cellpipe.argo_manifest import (
     to_yaml,
     workflow_name,
 )
-from cellpipe.compiler import compile_notebook
-from cellpipe.errors import CompileError
-from cellpipe.k8s_errors import ArgoSettingsError
+from cellpipe.compiling.compiler import compile_notebook
+from cellpipe.core.errors import CompileError
 from nbbuild import notebook, write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -356,7 +356,7 @@ def test_images_are_the_planned_content_hash_references_with_the_registry(tmp_pa
         metadata={"cellpipe": {"argo": {"registry": "ghcr.io/team"}}},
     )
     pipeline = compile_notebook(write(tmp_path / "nb.ipynb", nb))
-    from cellpipe.images import plan_images
+    from cellpipe.backends.images import plan_images
 
     planned = plan_images(pipeline, "ghcr.io/team")
     doc = build_workflow(pipeline, ArgoSettings.from_notebook(pipeline.settings))

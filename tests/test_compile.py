@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from cellpipe.compiler import compile_notebook
-from cellpipe.errors import CompileError
+from cellpipe.compiling.compiler import compile_notebook
+from cellpipe.core.errors import CompileError
 from nbbuild import notebook
 
 
@@ -186,7 +186,7 @@ def test_a_bad_setting_value_is_rejected_with_the_tag():
 
 
 def test_pipeline_json_round_trips():
-    from cellpipe.model import Pipeline
+    from cellpipe.core.model import Pipeline
 
     p = compiled(
         ("parameters", "n = 1"), ("step:a retry:2 timeout:5", "x = n"), ("step:b", "y = x")

@@ -142,8 +142,8 @@ def _packages_notebook(folder: Path) -> Path:
 def test_steps_with_different_packages_get_different_images_each_with_only_its_own(
     tmp_path: Path,
 ) -> None:
-    from cellpipe.compiler import compile_notebook
-    from cellpipe.images import plan_images
+    from cellpipe.backends.images import plan_images
+    from cellpipe.compiling.compiler import compile_notebook
 
     nb = _packages_notebook(tmp_path)
     plans = plan_images(compile_notebook(nb))
@@ -355,10 +355,10 @@ def test_image_build_push_without_a_registry_is_refused(tmp_path: Path) -> None:
 
 
 def test_limits_and_gpus_become_container_limits_and_device_requests(tmp_path: Path) -> None:
-    from cellpipe.backends.docker import container_options
-    from cellpipe.compiler import compile_notebook
-    from cellpipe.images import plan_images
-    from cellpipe.runs import RunDir
+    from cellpipe.backends.docker.backend import container_options
+    from cellpipe.backends.images import plan_images
+    from cellpipe.compiling.compiler import compile_notebook
+    from cellpipe.rundir.runs import RunDir
 
     nb = write(
         tmp_path / "res.ipynb",
@@ -402,8 +402,8 @@ def _wait_for_file(path: Path, within: float = 120) -> None:
 
 
 def _handoff_run(tmp_path: Path) -> Path:
-    from cellpipe.compiler import compile_notebook
-    from cellpipe.runs import RunDir
+    from cellpipe.compiling.compiler import compile_notebook
+    from cellpipe.rundir.runs import RunDir
 
     nb = write(
         tmp_path / "handoff.ipynb",
@@ -420,7 +420,7 @@ def _handoff_run(tmp_path: Path) -> Path:
 
 
 def _step_events(rd: Path, step: str) -> list[str]:
-    from cellpipe.runs import RunDir
+    from cellpipe.rundir.runs import RunDir
 
     return [e.state.value for e in RunDir(rd).events() if e.step == step]
 
@@ -460,7 +460,7 @@ def test_runner_start_when_runs_the_prelude_first_and_the_step_once_told(tmp_pat
 
 
 def test_runner_start_when_exits_75_without_a_trace_when_cancelled(tmp_path: Path) -> None:
-    from cellpipe.runner import NOT_STARTED
+    from cellpipe.execution.runner import NOT_STARTED
 
     rd = _handoff_run(tmp_path)
     (tmp_path / "go-use.cancel").touch()

@@ -59,8 +59,8 @@ def test_a_backend_that_starts_every_step_still_skips_behind_a_closed_gate(
     tmp_path: Path, runs_root: Path
 ) -> None:
     """As an Argo pod would: the runner itself refuses to run behind a closed gate."""
-    from cellpipe.runner import run_step
-    from cellpipe.runs import RunDir
+    from cellpipe.execution.runner import run_step
+    from cellpipe.rundir.runs import RunDir
 
     status = cellpipe.run(_gated(tmp_path))
     rd = RunDir(runs_root / status.run_id)
@@ -169,7 +169,7 @@ def test_lineage_of_a_cached_step_names_the_run_that_computed_it(
 ) -> None:
     first = cellpipe.run(_chain(tmp_path))
     second = cellpipe.run(_chain(tmp_path), parameters={"scale": 3})
-    from cellpipe.lineage import ancestry
+    from cellpipe.execution.lineage import ancestry
 
     total = ancestry(runs_root, second.run_id, "summarise", "total")
     raw = total.inputs[0].inputs[0]

@@ -124,8 +124,8 @@ def test_committed_notebooks_are_what_make_py_writes() -> None:
 
 @pytest.mark.parametrize("name", sorted(REJECTED))
 def test_notebooks_a_dag_cannot_run_faithfully_are_rejected_at_compile(name: str) -> None:
-    from cellpipe.compiler import compile_notebook
-    from cellpipe.errors import CompileError
+    from cellpipe.compiling.compiler import compile_notebook
+    from cellpipe.core.errors import CompileError
 
     with pytest.raises(CompileError) as err:
         compile_notebook(HERE / f"{name}.ipynb")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import cellpipe
 import pytest
-from cellpipe.runs import RunDir, list_runs
+from cellpipe.rundir.runs import RunDir, list_runs
 from nbbuild import notebook, write
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from cellpipe import hidden_state
-from cellpipe.errors import UnpicklableValue
-from cellpipe.marshal import (
+from cellpipe.core.errors import UnpicklableValue
+from cellpipe.execution import hidden_state
+from cellpipe.execution.marshal import (
     ValueRecord,
     file_stem,
     load_value,
@@ -497,7 +497,7 @@ def test_hidden_state_is_saved_under_its_safe_file_name(tmp_path: Path) -> None:
 
 def test_importing_marshal_imports_no_heavy_library() -> None:
     code = (
-        "import sys, cellpipe.marshal, cellpipe.hidden_state\n"
+        "import sys, cellpipe.execution.marshal, cellpipe.execution.hidden_state\n"
         "print(sorted({'numpy', 'pandas', 'pyarrow', 'torch', 'cloudpickle'} & set(sys.modules)))"
     )
     env = dict(os.environ, PYTHONPATH=str(KERNEL))
@@ -534,7 +534,7 @@ def test_a_random_state_carries_numpys_generator_into_a_fresh_process(tmp_path: 
     expected = np.random.rand()
     write_manifest(tmp_path, [save_value("@random", state, tmp_path, producer="p")])
     code = (
-        "import sys\nfrom pathlib import Path\nfrom cellpipe import hidden_state, marshal\n"
+        "import sys\nfrom pathlib import Path\nfrom cellpipe.execution import hidden_state, marshal\n"
         f"d = Path({str(tmp_path)!r})\n"
         "hidden_state.restore('@random', marshal.load_value(marshal.read_manifest(d)['@random'], d))\n"
         "print(repr(sys.modules['numpy'].random.rand()))\n"

@@ -17,9 +17,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from cellpipe.dag_svg import layout
-from cellpipe.report import write_report
-from cellpipe.runs import RunDir
+from cellpipe.reports.dag_svg import layout
+from cellpipe.reports.report import write_report
+from cellpipe.rundir.runs import RunDir
 from conftest import REPO
 from nbbuild import notebook, write
 from tornado.httpclient import HTTPClientError

@@ -149,7 +149,7 @@ def test_a_failing_step_is_a_500_naming_the_step_and_the_error(
 
 
 def test_a_request_beyond_max_concurrent_is_a_429_with_retry_after(tmp_path: Path) -> None:
-    from cellpipe.serve import PipelineService, make_server
+    from cellpipe.driving.serve import PipelineService, make_server
 
     nb = write(
         tmp_path / "slow.ipynb",

@@ -12,7 +12,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from cellpipe.shell import CellRun, StepShell
+from cellpipe.execution.shell import CellRun, StepShell
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

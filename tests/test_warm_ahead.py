@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cellpipe import warm_ahead
+from cellpipe.execution import warm_ahead
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ def test_a_warm_process_nobody_adopts_exits_when_the_command_does() -> None:
     # In a clean interpreter, as the command: forking this multi-threaded test process
     # would not be what `cellpipe run` does.
     command = (
-        "from cellpipe import warm_ahead\n"
+        "from cellpipe.execution import warm_ahead\n"
         "warm_ahead.start_ahead(['run', 'missing.ipynb'])\n"
         "print(warm_ahead._ahead.pid)\n"
     )
@@ -73,7 +73,7 @@ def _alive(pid: int) -> bool:
 
 def test_the_command_adopts_its_warm_process_once() -> None:
     command = (
-        "from cellpipe import warm_ahead\n"
+        "from cellpipe.execution import warm_ahead\n"
         "warm_ahead.start_ahead(['run', 'nb.ipynb'])\n"
         "warm = warm_ahead.take_warm_process()\n"
         "assert warm_ahead.take_warm_process() is None\n"
@@ -97,7 +97,7 @@ def test_the_warm_process_keeps_no_descriptor_the_command_inherited() -> None:
     # warm process too (as with Popen's close_fds).
     command = (
         "import time\n"
-        "from cellpipe import warm_ahead\n"
+        "from cellpipe.execution import warm_ahead\n"
         "warm_ahead.start_ahead(['run', 'nb.ipynb'])\n"
         "print(warm_ahead._ahead.pid, flush=True)\n"
         "time.sleep(3)\n"  # the warm process waits for a run meanwhile

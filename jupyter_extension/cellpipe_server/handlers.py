@@ -14,8 +14,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from cellpipe.errors import CellpipeError
-from cellpipe.report import CSP as REPORT_CSP
+from cellpipe.core.errors import CellpipeError
+from cellpipe.reports.report import CSP as REPORT_CSP
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
@@ -156,7 +156,7 @@ class StepLogHandler(_CellpipeHandler):
 
 
 class ReportHandler(_CellpipeHandler):
-    """The run as one HTML page (cellpipe.report), rendered from its directory on request."""
+    """The run as one HTML page (cellpipe.reports.report), rendered from its directory on request."""
 
     @property
     def content_security_policy(self) -> str:
@@ -170,8 +170,8 @@ class ReportHandler(_CellpipeHandler):
     @authorized(action="read")
     @_api
     async def get(self, run_id: str) -> None:
-        from cellpipe.report import render_report
-        from cellpipe.runs import RunDir
+        from cellpipe.reports.report import render_report
+        from cellpipe.rundir.runs import RunDir
 
         rd = await asyncio.to_thread(RunDir.open, self.manager.runs_root, run_id)
         page = await asyncio.to_thread(render_report, rd)

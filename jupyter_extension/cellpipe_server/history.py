@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cellpipe.runs import RUN_ID, RunDir
+from cellpipe.rundir.runs import RUN_ID, RunDir
 
 from .paths import relative
 

@@ -1,7 +1,7 @@
 """The run manager: everything the REST handlers do, with no HTTP in it.
 
 Runs are prepared here (compile errors come back at once) and driven by detached
-``python -m cellpipe.launch`` processes, at most ``max_concurrent_runs`` at a time; the rest
+``python -m cellpipe.driving.driver`` processes, at most ``max_concurrent_runs`` at a time; the rest
 wait in a queue that is rebuilt from the run directories when the server starts. A watcher
 follows the events of active runs and forwards each state change to the event bus.
 Blocking engine calls run in threads so the server's event loop stays free.
@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cellpipe.errors import Conflict, RunNotFound
-from cellpipe.model import State
-from cellpipe.runs import RunDir, RunStatus
+from cellpipe.core.errors import Conflict, RunNotFound
+from cellpipe.core.model import State
+from cellpipe.rundir.runs import RunDir, RunStatus
 
 from .history import History
 from .models import CompileRequest, CreateRun, DescribeBackend, DescribeRun, DescribeStep, ResumeRun
@@ -107,7 +107,7 @@ class RunManager:
     # -- requests --------------------------------------------------------------------------------
 
     async def compile(self, req: CompileRequest) -> dict[str, Any]:
-        from cellpipe.compiler import compile_notebook
+        from cellpipe.compiling.compiler import compile_notebook
 
         path = resolve(self.root, req.path)
         source: Any = req.content if req.content is not None else path
@@ -119,7 +119,7 @@ class RunManager:
     async def create(self, req: CreateRun) -> DescribeRun:
         self._ensure_watching()
         from cellpipe.backends import available_backend
-        from cellpipe.launch import prepare_run
+        from cellpipe.driving.driver import prepare_run
 
         path = resolve(self.root, req.path)
         backend = req.backend or self.default_backend
@@ -140,7 +140,7 @@ class RunManager:
 
     async def resume(self, run_id: str, req: ResumeRun) -> DescribeRun:
         self._ensure_watching()
-        from cellpipe.launch import prepare_resume
+        from cellpipe.driving.driver import prepare_resume
 
         if any(r == run_id for r, _ in self._queue):
             raise Conflict(f"run {run_id} is queued; cancel it first")
@@ -240,7 +240,7 @@ class RunManager:
         )
 
     def _dispatch(self) -> None:
-        from cellpipe.launch import start_detached
+        from cellpipe.driving.driver import start_detached
 
         while self._queue and len(self._watched) < self.max_concurrent_runs:
             run_id, resume = self._queue.popleft()

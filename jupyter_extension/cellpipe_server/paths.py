@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cellpipe.errors import CellpipeError
+from cellpipe.core.errors import CellpipeError
 
 
 class PathRefused(CellpipeError):

@@ -16,20 +16,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
-# The submodule `cellpipe.runs` (the run directory) shares its name with the API function
-# `cellpipe.runs()`. Importing it here first means the function defined below is what the
-# attribute holds for good; engine code imports the module with `from .runs import ...`.
-from . import runs as _runs_module  # noqa: F401
-from .errors import CellpipeError, CompileError, StepFailed
-from .model import State
+from cellpipe._version import __version__
+from cellpipe.core.errors import CellpipeError, CompileError, StepFailed
+from cellpipe.core.model import State
 
 if TYPE_CHECKING:
     import pandas
 
-    from .model import Pipeline
-    from .runs import RunStatus
+    from cellpipe.core.model import Pipeline
+    from cellpipe.rundir.runs import RunStatus
 
 __all__ = [
     "CellpipeError",
@@ -47,7 +42,7 @@ __all__ = [
 
 def compile(path: str | Path) -> Pipeline:
     """Compile the notebook at ``path``; raises CompileError listing every problem."""
-    from .compiler import compile_notebook
+    from cellpipe.compiling.compiler import compile_notebook
 
     return compile_notebook(path)
 
@@ -66,14 +61,14 @@ def run(
     Works from inside a running event loop too. In a Jupyter kernel the run happens in a
     process of its own (interrupting the kernel cancels it) while a live widget shows it.
     """
-    from .launch import drive, prepare_run
-    from .runs import default_root
+    from cellpipe.driving.driver import drive, prepare_run
+    from cellpipe.rundir.runs import default_root
 
     root = Path(runs_root) if runs_root else default_root()
-    from .ipython import in_kernel
+    from cellpipe.ipython import in_kernel
 
     if in_kernel():
-        from .ipython import run_and_wait
+        from cellpipe.ipython import run_and_wait
 
         return run_and_wait(
             path,
@@ -103,7 +98,7 @@ def runs(
     (its value in that run), ``metric.NAME`` for each recorded metric and ``duration.STEP``
     (seconds) for each step.
     """
-    from .runs import default_root, list_runs, run_summary
+    from cellpipe.rundir.runs import default_root, list_runs, run_summary
 
     try:
         import pandas as pd
@@ -142,8 +137,8 @@ def load(run_id: str, step: str, name: str, *, runs_root: str | Path | None = No
     Only names a later step reads are saved. Raises RunNotFound / KeyError with the names
     that exist.
     """
-    from .marshal import load_value, read_manifest
-    from .runs import RunDir, default_root
+    from cellpipe.execution.marshal import load_value, read_manifest
+    from cellpipe.rundir.runs import RunDir, default_root
 
     rd = RunDir.open(Path(runs_root) if runs_root else default_root(), run_id)
     directory = rd.data_dir(step)
@@ -161,6 +156,6 @@ def load(run_id: str, step: str, name: str, *, runs_root: str | Path | None = No
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext cellpipe``: registers the ``%cellpipe`` magic."""
-    from .ipython import load_ipython_extension as load
+    from cellpipe.ipython import load_ipython_extension as load
 
     load(ipython)

@@ -2,17 +2,17 @@
 
 A local run's warm process is started first of all, before the command-line interface and
 the engine are imported, so that their imports overlap with its IPython import (see
-cellpipe.warm_ahead).
+cellpipe.execution.warm_ahead).
 """
 
 import sys
 
-from .warm_ahead import start_ahead
+from cellpipe.execution.warm_ahead import start_ahead
 
 
 def main() -> None:
     start_ahead(sys.argv[1:])
-    from .cli import main as cli_main
+    from cellpipe.cli.app import main as cli_main
 
     cli_main()
 

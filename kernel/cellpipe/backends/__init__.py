@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Protocol, runtime_checkable
 
-from ..errors import BackendUnavailable
-from ..model import State
-from ..runs import RunDir
+from cellpipe.core.errors import BackendUnavailable
+from cellpipe.core.model import State
+from cellpipe.rundir.runs import RunDir
 
 _BUILTIN = {
     "local": "cellpipe.backends.local:LocalBackend",
-    "argo": "cellpipe.backends.argo:ArgoBackend",
-    "docker": "cellpipe.backends.docker:DockerBackend",
+    "argo": "cellpipe.backends.argo.backend:ArgoBackend",
+    "docker": "cellpipe.backends.docker.backend:DockerBackend",
 }
 
 

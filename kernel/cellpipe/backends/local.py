@@ -1,8 +1,8 @@
 """The local backend: the steps of a pipeline as processes on this machine, in parallel.
 
-Scheduling (retries, timeouts, cache, cancel, resume) is :mod:`cellpipe.scheduling`'s; this
+Scheduling (retries, timeouts, cache, cancel, resume) is :mod:`cellpipe.execution.scheduling`'s; this
 module starts the steps. They are forked from a warm process that already ran the prelude
-(see :mod:`cellpipe.forkserver`); where that is unsafe, each step gets a fresh interpreter
+(see :mod:`cellpipe.execution.forkserver`); where that is unsafe, each step gets a fresh interpreter
 instead. Each step leads its own process group, so a cancel or timeout stops all it started.
 """
 
@@ -18,18 +18,18 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from ..limits import cpu_count
-from ..model import State, Step
-from ..runs import RunDir
-from ..scheduling import Launcher, Note, Proc, Scheduler, cancel_run, run_sync
-from ..warm_ahead import (
+from cellpipe.backends import RunOptions
+from cellpipe.core.model import State, Step
+from cellpipe.execution.limits import cpu_count
+from cellpipe.execution.scheduling import Launcher, Note, Proc, Scheduler, cancel_run, run_sync
+from cellpipe.execution.warm_ahead import (
     WarmProcess,
     child_env,
     fork_allowed,
     spawn_warm_process,
     take_warm_process,
 )
-from . import RunOptions
+from cellpipe.rundir.runs import RunDir
 
 
 class LocalBackend:
@@ -50,7 +50,7 @@ class LocalBackend:
 
     def prepare(self, preload: Sequence[str] = ()) -> None:
         """Called before compiling: start the warm process early, or adopt the one
-        ``cellpipe run`` started first of all (see cellpipe.warm_ahead).
+        ``cellpipe run`` started first of all (see cellpipe.execution.warm_ahead).
 
         ``preload``: modules it imports while it waits (``cellpipe serve`` passes the
         prelude's, so a request does not pay for them)."""
@@ -167,7 +167,7 @@ class _FreshProcessLauncher(_LocalLauncher):
 
 
 class _ForkLauncher(_LocalLauncher):
-    """Steps forked from a warm :mod:`cellpipe.forkserver` process."""
+    """Steps forked from a warm :mod:`cellpipe.execution.forkserver` process."""
 
     def __init__(self, proc: WarmProcess, stdout: asyncio.StreamReader):
         super().__init__()
@@ -240,7 +240,7 @@ async def _start_launcher(rd: RunDir, note: Note, warm: WarmProcess | None = Non
     if warm is None or warm.poll() is not None:
         with open(rd.path / "logs" / "_prelude.log", "ab") as err:
             warm = subprocess.Popen(
-                [sys.executable, "-m", "cellpipe.forkserver", "--run-dir", str(rd.path)],
+                [sys.executable, "-m", "cellpipe.execution.forkserver", "--run-dir", str(rd.path)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..runs import RunStatus
+from cellpipe.rundir.runs import RunStatus
 
 __all__ = ["Monitor", "in_kernel", "load_ipython_extension", "run_and_wait", "start"]
 
@@ -19,7 +19,7 @@ __all__ = ["Monitor", "in_kernel", "load_ipython_extension", "run_and_wait", "st
 def __getattr__(name: str) -> Any:
     # The monitor imports ipywidgets; only load it when a run is actually watched.
     if name == "Monitor":
-        from .monitor import Monitor
+        from cellpipe.ipython.monitor import Monitor
 
         return Monitor
     raise AttributeError(name)
@@ -47,10 +47,10 @@ def start(
 ) -> Any:
     """Start a run of the saved notebook at ``path`` in a detached process; return its
     Monitor at once. Raises CompileError / ParameterError / BackendUnavailable first."""
-    from ..backends import available_backend
-    from ..launch import prepare_run, start_detached
-    from ..runs import default_root
-    from .monitor import Monitor
+    from cellpipe.backends import available_backend
+    from cellpipe.driving.driver import prepare_run, start_detached
+    from cellpipe.ipython.monitor import Monitor
+    from cellpipe.rundir.runs import default_root
 
     available_backend(backend)
     root = Path(runs_root) if runs_root else default_root()
@@ -76,6 +76,6 @@ def run_and_wait(path: str | Path, **kwargs: Any) -> RunStatus:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from .magics import CellpipeMagics
+    from cellpipe.ipython.magics import CellpipeMagics
 
     ipython.register_magics(CellpipeMagics)

@@ -49,10 +49,10 @@ class CellpipeMagics(Magics):
     def _run(self, words: list[str]) -> Any:
         from IPython.display import display
 
-        from ..errors import CellpipeError, ParameterError
-        from ..notebook import parse_parameter_options
-        from . import start
-        from .session import current_notebook
+        from cellpipe.compiling.notebook import parse_parameter_options
+        from cellpipe.core.errors import CellpipeError, ParameterError
+        from cellpipe.ipython import start
+        from cellpipe.ipython.session import current_notebook
 
         args = _parser().parse_args(words)
         try:
@@ -74,7 +74,7 @@ class CellpipeMagics(Magics):
 
 
 def _describe(exc: Exception) -> str:
-    from ..errors import CompileError
+    from cellpipe.core.errors import CompileError
 
     if isinstance(exc, CompileError):
         lines = [f"cellpipe: {len(exc.diagnostics)} problem(s) in the notebook:"]

@@ -18,8 +18,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..model import State
-from ..runs import RunDir, RunStatus
+from cellpipe.core.model import State
+from cellpipe.rundir.runs import RunDir, RunStatus
 
 _POLL_S = 0.25
 _LOG_TAIL_LINES = 200
@@ -110,8 +110,8 @@ class Monitor:
 
     def cancel(self) -> None:
         """Stop the run: running steps end cancelled, the others are not started."""
-        from ..backends import get_backend
-        from ..errors import Conflict
+        from cellpipe.backends import get_backend
+        from cellpipe.core.errors import Conflict
 
         with contextlib.suppress(Conflict):  # it ended in the meantime
             get_backend(self.rd.info().get("backend", "local")).cancel(self.rd)

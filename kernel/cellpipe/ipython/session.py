@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import ParameterError
+from cellpipe.core.errors import ParameterError
 
 
 def current_notebook(namespace: Mapping[str, Any] | None = None) -> Path:

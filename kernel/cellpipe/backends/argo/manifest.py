@@ -1,0 +1,712 @@
+"""A compiled pipeline as an Argo ``Workflow`` or ``CronWorkflow`` (plain data; pure).
+
+One container template per step runs ``python -m cellpipe.runner`` in the step's image.
+What a step needs of the run directory travels inside the manifest as raw artifacts
+(``pipeline.json``, a ``run.json`` and the readable step script), so no object store is needed.
+Inside a pod::
+
+    /cellpipe/run            the step's run directory (an emptyDir; the raw artifacts land here)
+    /cellpipe/run/data       values between steps: the run's volume, sub-path <run>/data
+    /cellpipe/work           the working directory: the run's volume, sub-path <run>/work
+
+The run's volume is a PVC Argo creates per workflow (``volumeClaimTemplates``) or an existing
+claim. With an S3-compatible artifact repository instead, each step's ``data/<step>`` is an
+output artifact under a fixed key and its consumers' input artifact, so no volume is shared.
+
+This module builds dictionaries only; it imports neither ``kubernetes`` nor ``yaml``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from cellpipe.backends.argo.errors import ArgoSettingsError
+from cellpipe.compiling.notebook import k8s_name
+from cellpipe.core.errors import Diagnostic
+from cellpipe.core.model import Pipeline, Step
+
+API_VERSION = "argoproj.io/v1alpha1"
+RUN_DIR = "/cellpipe/run"
+WORK_DIR = "/cellpipe/work"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "cellpipe"}
+LABEL_NOTEBOOK = "cellpipe.io/notebook"
+LABEL_RUN = "cellpipe.io/run-id"
+LABEL_STEP = "cellpipe.io/step"
+ANNOTATION_STEP = "cellpipe.io/step-name"  # the step's own name (labels are sanitised)
+#: Argo names a volumeClaimTemplates PVC ``<workflow>-<template name>``.
+CLAIM_TEMPLATE = "data"
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]i?|Ki)?$")
+_PARAM_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
+_ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
+_POD_GC = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
+_CONCURRENCY = ("Allow", "Forbid", "Replace")
+_CREDENTIAL_WORDS = ("access_key", "secret_key", "password", "token", "credential")
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """A key of a Kubernetes Secret (``NAME:KEY``): how credentials are named, never given."""
+
+    name: str
+    key: str
+
+    def selector(self) -> dict[str, str]:
+        return {"name": self.name, "key": self.key}
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """An S3-compatible artifact repository. Without ``endpoint`` and ``bucket`` the
+    workflow's default repository is used (the controller's, or ``repository_ref``)."""
+
+    endpoint: str | None = None
+    bucket: str | None = None
+    region: str | None = None
+    insecure: bool = False
+    key_prefix: str = "cellpipe"
+    access_key_secret: SecretRef | None = None
+    secret_key_secret: SecretRef | None = None
+    repository_ref: tuple[str, str | None] | None = None  # (config map, key)
+
+    def location(self, key: str) -> dict[str, Any]:
+        loc: dict[str, Any] = {}
+        if self.endpoint:
+            loc["endpoint"] = self.endpoint
+        if self.bucket:
+            loc["bucket"] = self.bucket
+        if self.region:
+            loc["region"] = self.region
+        if self.insecure:
+            loc["insecure"] = True
+        if self.access_key_secret:
+            loc["accessKeySecret"] = self.access_key_secret.selector()
+        if self.secret_key_secret:
+            loc["secretKeySecret"] = self.secret_key_secret.selector()
+        loc["key"] = key
+        return loc
+
+
+@dataclass(frozen=True, slots=True)
+class ArgoSettings:
+    """Where and how steps run on Kubernetes. From ``metadata.cellpipe.argo`` and options;
+    see docs/argo.md for each field."""
+
+    namespace: str | None = None
+    service_account: str | None = None
+    registry: str | None = None
+    volume_size: str = "1Gi"
+    storage_class: str | None = None
+    access_mode: str = "ReadWriteOnce"
+    existing_claim: str | None = None
+    s3: S3Settings | None = None
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    gpu_node_selector: dict[str, str] = field(default_factory=dict)
+    gpu_tolerations: tuple[dict[str, Any], ...] = (
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    )
+    image_pull_secrets: tuple[str, ...] = ()
+    run_as_user: int = 1000
+    run_as_group: int = 1000
+    fs_group: int = 1000
+    ttl_after_success: int = 3600
+    ttl_after_failure: int = 7 * 24 * 3600
+    pod_gc: str = "OnWorkflowSuccess"
+    pod_gc_delay: str = "5m"
+    pending_timeout: float = 600.0
+    parallelism: int | None = None
+
+    @classmethod
+    def from_notebook(cls, notebook_settings: Mapping[str, Any], **overrides: Any) -> ArgoSettings:
+        """``metadata.cellpipe.argo`` with ``overrides`` (options given on the command line,
+        None meaning "not given") on top. Raises ArgoSettingsError naming the bad field."""
+        raw = notebook_settings.get("argo") or {}
+        if not isinstance(raw, Mapping):
+            raise ArgoSettingsError("metadata.cellpipe.argo must be an object of settings")
+        merged = dict(raw)
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        return _parse_settings(merged)
+
+
+def _parse_settings(raw: Mapping[str, Any]) -> ArgoSettings:
+    known = {f for f in ArgoSettings.__dataclass_fields__}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"metadata.cellpipe.argo.{key}"
+        if any(w in key.lower() for w in _CREDENTIAL_WORDS) and not key.endswith("_secret"):
+            raise ArgoSettingsError(
+                f"{where}: credentials never go into a notebook or a manifest; store them in a "
+                "Kubernetes Secret and name it (see docs/argo.md, `s3.access_key_secret`)"
+            )
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = (
+                f"; did you mean `{near[0]}`?" if near else f"; known: {', '.join(sorted(known))}"
+            )
+            raise ArgoSettingsError(f"{where}: unknown setting{hint}")
+        values[key] = _field(key, value, where)
+    return ArgoSettings(**values)
+
+
+def _field(key: str, value: Any, where: str) -> Any:
+    def bad(why: str) -> ArgoSettingsError:
+        return ArgoSettingsError(f"{where}: {why} (got {value!r})")
+
+    if key in ("namespace", "existing_claim", "service_account"):
+        if not isinstance(value, str) or not _DNS1123.match(value) or len(value) > 253:
+            raise bad("expects a Kubernetes name (lowercase letters, digits and '-')")
+        return value
+    if key in ("registry", "storage_class", "pod_gc_delay"):
+        if not isinstance(value, str) or not value.strip():
+            raise bad("expects a non-empty string")
+        return value.strip()
+    if key == "volume_size":
+        if not isinstance(value, str) or not _QUANTITY.match(value):
+            raise bad("expects a quantity such as 10Gi")
+        return value
+    if key == "access_mode":
+        if value not in _ACCESS_MODES:
+            raise bad(f"expects one of {', '.join(_ACCESS_MODES)}")
+        return value
+    if key == "pod_gc":
+        if value not in _POD_GC:
+            raise bad(f"expects one of {', '.join(_POD_GC)}")
+        return value
+    if key in ("node_selector", "gpu_node_selector"):
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise bad("expects an object of label names to string values")
+        return dict(value)
+    if key in ("tolerations", "gpu_tolerations"):
+        allowed = {"key", "operator", "value", "effect", "tolerationSeconds"}
+        if not isinstance(value, list) or not all(
+            isinstance(t, Mapping) and set(t) <= allowed for t in value
+        ):
+            raise bad(f"expects a list of Kubernetes tolerations ({', '.join(sorted(allowed))})")
+        return tuple(dict(t) for t in value)
+    if key == "image_pull_secrets":
+        if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+            raise bad("expects a list of Secret names")
+        return tuple(value)
+    if key in ("run_as_user", "run_as_group", "fs_group", "ttl_after_success", "ttl_after_failure"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad("expects a whole number >= 0")
+        if key == "run_as_user" and value == 0:
+            raise bad("steps never run as root; choose a non-zero user id")
+        return value
+    if key == "parallelism":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise bad("expects a whole number >= 1")
+        return value
+    if key == "pending_timeout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise bad("expects seconds > 0")
+        return float(value)
+    if key == "s3":
+        return _parse_s3(value, where)
+    raise bad("unsupported")  # pragma: no cover - every field is handled above
+
+
+def _parse_s3(value: Any, where: str) -> S3Settings:
+    if value is True or value == {}:
+        return S3Settings()
+    if not isinstance(value, Mapping):
+        raise ArgoSettingsError(f"{where}: expects an object (endpoint, bucket, ...) or true")
+    known = set(S3Settings.__dataclass_fields__)
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        w = f"{where}.{key}"
+        if key in ("access_key", "secret_key", "password", "token"):
+            raise ArgoSettingsError(
+                f"{w}: credentials never go into a notebook or a manifest; store them in a "
+                f"Kubernetes Secret and give `{key}_secret: SECRET_NAME:KEY` instead"
+            )
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            raise ArgoSettingsError(
+                f"{w}: unknown setting" + (f"; did you mean `{near[0]}`?" if near else "")
+            )
+        if key in ("access_key_secret", "secret_key_secret"):
+            name, sep, k = str(v).partition(":")
+            if not sep or not _DNS1123.match(name) or not k:
+                raise ArgoSettingsError(f"{w}: expects SECRET_NAME:KEY (got {v!r})")
+            out[key] = SecretRef(name, k)
+        elif key == "repository_ref":
+            cm, _, k = str(v).partition(":")
+            if not _DNS1123.match(cm):
+                raise ArgoSettingsError(f"{w}: expects CONFIGMAP or CONFIGMAP:KEY (got {v!r})")
+            out[key] = (cm, k or None)
+        elif key == "insecure":
+            if not isinstance(v, bool):
+                raise ArgoSettingsError(f"{w}: expects true or false (got {v!r})")
+            out[key] = v
+        else:
+            if not isinstance(v, str) or not v.strip():
+                raise ArgoSettingsError(f"{w}: expects a non-empty string (got {v!r})")
+            out[key] = v.strip().strip("/") if key == "key_prefix" else v.strip()
+    s3 = S3Settings(**out)
+    if bool(s3.endpoint) != bool(s3.bucket):
+        raise ArgoSettingsError(f"{where}: give both `endpoint` and `bucket`, or neither")
+    if s3.endpoint and not (s3.access_key_secret and s3.secret_key_secret):
+        raise ArgoSettingsError(
+            f"{where}: with an endpoint, name the credentials' Secret: "
+            "`access_key_secret: NAME:KEY` and `secret_key_secret: NAME:KEY`"
+        )
+    return s3
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid label value: at most 63 of ``[A-Za-z0-9-_.]``, alphanumeric at both
+    ends ("" stays "")."""
+    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
+
+
+def dns_name(text: str, limit: int = 63) -> str:
+    """``text`` as a DNS-1123 name of at most ``limit`` characters."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower())[:limit]
+    return re.sub(r"^-+|-+$", "", name) or "notebook"
+
+
+def workflow_name(pipeline: Pipeline, run_id: str, attempt: int = 1) -> str:
+    """``cellpipe-<notebook>-<run id>[-r<n>]``: findable from the run, unique per run."""
+    suffix = run_id.lower() + (f"-r{attempt}" if attempt > 1 else "")
+    head = dns_name(f"cellpipe-{pipeline.name}", 62 - len(suffix))
+    return f"{head}-{suffix}"
+
+
+def task_name(step: str) -> str:
+    """A step's DAG task and template name (a step name always starts with a letter)."""
+    return k8s_name(step)
+
+
+# -- the workflow -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunTarget:
+    """What makes a manifest one run's: without it, the manifest is a reusable template
+    (``cellpipe compile --target argo``, schedules) keyed by ``{{workflow.name}}``."""
+
+    run_id: str
+    name: str  # the Workflow's name
+    parameters: Mapping[str, Any] = field(default_factory=dict)  # overrides, as values
+    skip: Collection[str] = ()  # steps that already succeeded (resume): not in the DAG
+    claim: str | None = None  # an existing claim holding the run's data (resume)
+
+
+def workflow_spec(
+    pipeline: Pipeline,
+    settings: ArgoSettings,
+    *,
+    target: RunTarget | None = None,
+    images: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ``spec`` of the Workflow that runs ``pipeline`` (also a CronWorkflow's
+    ``workflowSpec``). ``images``: image reference by step (default: ``plan_images``)."""
+    if images is None:
+        from cellpipe.backends.images import plan_images
+
+        images = {n: s.ref for n, s in plan_images(pipeline, settings.registry).items()}
+    key = target.run_id if target else "{{workflow.name}}"
+    skip = set(target.skip) if target else set()
+    claim = (target.claim if target else None) or settings.existing_claim
+    overrides = dict(target.parameters) if target else {}
+    run_steps = [s for s in pipeline.steps if s.name not in skip]
+    spec: dict[str, Any] = {
+        "entrypoint": "main",
+        "arguments": {"parameters": _arguments(pipeline, overrides)},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_group,
+            "fsGroup": settings.fs_group,
+        },
+        "podGC": {"strategy": settings.pod_gc, "deleteDelayDuration": settings.pod_gc_delay},
+        "ttlStrategy": {
+            "secondsAfterSuccess": settings.ttl_after_success,
+            "secondsAfterFailure": settings.ttl_after_failure,
+        },
+        "volumes": [
+            {"name": "run", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+        "templates": [_dag(run_steps, skip)]
+        + [_step_template(pipeline, s, settings, images[s.name], key) for s in run_steps],
+    }
+    if not spec["arguments"]["parameters"]:
+        del spec["arguments"]
+    if settings.service_account:
+        spec["serviceAccountName"] = settings.service_account
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [dict(t) for t in settings.tolerations]
+    if settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
+    if settings.parallelism:
+        spec["parallelism"] = settings.parallelism
+    if settings.s3 is not None:
+        spec["volumes"].append({"name": "work", "emptyDir": {}})
+        if settings.s3.repository_ref:
+            cm, cm_key = settings.s3.repository_ref
+            spec["artifactRepositoryRef"] = {"configMap": cm, **({"key": cm_key} if cm_key else {})}
+    elif claim:
+        spec["volumes"].append(
+            {"name": CLAIM_TEMPLATE, "persistentVolumeClaim": {"claimName": claim}}
+        )
+    else:
+        claim_spec: dict[str, Any] = {
+            "accessModes": [settings.access_mode],
+            "resources": {"requests": {"storage": settings.volume_size}},
+        }
+        if settings.storage_class:
+            claim_spec["storageClassName"] = settings.storage_class
+        spec["volumeClaimTemplates"] = [{"metadata": {"name": CLAIM_TEMPLATE}, "spec": claim_spec}]
+        # Kept when the run fails, so `cellpipe run --resume` finds the finished steps' data.
+        spec["volumeClaimGC"] = {"strategy": "OnWorkflowSuccess"}
+    secret_volumes = _secret_volumes(run_steps)
+    spec["volumes"] += [{"name": v, "secret": {"secretName": n}} for n, v in secret_volumes.items()]
+    return spec
+
+
+def build_workflow(
+    pipeline: Pipeline,
+    settings: ArgoSettings,
+    *,
+    target: RunTarget | None = None,
+    images: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The Workflow running ``pipeline``: named after the run with ``target``, else with a
+    ``generateName`` (each submission its own)."""
+    labels = {**MANAGED_BY, LABEL_NOTEBOOK: label_value(pipeline.name) or "notebook"}
+    metadata: dict[str, Any] = {"labels": labels}
+    if target:
+        metadata["name"] = target.name
+        labels[LABEL_RUN] = label_value(target.run_id)
+    else:
+        metadata["generateName"] = dns_name(f"cellpipe-{pipeline.name}", 56) + "-"
+    if settings.namespace:
+        metadata["namespace"] = settings.namespace
+    metadata["annotations"] = {"cellpipe.io/notebook-name": pipeline.name}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Workflow",
+        "metadata": metadata,
+        "spec": workflow_spec(pipeline, settings, target=target, images=images),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a CronWorkflow starts runs (DESIGN: ``cellpipe schedule``)."""
+
+    crons: tuple[str, ...]
+    timezone: str | None = None
+    concurrency_policy: str = "Forbid"
+    successful_history: int = 3
+    failed_history: int = 1
+    starting_deadline_seconds: int | None = None
+    suspend: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.crons:
+            raise ArgoSettingsError("a schedule needs at least one cron expression")
+        for cron in self.crons:
+            fields = cron.split()
+            if len(fields) != 5 and not (len(fields) == 1 and cron.startswith("@")):
+                raise ArgoSettingsError(
+                    f"cron expression {cron!r} must have 5 fields (minute hour day month "
+                    'weekday), e.g. "0 3 * * *", or be a macro such as @daily'
+                )
+        if self.concurrency_policy not in _CONCURRENCY:
+            raise ArgoSettingsError(
+                f"concurrency policy {self.concurrency_policy!r} is not one of "
+                + ", ".join(_CONCURRENCY)
+            )
+        if self.timezone is not None and not re.match(
+            r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$", self.timezone
+        ):
+            raise ArgoSettingsError(
+                f"timezone {self.timezone!r} is not an IANA name such as Europe/Paris"
+            )
+        if min(self.successful_history, self.failed_history) < 0:
+            raise ArgoSettingsError("history limits must be >= 0")
+
+
+def build_cron_workflow(
+    pipeline: Pipeline,
+    settings: ArgoSettings,
+    schedule: Schedule,
+    *,
+    name: str | None = None,
+    images: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A CronWorkflow starting ``pipeline`` on ``schedule``; each run is a Workflow whose name
+    Argo derives from the CronWorkflow's (so that name has at most 52 characters)."""
+    name = name or dns_name(f"cellpipe-{pipeline.name}", 52)
+    if not _DNS1123.match(name) or len(name) > 52:
+        raise ArgoSettingsError(f"{name!r} is not a DNS-1123 name of at most 52 characters")
+    labels = {**MANAGED_BY, LABEL_NOTEBOOK: label_value(pipeline.name) or "notebook"}
+    metadata: dict[str, Any] = {"name": name, "labels": labels}
+    if settings.namespace:
+        metadata["namespace"] = settings.namespace
+    spec: dict[str, Any] = {
+        "schedules": list(schedule.crons),
+        "concurrencyPolicy": schedule.concurrency_policy,
+        "successfulJobsHistoryLimit": schedule.successful_history,
+        "failedJobsHistoryLimit": schedule.failed_history,
+        "workflowMetadata": {"labels": dict(labels)},
+        "workflowSpec": workflow_spec(pipeline, settings, images=images),
+    }
+    if schedule.timezone:
+        spec["timezone"] = schedule.timezone
+    if schedule.starting_deadline_seconds is not None:
+        spec["startingDeadlineSeconds"] = schedule.starting_deadline_seconds
+    if schedule.suspend:
+        spec["suspend"] = True
+    return {"apiVersion": API_VERSION, "kind": "CronWorkflow", "metadata": metadata, "spec": spec}
+
+
+def _arguments(pipeline: Pipeline, overrides: Mapping[str, Any]) -> list[dict[str, str]]:
+    out = []
+    for p in pipeline.parameters:
+        if not _PARAM_NAME.match(p.name):
+            raise ArgoSettingsError(
+                f"parameter {p.name!r} cannot be an Argo parameter (names are [-a-zA-Z0-9_]+)"
+            )
+        value = repr(overrides[p.name]) if p.name in overrides else p.expression
+        out.append({"name": p.name, "value": value})
+    return out
+
+
+def _dag(steps: list[Step], skip: set[str]) -> dict[str, Any]:
+    tasks = []
+    for s in steps:
+        task: dict[str, Any] = {"name": task_name(s.name), "template": task_name(s.name)}
+        deps = [task_name(u) for u in s.after if u not in skip]
+        if deps:
+            task["dependencies"] = deps
+        tasks.append(task)
+    # Independent branches go on after a failure, as they do on the local backend.
+    return {"name": "main", "dag": {"tasks": tasks, "failFast": False}}
+
+
+def _step_template(
+    pipeline: Pipeline, step: Step, settings: ArgoSettings, image: str, key: str
+) -> dict[str, Any]:
+    from cellpipe.compiling.compiler import step_script
+
+    name = task_name(step.name)
+    st = step.settings
+    args = ["--run-dir", RUN_DIR, "--step", step.name, "--result-trailer"]
+    for p in pipeline.parameters:
+        args += ["--parameter", f"{p.name}={{{{workflow.parameters.{p.name}}}}}"]
+    run_info = {"run_id": "{{workflow.name}}", "name": pipeline.name, "backend": "argo"}
+    artifacts: list[dict[str, Any]] = [
+        {
+            "name": "pipeline",
+            "path": f"{RUN_DIR}/pipeline.json",
+            "raw": {"data": json.dumps(_step_pipeline(pipeline, step), separators=(",", ":"))},
+        },
+        {"name": "run-info", "path": f"{RUN_DIR}/run.json", "raw": {"data": json.dumps(run_info)}},
+        {
+            "name": "script",
+            "path": f"{RUN_DIR}/steps/{step.name}.py",
+            "raw": {"data": step_script(pipeline, step.name, {})},
+        },
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "run", "mountPath": RUN_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    template: dict[str, Any] = {
+        "name": name,
+        "metadata": {
+            "labels": {LABEL_STEP: label_value(step.name), **st.labels},
+            "annotations": {ANNOTATION_STEP: step.name, **st.annotations},
+        },
+        "inputs": {"artifacts": artifacts},
+    }
+    if settings.s3 is not None:
+        s3 = settings.s3
+        for producer in dict.fromkeys(step.inputs.values()):
+            artifacts.append(
+                {
+                    "name": f"data-{task_name(producer)}",
+                    "path": f"{RUN_DIR}/data/{producer}",
+                    "s3": s3.location(_s3_key(s3, key, producer, "data.tgz")),
+                }
+            )
+        template["outputs"] = {
+            "artifacts": [
+                {
+                    "name": "data",
+                    "path": f"{RUN_DIR}/data/{step.name}",
+                    "s3": s3.location(_s3_key(s3, key, step.name, "data.tgz")),
+                },
+                {
+                    "name": "report",
+                    "path": f"{RUN_DIR}/reports/{step.name}.html",
+                    "optional": True,
+                    "archive": {"none": {}},
+                    "s3": s3.location(_s3_key(s3, key, step.name, "report.html")),
+                },
+            ]
+        }
+        mounts.append({"name": "work", "mountPath": WORK_DIR})
+    else:
+        mounts += [
+            {"name": CLAIM_TEMPLATE, "mountPath": f"{RUN_DIR}/data", "subPath": f"{key}/data"},
+            {"name": CLAIM_TEMPLATE, "mountPath": WORK_DIR, "subPath": f"{key}/work"},
+        ]
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    secret_volumes = _secret_volumes([step])
+    for secret in st.secrets:
+        if len(secret) == 3:
+            sname, skey, var = secret
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": sname, "key": skey}}})
+        else:
+            sname, path = secret
+            mounts.append({"name": secret_volumes[sname], "mountPath": path, "readOnly": True})
+    container: dict[str, Any] = {
+        "image": image,
+        "command": ["python", "-m", "cellpipe.runner"],
+        "args": args,
+        "workingDir": WORK_DIR,
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    resources = _resources(st.limits, st.gpu)
+    if resources:
+        container["resources"] = resources
+    template["container"] = container
+    if st.retry:
+        template["retryStrategy"] = {
+            "limit": st.retry,
+            "retryPolicy": "Always",
+            "backoff": {"duration": "5s", "factor": 2, "maxDuration": "5m"},
+        }
+    if st.timeout:
+        template["activeDeadlineSeconds"] = max(1, round(st.timeout))
+    if st.gpu:
+        if settings.gpu_node_selector:
+            template["nodeSelector"] = {**settings.node_selector, **settings.gpu_node_selector}
+        if settings.gpu_tolerations:
+            template["tolerations"] = [
+                dict(t) for t in settings.tolerations + settings.gpu_tolerations
+            ]
+    return template
+
+
+def _step_pipeline(pipeline: Pipeline, step: Step) -> dict[str, Any]:
+    """``pipeline.json`` as one step's pod needs it: the prelude and that step's cells only,
+    so the manifest grows with the notebook once, not once per step; no local path."""
+    own = set(step.cells)
+    cells = tuple(c for c in pipeline.cells if c.role.prelude or c.id in own)
+    return replace(pipeline, cells=cells, diagnostics=(), path=None).to_json()
+
+
+def _resources(limits: Mapping[str, str], gpu: int) -> dict[str, Any]:
+    # Requests equal limits: the scheduler places the step where its limit fits, as the
+    # local backend promises the limit and no less.
+    amounts = {k: str(v) for k, v in limits.items() if k in ("cpu", "memory", "ephemeral-storage")}
+    if gpu:
+        amounts["nvidia.com/gpu"] = str(gpu)
+    if not amounts:
+        return {}
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _secret_volumes(steps: list[Step]) -> dict[str, str]:
+    """Secrets mounted as files (``secret:NAME:/path``) -> their volume names."""
+    names: dict[str, str] = {}
+    for s in steps:
+        for secret in s.settings.secrets:
+            if len(secret) == 2 and secret[0] not in names:
+                names[secret[0]] = dns_name(f"secret-{secret[0]}")
+    return names
+
+
+def _s3_key(s3: S3Settings, run_key: str, step: str, leaf: str) -> str:
+    return "/".join(p for p in (s3.key_prefix, run_key, step, leaf) if p)
+
+
+# -- what cannot be known to work -------------------------------------------------------------
+
+
+def file_warnings(pipeline: Pipeline, workdir: Path, settings: ArgoSettings) -> list[Diagnostic]:
+    """Files next to the notebook that steps read by relative path, and local modules they
+    import: there, not in the pod. A file another step writes is a hand-off through the run's
+    volume, which works, except with S3 (no shared volume)."""
+    from cellpipe.execution.cache import files_read
+
+    out = []
+    for step in pipeline.steps:
+        for name in files_read(pipeline, step, workdir):
+            rel = name[len("@file:") :]
+            handed = name in step.inputs
+            if Path(rel).is_absolute():
+                continue
+            if handed and settings.s3 is None:
+                continue
+            if handed:
+                why = (
+                    f"step {step.name} reads `{rel}`, which step {step.inputs[name]} writes; with "
+                    "an S3 artifact repository the steps share no directory, so the file is not "
+                    "there: pass its contents as a variable, or use a volume"
+                )
+            elif (workdir / rel).exists():
+                why = (
+                    f"step {step.name} reads `{rel}` next to the notebook; on Argo a step runs "
+                    f"in {WORK_DIR} on the run's volume, where that file is not: put it in the "
+                    "image (`packages:` or `image:`), on an existing claim, or read it from a URL"
+                )
+            else:
+                continue
+            out.append(Diagnostic("argo-file", why, "warning", step=step.name, name=rel))
+    return out
+
+
+def with_namespace(settings: ArgoSettings, namespace: str | None) -> ArgoSettings:
+    """``settings`` with ``namespace`` when one is given."""
+    return replace(settings, namespace=namespace) if namespace else settings
+
+
+def to_yaml(*docs: Mapping[str, Any]) -> str:
+    """``docs`` as YAML, multi-line strings (step scripts) as readable literal blocks."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+        style = "|" if "\n" in data else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+    _Dumper.add_representer(str, _str)
+    return yaml.dump_all(
+        [dict(d) for d in docs], Dumper=_Dumper, sort_keys=False, width=100, allow_unicode=True
+    )

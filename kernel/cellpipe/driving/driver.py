@@ -1,0 +1,161 @@
+"""Starting runs: prepare a run directory, then drive it here or in a detached process.
+
+The CLI prepares and drives in one process. The server prepares (so compile errors come
+back at once, with the open notebook's unsaved content) and then starts
+``python -m cellpipe.driving.driver RUN_DIR`` detached, so a server restart loses no run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cellpipe.core.errors import Conflict, ParameterError
+from cellpipe.core.model import State
+from cellpipe.rundir.runs import RunDir
+
+
+def prepare_run(
+    root: Path,
+    notebook: str | Path | Mapping[str, Any],
+    *,
+    path: str | None = None,
+    backend: str = "local",
+    parameters: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
+    via: str | None = None,
+) -> RunDir:
+    """Compile ``notebook`` (a path, or content with ``path`` naming it) into a new run
+    directory under ``root``. Raises NotebookError, CompileError or ParameterError.
+
+    ``via`` names what started it for the audit trail (``cli``, ``kernel``, ``server``,
+    ``serve``); by default it is guessed from the process."""
+    from cellpipe.compiling.compiler import compile_notebook
+    from cellpipe.compiling.notebook import read_notebook, resolve_parameters
+
+    nb, _ = read_notebook(notebook)
+    name = path if path is not None else (None if isinstance(notebook, Mapping) else str(notebook))
+    pipeline = compile_notebook(nb, path=name)
+    values = resolve_parameters(list(pipeline.parameters), dict(parameters or {}))
+    return RunDir.create(
+        root,
+        pipeline,
+        nb,
+        backend=backend,
+        parameters=values,
+        options=dict(options or {}),
+        via=via,
+    )
+
+
+def prepare_resume(
+    root: Path, run_id: str, notebook: str | Path | Mapping[str, Any] | None = None
+) -> RunDir:
+    """Compile the notebook again into run ``run_id`` so it can continue.
+
+    ``notebook``: the fixed notebook (a path or content); default: the file the run came
+    from, else its snapshot. Raises Conflict while the run is still going.
+    """
+    from cellpipe.compiling.compiler import compile_notebook
+    from cellpipe.compiling.notebook import read_notebook, resolve_parameters
+
+    rd = RunDir.open(root, run_id)
+    status = rd.status()
+    if not status.state.terminal:
+        raise Conflict(f"run {run_id} is still {status.state.value}; cancel it first")
+    info = rd.info()
+    source: Any = notebook
+    if source is None:
+        original = info.get("notebook")
+        source = original if original and Path(original).is_file() else None
+    if source is None:
+        nb = json.loads((rd.path / "notebook.ipynb").read_text())
+    else:
+        nb, _ = read_notebook(source)
+    pipeline = compile_notebook(nb, path=info.get("notebook"))
+    resolve_parameters(list(pipeline.parameters), info.get("parameters") or {})
+    rd.replace_pipeline(pipeline, nb)
+    # The old driver is gone; until the new one starts, the run waits (it has not failed).
+    (rd.path / "driver.json").unlink(missing_ok=True)
+    rd.emit(State.PENDING, message="resume queued", resume=True)
+    return rd
+
+
+def drive(rd: RunDir, *, resume: bool = False, backend: Any = None) -> State:
+    """Run a prepared run directory to its end with its backend; return the final state."""
+    from cellpipe.backends import RunOptions, get_backend
+
+    info = rd.info()
+    opts = info.get("options") or {}
+    if backend is None:
+        backend = get_backend(info.get("backend", "local"))
+    options = RunOptions(
+        jobs=opts.get("jobs"), use_cache=not opts.get("no_cache", False), resume=resume
+    )
+    state = backend.execute(rd, options)
+    _step_reports(rd)
+    return state
+
+
+def _step_reports(rd: RunDir) -> None:
+    """Pages for the steps whose runner wrote none (cached, skipped, killed): every step of
+    a finished run has ``reports/<step>.html``. The run's outcome never depends on them."""
+    from cellpipe.reports.report import write_missing_step_reports
+
+    try:
+        write_missing_step_reports(rd)
+    except Exception as exc:
+        print(f"cellpipe: warning: could not write the step reports: {exc!r}", file=sys.stderr)
+
+
+def start_detached(rd: RunDir, *, resume: bool = False) -> subprocess.Popen[bytes]:
+    """Drive ``rd`` in a new process that outlives the caller.
+
+    The caller should ``poll()`` the returned process now and then: while it lives, the
+    finished driver stays a zombie until its parent collects it.
+    """
+    here = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+    args = [sys.executable, "-m", "cellpipe.driving.driver", str(rd.path)]
+    if resume:
+        args.append("--resume")
+    with open(rd.path / "logs" / "_driver.log", "ab") as log:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,  # not killed with the server, nor by its Ctrl-C
+        )
+    return proc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cellpipe.driving.driver",
+        description="Drive a prepared cellpipe run directory to its end (used by the server).",
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    rd = RunDir(args.run_dir.resolve())
+    if not (rd.path / "run.json").is_file():
+        parser.error(f"{rd.path} is not a run directory")
+    try:
+        state = drive(rd, resume=args.resume)
+    except ParameterError as exc:
+        print(f"cellpipe: error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if state.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
