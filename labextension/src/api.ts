@@ -6,6 +6,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { ISplitPlan } from './split';
 import { IRunStatus } from './state';
 
 export const API_BASE = 'cellpipe/api';
@@ -149,6 +150,14 @@ export class CellpipeApi {
     return this.request(['compile'], {
       method: 'POST',
       body: JSON.stringify({ path, content })
+    });
+  }
+
+  /** The engine's split of the open content at markdown headings (nothing is written). */
+  split(path: string, content: unknown, level: number): Promise<ISplitPlan> {
+    return this.request(['split'], {
+      method: 'POST',
+      body: JSON.stringify({ path, content, level })
     });
   }
 

@@ -20,6 +20,8 @@ import { decorate } from './decorations';
 import { finishNotice } from './notices';
 import { NotebookPipeline } from './pipeline';
 import { PipelineSidebar } from './sidebar';
+import { splitTags } from './split';
+import { previewSplit } from './splitdialog';
 import { IRunStateEvent, IRunStatus } from './state';
 import { PipelineStatus } from './statusbar';
 import { askStep } from './stepdialog';
@@ -38,6 +40,7 @@ export const CommandIDs = {
   cancel: 'cellpipe:cancel',
   resume: 'cellpipe:resume',
   openReport: 'cellpipe:open-report',
+  splitAtHeadings: 'cellpipe:split-at-headings',
   showLog: 'cellpipe:show-log'
 };
 
@@ -103,6 +106,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       },
       openReport: runId => void app.commands.execute(CommandIDs.openReport, { runId }),
+      splitAtHeadings: p => void app.commands.execute(CommandIDs.splitAtHeadings, { path: p.path }),
+      tagActiveCell: p => {
+        app.shell.activateById(p.panel.id);
+        void app.commands.execute(CommandIDs.setStep);
+      },
       setBackend: (p, backend) => {
         const model = p.panel.context.model;
         const meta = (model.getMetadata('cellpipe') as Record<string, unknown>) ?? {};
@@ -338,6 +346,37 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
+    app.commands.addCommand(CommandIDs.splitAtHeadings, {
+      label: 'Split into steps at markdown headings',
+      caption:
+        'Make a step of each section under a markdown heading (preview first; one undoable edit of the tags)',
+      isEnabled: () => current() !== null,
+      execute: async args => {
+        const path = typeof args.path === 'string' ? args.path : null;
+        const p =
+          (path ? [...pipelines.values()].find(q => q.path === path) : null) ?? current();
+        if (!p) {
+          return;
+        }
+        const level = typeof args.level === 'number' ? args.level : 2;
+        const fetchPlan = (l: number) => api.split(p.path, p.content(), l);
+        let plan;
+        try {
+          plan = await fetchPlan(level);
+        } catch (e) {
+          Notification.error(`Cannot split the notebook: ${(e as Error).message}`, {
+            autoClose: 10000
+          });
+          return;
+        }
+        const choice = await previewSplit(plan, fetchPlan);
+        if (!choice || p.isDisposed) {
+          return;
+        }
+        p.writeTags(splitTags(choice.plan, choice.names));
+      }
+    });
+
     app.commands.addCommand(CommandIDs.toggleSkip, {
       label: 'Toggle skip for selected cells',
       caption: 'Leave the selected cells out of the pipeline (tag skip), or put them back',
@@ -426,6 +465,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       CommandIDs.run,
       CommandIDs.setStep,
       CommandIDs.toggleSkip,
+      CommandIDs.splitAtHeadings,
       CommandIDs.cancel,
       CommandIDs.resume
     ]) {

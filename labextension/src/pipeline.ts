@@ -10,7 +10,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { ApiError, CellpipeApi, IDiagnostic, IPipeline } from './api';
 import { assignColors } from './colors';
 import { applyStepOutputs, errorCell } from './outputs';
-import { assignSteps, IAssignment, ICellInfo } from './tags';
+import { assignSteps, IAssignment, ICellInfo, parseTags } from './tags';
 import {
   applyEvent,
   IRunStateEvent,
@@ -63,6 +63,8 @@ export class NotebookPipeline {
   }
 
   assignment: IAssignment = { cells: [], steps: [] };
+  /** True when some code cell carries a step tag (else the sidebar offers the split). */
+  tagged = false;
   compiled: IPipeline | null = null;
   problems: IDiagnostic[] = [];
   /** Message of a failure that is not a list of problems (server missing, 503, ...). */
@@ -100,6 +102,41 @@ export class NotebookPipeline {
   /** The notebook's current content, unsaved edits included. */
   content(): unknown {
     return this.panel.context.model.toJSON();
+  }
+
+  /**
+   * Write new tags into cells (by id) as one edit of the model: one undo step reverts all of
+   * it, the notebook turns dirty, nothing is saved. Returns how many cells changed.
+   */
+  writeTags(tags: ReadonlyMap<string, readonly string[]>): number {
+    const model = this.panel.context.model;
+    const shared = model.sharedModel;
+    // The notebook's undo manager (ISharedNotebook does not declare it).
+    const undo = (shared as unknown as { undoManager?: { stopCapturing(): void } }).undoManager;
+    let changed = 0;
+    // Its own undo item: not merged with an edit made just before or after.
+    undo?.stopCapturing();
+    shared.transact(() => {
+      for (let i = 0; i < model.cells.length; i++) {
+        const cell = model.cells.get(i);
+        const next = tags.get(cell.id);
+        if (!next) {
+          continue;
+        }
+        const current = (cell.getMetadata('tags') as string[] | undefined) ?? [];
+        if (JSON.stringify(current) === JSON.stringify(next)) {
+          continue;
+        }
+        if (next.length) {
+          cell.setMetadata('tags', [...next]);
+        } else {
+          cell.deleteMetadata('tags');
+        }
+        changed++;
+      }
+    });
+    undo?.stopCapturing();
+    return changed;
   }
 
   /** Compile now (on Compile and Run) or after the debounce (on edits). */
@@ -332,6 +369,7 @@ export class NotebookPipeline {
       });
     }
     this.assignment = assignSteps(cells);
+    this.tagged = cells.some(c => c.type === 'code' && parseTags(c.tags).step !== null);
     // What the pipeline's shape depends on: tags, cell order and which cells are empty.
     this.tagSignature = cells.map(c => [c.id, c.type, c.tags, c.source.trim() === '']);
   }

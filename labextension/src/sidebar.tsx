@@ -28,6 +28,10 @@ export interface ISidebarActions {
   jumpToCellNumber(pipeline: NotebookPipeline, cellNumber: number): void;
   openReport(runId: string): void;
   setBackend(pipeline: NotebookPipeline, backend: string): void;
+  /** Preview "Split into steps at headings" and apply it on OK. */
+  splitAtHeadings(pipeline: NotebookPipeline): void;
+  /** Open the tag editor on the active cell. */
+  tagActiveCell(pipeline: NotebookPipeline): void;
 }
 
 const BACKENDS = ['local', 'docker', 'argo'];
@@ -299,16 +303,9 @@ export class PipelineSidebar extends ReactWidget {
 
   private renderSteps(p: NotebookPipeline): JSX.Element {
     const steps = p.assignment.steps;
+    const start = p.tagged ? null : this.renderStart(p, steps.length > 0);
     if (!steps.length) {
-      return (
-        <section className="cellpipe-steps-section">
-          <div className="cellpipe-empty">
-            No steps yet. cellpipe runs each step as its own process and passes variables
-            between them. Tag a code cell with <b>Set pipeline step…</b> (cell toolbar or
-            command palette) to start one.
-          </div>
-        </section>
-      );
+      return <section className="cellpipe-steps-section">{start}</section>;
     }
     const now = Date.now() / 1000;
     const names = steps.map(s => s.name);
@@ -338,6 +335,7 @@ export class PipelineSidebar extends ReactWidget {
     };
     return (
       <section className="cellpipe-steps-section">
+        {start}
         <h3>Steps</h3>
         <svg
           className="cellpipe-dag"
@@ -436,6 +434,33 @@ export class PipelineSidebar extends ReactWidget {
           })}
         </ul>
       </section>
+    );
+  }
+
+  /** The empty state of a notebook without step tags (UX §4): what steps are, how to start. */
+  private renderStart(p: NotebookPipeline, implicit: boolean): JSX.Element {
+    return (
+      <div className="cellpipe-start">
+        <p className="cellpipe-empty">
+          No steps yet. cellpipe runs each step as its own process and passes variables between
+          them.
+          {implicit ? ' Until you split it, the whole notebook runs as one step, main.' : ''}
+        </p>
+        <button
+          className="jp-Button jp-mod-styled jp-mod-accept cellpipe-split"
+          title="Preview steps made from the notebook's markdown headings, then apply them as tags"
+          onClick={() => this.actions.splitAtHeadings(p)}
+        >
+          Split into steps at each markdown heading
+        </button>
+        <button
+          className="jp-Button jp-mod-styled cellpipe-tag-cell"
+          title="Make the active code cell the start of a step (Set pipeline step…)"
+          onClick={() => this.actions.tagActiveCell(p)}
+        >
+          Tag the active cell
+        </button>
+      </div>
     );
   }
 
