@@ -26,7 +26,15 @@ import { IRunStateEvent, IRunStatus } from './state';
 import { PipelineStatus } from './statusbar';
 import { askStep } from './stepdialog';
 import { makeStepField } from './stepform';
-import { clearStep, notebookStepPrefix, parseTags, setStep, stepNameProblem, toggleSkip } from './tags';
+import {
+  clearStep,
+  notebookStepPrefix,
+  parseTags,
+  renameInTags,
+  setStep,
+  stepNameProblem,
+  toggleSkip
+} from './tags';
 
 const PLUGIN_ID = 'cellpipe:plugin';
 export const EVENT_SCHEMA = 'https://events.cellpipe.dev/run-state';
@@ -260,6 +268,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     const current = (): NotebookPipeline | null => pipelineFor(tracker.currentWidget);
 
+    /** Rename a step in every cell: its `step:` tags and each `prev:` naming it (one edit). */
+    const renameStep = (p: NotebookPipeline, from: string, to: string): void => {
+      const model = p.panel.context.model;
+      const tags = new Map<string, string[]>();
+      for (let i = 0; i < model.cells.length; i++) {
+        const cell = model.cells.get(i);
+        tags.set(cell.id, renameInTags((cell.getMetadata('tags') as string[]) ?? [], from, to));
+      }
+      p.writeTags(tags);
+    };
+
     app.commands.addCommand(CommandIDs.openSidebar, {
       label: 'Show pipeline sidebar',
       caption: 'Show the steps, runs and Compile and Run of the current notebook',
@@ -333,6 +352,32 @@ const plugin: JupyterFrontEndPlugin<void> = {
         );
         const prefix = notebookStepPrefix(allTags);
         const model = panel.context.model;
+        const ownStep = parseTags(tags).step;
+        if (
+          ownStep &&
+          selected.length <= 1 &&
+          choice.name !== ownStep &&
+          names.includes(ownStep) &&
+          !names.includes(choice.name)
+        ) {
+          // A new name for the active cell's step: rename it, dependants' `prev:` included,
+          // and set the chosen dependencies, all in one edit.
+          const renamed = new Map<string, string[]>();
+          for (let i = 0; i < model.cells.length; i++) {
+            const cell = model.cells.get(i);
+            const t = renameInTags(
+              (cell.getMetadata('tags') as string[]) ?? [],
+              ownStep,
+              choice.name
+            );
+            renamed.set(
+              cell.id,
+              cell.id === active.model.id ? setStep(t, choice.name, choice.after, prefix) : t
+            );
+          }
+          p.writeTags(renamed);
+          return;
+        }
         model.sharedModel.transact(() => {
           // The first selected cell starts the step; the others continue it.
           selected.forEach((cell, i) => {
@@ -483,6 +528,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
               cells.map(c => (c.model.getMetadata('tags') as string[]) ?? [])
             )
           };
+        },
+        rename: (from, to) => {
+          const p = current();
+          if (p) {
+            renameStep(p, from, to);
+          }
         }
       })
     });

@@ -22,6 +22,8 @@ import {
 export interface IStepFormContext {
   /** Steps of the active notebook, in notebook order, and the tag prefix it uses. */
   steps(): { names: string[]; prefix: StepPrefix };
+  /** Rename a step everywhere: its `step:` tags and every `prev:` naming it, one edit. */
+  rename(from: string, to: string): void;
 }
 
 const RESOURCE_LABELS: Record<keyof IResources, string> = {
@@ -88,10 +90,22 @@ export function makeStepField(context: IStepFormContext): React.FC<FieldProps> {
                 value={name}
                 onChange={e => setDraft(e.currentTarget.value)}
                 onBlur={() => {
-                  if (draft !== null && !stepNameProblem(draft.trim())) {
-                    write(setStep(tags, draft.trim(), parsed.after, prefix));
+                  const next = draft?.trim() ?? '';
+                  if (draft !== null && !stepNameProblem(next) && next !== parsed.step) {
+                    if (parsed.step && names.includes(parsed.step) && !names.includes(next)) {
+                      // A new name for this step: its dependants' `prev:` follow.
+                      context.rename(parsed.step, next);
+                    } else {
+                      // An existing name: this cell joins that step.
+                      write(setStep(tags, next, parsed.after, prefix));
+                    }
                   }
                   setDraft(null);
+                }}
+                onKeyDown={e => {
+                  if (e.key === 'Enter') {
+                    e.currentTarget.blur();
+                  }
                 }}
               />
               <datalist id="cellpipe-step-names">

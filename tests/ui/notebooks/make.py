@@ -48,6 +48,31 @@ NOTEBOOKS = {
         ("step:2nd", "y = x + 1"),
         ("step:use", "print(z)"),
     ),
+    # No tags at all, as a notebook arrives before anyone heard of cellpipe: a title, an
+    # imports cell, setup code before the first section, and three `##` sections whose
+    # headings make the step names ("1. Load the readings" -> load_the_readings).
+    "untagged.ipynb": notebook(
+        "# md: # Sensor readings\nA small analysis, written top to bottom.",
+        "import statistics\nfrom collections import Counter",
+        'SENSORS = ["north", "south", "east"]\nprint(f"{len(SENSORS)} sensors")',
+        "# md: ## 1. Load the readings",
+        "readings = {s: [i * (n + 1) % 7 for i in range(12)] for n, s in enumerate(SENSORS)}\n"
+        'print(f"loaded {sum(map(len, readings.values()))} readings")',
+        "# md: ## Clean *outliers*\nValues of 6 are glitches.",
+        "clean = {s: [v for v in vs if v != 6] for s, vs in readings.items()}",
+        'dropped = sum(map(len, readings.values())) - sum(map(len, clean.values()))\nprint(f"dropped {dropped}")',
+        "# md: ### A note\nA level-3 heading does not start a step.",
+        "# md: ## Summary",
+        "means = {s: round(statistics.mean(vs), 2) for s, vs in clean.items()}\n"
+        'print("means", means)\nprint("most common", Counter(v for vs in clean.values() for v in vs).most_common(1))',
+    ),
+    # Explicit `prev:` edges for renaming: renaming `load` must rewrite both dependants'.
+    "renaming.ipynb": notebook(
+        "# md: # Renaming a step\n`sort` and `report` name `load` in `prev:` tags.",
+        ("step:load", "values = [3, 1, 2]"),
+        ("step:sort prev:load", "ordered = sorted(values)"),
+        ("step:report prev:load prev:sort hide-input", "print(values, ordered)"),
+    ),
 }
 
 
