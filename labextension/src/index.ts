@@ -16,6 +16,7 @@ import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import { CellpipeApi } from './api';
+import { CompareView } from './comparetab';
 import { decorate } from './decorations';
 import { finishNotice } from './notices';
 import { NotebookPipeline } from './pipeline';
@@ -49,6 +50,7 @@ export const CommandIDs = {
   resume: 'cellpipe:resume',
   openReport: 'cellpipe:open-report',
   splitAtHeadings: 'cellpipe:split-at-headings',
+  compareRuns: 'cellpipe:compare-runs',
   showLog: 'cellpipe:show-log'
 };
 
@@ -115,6 +117,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       },
       openReport: runId => void app.commands.execute(CommandIDs.openReport, { runId }),
       splitAtHeadings: p => void app.commands.execute(CommandIDs.splitAtHeadings, { path: p.path }),
+      compare: (p, runIds) =>
+        void app.commands.execute(CommandIDs.compareRuns, { path: p.path, runIds }),
       tagActiveCell: p => {
         app.shell.activateById(p.panel.id);
         void app.commands.execute(CommandIDs.setStep);
@@ -422,6 +426,85 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
+    const backendOf = (p: NotebookPipeline): string => {
+      const meta = p.panel.context.model.getMetadata('cellpipe') as { backend?: string } | undefined;
+      return meta?.backend ?? 'local';
+    };
+
+    app.commands.addCommand(CommandIDs.compareRuns, {
+      label: 'Compare runs',
+      caption:
+        "Parameters, metrics and step states of two or more runs side by side (default: the notebook's last two)",
+      isEnabled: () => (current()?.history.length ?? 0) >= 2,
+      execute: async args => {
+        const path = typeof args.path === 'string' ? args.path : null;
+        const p =
+          (path ? [...pipelines.values()].find(q => q.path === path) : null) ?? current();
+        if (!p) {
+          return;
+        }
+        const ids = Array.isArray(args.runIds)
+          ? (args.runIds as string[])
+          : p.history.slice(0, 2).map(r => r.run_id);
+        if (ids.length < 2) {
+          return;
+        }
+        let runs: IRunStatus[];
+        let history: IRunStatus[];
+        try {
+          // Full descriptions: the list carries no steps or metrics.
+          history = await Promise.all(p.history.map(r => api.getRun(r.run_id)));
+          const listed = ids.map(id => history.find(r => r.run_id === id));
+          runs = listed.every(r => r !== undefined)
+            ? (listed as IRunStatus[])
+            : await Promise.all(ids.map(id => api.getRun(id)));
+        } catch (e) {
+          Notification.error(`Cannot compare the runs: ${(e as Error).message}`, {
+            autoClose: 10000
+          });
+          return;
+        }
+        const defaults: Record<string, string> = {};
+        for (const param of p.compiled?.parameters ?? []) {
+          defaults[param.name] = param.expression;
+        }
+        const name = p.path.split('/').pop() ?? p.path;
+        const view = new CompareView({
+          runs,
+          history,
+          defaults,
+          notebook: name,
+          actions: {
+            rerun: run => {
+              if (p.isDisposed || p.isActive) {
+                return;
+              }
+              app.shell.activateById(sidebar.id);
+              void p.compileAndRun(backendOf(p), { ...(run.parameters ?? {}) });
+            },
+            applyOutputs: run => {
+              if (p.isDisposed) {
+                return;
+              }
+              app.shell.activateById(p.panel.id);
+              p.show(run, true);
+            }
+          }
+        });
+        const id = 'cellpipe-compare';
+        Array.from(app.shell.widgets('main'))
+          .find(w => w.id === id)
+          ?.dispose();
+        const widget = new MainAreaWidget({ content: view });
+        widget.id = id;
+        widget.title.label = `Compare runs · ${name}`;
+        widget.title.icon = pipelineIcon;
+        widget.title.closable = true;
+        app.shell.add(widget, 'main', { mode: 'split-right' });
+        app.shell.activateById(id);
+      }
+    });
+
     app.commands.addCommand(CommandIDs.toggleSkip, {
       label: 'Toggle skip for selected cells',
       caption: 'Leave the selected cells out of the pipeline (tag skip), or put them back',
@@ -511,6 +594,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       CommandIDs.setStep,
       CommandIDs.toggleSkip,
       CommandIDs.splitAtHeadings,
+      CommandIDs.compareRuns,
       CommandIDs.cancel,
       CommandIDs.resume
     ]) {

@@ -7,6 +7,7 @@ import { ReactWidget } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import { IBackend } from './api';
+import { pythonLiteral } from './compare';
 import { layoutDag } from './dag';
 import { parsePythonLiteral } from './literals';
 import { NotebookPipeline } from './pipeline';
@@ -32,6 +33,8 @@ export interface ISidebarActions {
   splitAtHeadings(pipeline: NotebookPipeline): void;
   /** Open the tag editor on the active cell. */
   tagActiveCell(pipeline: NotebookPipeline): void;
+  /** Open the Compare tab on these runs of the notebook. */
+  compare(pipeline: NotebookPipeline, runIds: string[]): void;
 }
 
 const BACKENDS = ['local', 'docker', 'argo'];
@@ -464,17 +467,54 @@ export class PipelineSidebar extends ReactWidget {
     );
   }
 
+  private selectedRuns(p: NotebookPipeline): Set<string> {
+    let selected = this.selected.get(p);
+    if (!selected) {
+      selected = new Set();
+      this.selected.set(p, selected);
+    }
+    // Forget runs no longer listed.
+    for (const id of [...selected]) {
+      if (!p.history.some(r => r.run_id === id)) {
+        selected.delete(id);
+      }
+    }
+    return selected;
+  }
+
   private renderHistory(p: NotebookPipeline): JSX.Element {
     const now = Date.now() / 1000;
+    const selected = this.selectedRuns(p);
     return (
       <section className="cellpipe-history">
-        <h3>Run history</h3>
+        <div className="cellpipe-history-header">
+          <h3 id="cellpipe-history-title">Run history</h3>
+          {p.history.length > 1 ? (
+            <button
+              className="jp-Button jp-mod-styled cellpipe-compare-button"
+              disabled={selected.size < 2}
+              title={
+                selected.size < 2
+                  ? 'Tick two or more runs to compare them'
+                  : `Compare the ${selected.size} ticked runs side by side`
+              }
+              onClick={() =>
+                this.actions.compare(
+                  p,
+                  p.history.filter(r => selected.has(r.run_id)).map(r => r.run_id)
+                )
+              }
+            >
+              Compare
+            </button>
+          ) : null}
+        </div>
         {p.history.length === 0 ? (
           <div className="cellpipe-empty">
             No runs yet. Compile and Run starts one; runs survive restarts.
           </div>
         ) : (
-          <ul role="list">
+          <ul role="list" aria-labelledby="cellpipe-history-title">
             {p.history.map(r => {
               const started = r.started_at ? new Date(r.started_at * 1000) : null;
               return (
@@ -490,11 +530,26 @@ export class PipelineSidebar extends ReactWidget {
                   title={started ? started.toLocaleString() : ''}
                   onClick={() => p.show(r, true)}
                   onKeyDown={e => {
-                    if (e.key === 'Enter') {
+                    if (e.key === 'Enter' && e.target === e.currentTarget) {
                       p.show(r, true);
                     }
                   }}
                 >
+                  <input
+                    type="checkbox"
+                    className="cellpipe-run-select"
+                    aria-label={`Select run ${r.run_id} to compare`}
+                    checked={selected.has(r.run_id)}
+                    onClick={e => e.stopPropagation()}
+                    onChange={e => {
+                      if (e.currentTarget.checked) {
+                        selected.add(r.run_id);
+                      } else {
+                        selected.delete(r.run_id);
+                      }
+                      this.update();
+                    }}
+                  />
                   <span className="cellpipe-run-id">{r.run_id}</span>
                   <span className="cellpipe-run-state">{r.state}</span>
                   <span className="cellpipe-run-meta">
@@ -506,7 +561,8 @@ export class PipelineSidebar extends ReactWidget {
                         : r.started_at
                           ? formatClock(now - r.started_at)
                           : '',
-                      countsText(countSteps(r))
+                      countsText(countSteps(r)),
+                      paramsText(r.parameters)
                     ]
                       .filter(Boolean)
                       .join(' · ')}
@@ -536,4 +592,12 @@ export class PipelineSidebar extends ReactWidget {
   private ticker: ReturnType<typeof setInterval> | null = null;
   private readonly params = new WeakMap<NotebookPipeline, Record<string, string>>();
   private readonly paramErrors = new WeakMap<NotebookPipeline, string[]>();
+  private readonly selected = new WeakMap<NotebookPipeline, Set<string>>();
+}
+
+/** A history row's non-default parameters: "n_estimators=10, seed=1". */
+function paramsText(parameters: Record<string, unknown> | undefined): string {
+  return Object.entries(parameters ?? {})
+    .map(([k, v]) => `${k}=${pythonLiteral(v)}`)
+    .join(', ');
 }
