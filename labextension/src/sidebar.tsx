@@ -11,6 +11,7 @@ import { pythonLiteral } from './compare';
 import { layoutDag } from './dag';
 import { parsePythonLiteral } from './literals';
 import { NotebookPipeline } from './pipeline';
+import { onRowKey, tabStop } from './roving';
 import {
   countSteps,
   countsText,
@@ -391,8 +392,8 @@ export class PipelineSidebar extends ReactWidget {
             </g>
           ))}
         </svg>
-        <ul className="cellpipe-steps" role="list">
-          {steps.map(s => {
+        <ul className="cellpipe-steps" role="list" aria-label="Steps">
+          {steps.map((s, index) => {
             const status = statusOf.get(s.name);
             const state = stateOf(s.name);
             const after = afterOf.get(s.name) ?? [];
@@ -402,7 +403,13 @@ export class PipelineSidebar extends ReactWidget {
               <li
                 key={s.name}
                 role="listitem"
-                tabIndex={0}
+                tabIndex={index === tabStop(this.stepStop, steps.length) ? 0 : -1}
+                onFocus={() => {
+                  if (this.stepStop !== index) {
+                    this.stepStop = index;
+                    this.update();
+                  }
+                }}
                 className={`cellpipe-step-row cellpipe-mod-${state}`}
                 data-cellpipe-step={s.name}
                 data-cellpipe-state={hookState(state)}
@@ -410,11 +417,7 @@ export class PipelineSidebar extends ReactWidget {
                   status?.message ? ` (${status.message})` : ''
                 }. Enter goes to its ${state === 'failed' ? 'failing' : 'first'} cell.`}
                 onClick={() => jump(s.name)}
-                onKeyDown={e => {
-                  if (e.key === 'Enter') {
-                    jump(s.name);
-                  }
-                }}
+                onKeyDown={e => onRowKey(e, () => jump(s.name))}
               >
                 <span
                   className="cellpipe-swatch"
@@ -515,13 +518,20 @@ export class PipelineSidebar extends ReactWidget {
           </div>
         ) : (
           <ul role="list" aria-labelledby="cellpipe-history-title">
-            {p.history.map(r => {
+            {p.history.map((r, index) => {
               const started = r.started_at ? new Date(r.started_at * 1000) : null;
+              const stop = index === tabStop(this.runStop, p.history.length);
               return (
                 <li
                   key={r.run_id}
                   role="listitem"
-                  tabIndex={0}
+                  tabIndex={stop ? 0 : -1}
+                  onFocus={e => {
+                    if (e.target === e.currentTarget && this.runStop !== index) {
+                      this.runStop = index;
+                      this.update();
+                    }
+                  }}
                   className={`cellpipe-run-row cellpipe-mod-${r.state}${
                     p.run?.run_id === r.run_id ? ' cellpipe-mod-shown' : ''
                   }`}
@@ -529,14 +539,11 @@ export class PipelineSidebar extends ReactWidget {
                   data-cellpipe-state={r.state}
                   title={started ? started.toLocaleString() : ''}
                   onClick={() => p.show(r, true)}
-                  onKeyDown={e => {
-                    if (e.key === 'Enter' && e.target === e.currentTarget) {
-                      p.show(r, true);
-                    }
-                  }}
+                  onKeyDown={e => onRowKey(e, () => p.show(r, true))}
                 >
                   <input
                     type="checkbox"
+                    tabIndex={stop ? 0 : -1}
                     className="cellpipe-run-select"
                     aria-label={`Select run ${r.run_id} to compare`}
                     checked={selected.has(r.run_id)}
@@ -568,6 +575,7 @@ export class PipelineSidebar extends ReactWidget {
                       .join(' · ')}
                   </span>
                   <button
+                    tabIndex={stop ? 0 : -1}
                     className="jp-Button jp-mod-styled cellpipe-report"
                     title={`Open the HTML report of run ${r.run_id}`}
                     onClick={e => {
@@ -593,6 +601,9 @@ export class PipelineSidebar extends ReactWidget {
   private readonly params = new WeakMap<NotebookPipeline, Record<string, string>>();
   private readonly paramErrors = new WeakMap<NotebookPipeline, string[]>();
   private readonly selected = new WeakMap<NotebookPipeline, Set<string>>();
+  /** The rows holding the steps list's and the history's Tab stop (roving tabindex). */
+  private stepStop = 0;
+  private runStop = 0;
 }
 
 /** A history row's non-default parameters: "n_estimators=10, seed=1". */
