@@ -44,7 +44,7 @@ function MetricChart(props: { runs: IRunStatus[]; metric: string }): JSX.Element
         height: '160px',
         lineSmooth: false,
         fullWidth: true,
-        chartPadding: { top: 10, right: 24, bottom: 0, left: 0 },
+        chartPadding: { top: 16, right: 48, bottom: 0, left: 8 },
         axisY: { onlyInteger: false }
       }
     );

@@ -500,7 +500,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         widget.title.label = `Compare runs · ${name}`;
         widget.title.icon = pipelineIcon;
         widget.title.closable = true;
-        app.shell.add(widget, 'main', { mode: 'split-right' });
+        app.shell.add(widget, 'main');
         app.shell.activateById(id);
       }
     });

@@ -212,3 +212,38 @@ def cell_tags(page: Page, index: int) -> list[str]:
 def notebook_tab(page: Page) -> Locator:
     """The main-area tab of the open notebook (class jp-mod-dirty while it has unsaved edits)."""
     return page.locator("#jp-main-dock-panel .lm-TabBar-tab.jp-mod-current")
+
+
+AXE = "node_modules/axe-core/axe.min.js"  # under the repository root: `jlpm install` puts it
+
+
+def axe_violations(page: Page, selector: str, axe_path: str) -> list[str]:
+    """Serious and critical axe-core violations inside `selector`, one line each."""
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=axe_path)
+    return page.evaluate(
+        """async (sel) => {
+            const result = await window.axe.run(document.querySelector(sel), {
+                resultTypes: ['violations'],
+            });
+            return result.violations
+                .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                .map(v => `${v.impact} ${v.id}: ${v.help} — ` +
+                    v.nodes.map(n => n.target.join(' ')).slice(0, 5).join(' | '));
+        }""",
+        selector,
+    )
+
+
+def focused(page: Page) -> dict[str, str]:
+    """What has the keyboard focus: its tag, class, step or run hook, and text."""
+    return page.evaluate(
+        """() => {
+            const e = document.activeElement;
+            return {
+                tag: e?.tagName ?? '', cls: e?.className?.toString() ?? '',
+                step: e?.dataset?.cellpipeStep ?? '', run: e?.dataset?.cellpipeRun ?? '',
+                text: (e?.textContent ?? '').trim().slice(0, 60),
+            };
+        }"""
+    )

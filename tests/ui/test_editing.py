@@ -68,7 +68,7 @@ def test_split_at_headings_previews_applies_and_runs(
     assert preview_names(page) == SPLIT_STEPS
     preview = page.locator(PREVIEW)
     expect(preview.locator("[data-cellpipe-split-step]").nth(2)).to_contain_text(
-        "cells 7–8 · “Clean outliers”"
+        "cells 7\u20138 · \u201cClean outliers\u201d"
     )
     expect(preview).to_contain_text("1 cell that only imports becomes imports")
     screenshot(page, "split-preview.png")
@@ -141,7 +141,9 @@ def test_the_split_is_in_the_command_palette_with_a_heading_level(
     page.keyboard.press("ControlOrMeta+Shift+c")
     palette = page.locator("#command-palette")
     palette.locator("input").fill("Split into steps")
-    palette.locator(".lm-CommandPalette-item", has_text="Split into steps at markdown headings").click()
+    palette.locator(
+        ".lm-CommandPalette-item", has_text="Split into steps at markdown headings"
+    ).click()
     page.locator(PREVIEW).wait_for()
     # Level 3 also splits at "### A note", which has no code cell under it: no step for it.
     page.locator(PREVIEW).get_by_label("Heading level").select_option("3")

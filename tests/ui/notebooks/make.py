@@ -73,6 +73,14 @@ NOTEBOOKS = {
         ("step:sort prev:load", "ordered = sorted(values)"),
         ("step:report prev:load prev:sort hide-input", "print(values, ordered)"),
     ),
+    # A parameter and a metric that depends on it, for comparing runs: two runs with
+    # different `scale` differ in `total` too.
+    "params.ipynb": notebook(
+        "# md: # Scaling\n`scale` is a parameter; `total` is recorded as a metric.",
+        ("parameters", "scale = 2"),
+        ("step:compute", 'total = sum(range(10)) * scale\nprint(f"total {total}")'),
+        ("metrics", "total"),
+    ),
 }
 
 
