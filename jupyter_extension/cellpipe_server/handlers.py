@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 
 from .manager import RunManager
-from .models import CompileRequest, CreateRun, ListRunsResponse, ResumeRun
+from .models import CompileRequest, CreateRun, ListRunsResponse, ResumeRun, SplitRequest
 
 _M = TypeVar("_M", bound=BaseModel)
 _RUN = r"(?P<run_id>[^/]+)"
@@ -107,6 +107,14 @@ class CompileHandler(_CellpipeHandler):
     @_api
     async def post(self) -> None:
         self.reply(await self.manager.compile(self.body(CompileRequest)))
+
+
+class SplitHandler(_CellpipeHandler):
+    @web.authenticated
+    @authorized(action="read")
+    @_api
+    async def post(self) -> None:
+        self.reply(await self.manager.split(self.body(SplitRequest)))
 
 
 class RunsHandler(_CellpipeHandler):
@@ -206,6 +214,7 @@ def handlers(base: str = "/cellpipe/api") -> list[tuple[str, type[APIHandler]]]:
     """DESIGN's route table."""
     return [
         (f"{base}/compile", CompileHandler),
+        (f"{base}/split", SplitHandler),
         (f"{base}/runs", RunsHandler),
         (f"{base}/runs/{_RUN}", RunHandler),
         (f"{base}/runs/{_RUN}/steps/{_STEP}/outputs", StepOutputsHandler),

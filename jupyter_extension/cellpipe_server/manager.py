@@ -23,7 +23,15 @@ from cellpipe.core.model import State
 from cellpipe.rundir.runs import RunDir, RunStatus
 
 from .history import History
-from .models import CompileRequest, CreateRun, DescribeBackend, DescribeRun, DescribeStep, ResumeRun
+from .models import (
+    CompileRequest,
+    CreateRun,
+    DescribeBackend,
+    DescribeRun,
+    DescribeStep,
+    ResumeRun,
+    SplitRequest,
+)
 from .paths import relative, resolve
 
 SCHEMA_ID = "https://events.cellpipe.dev/run-state"
@@ -115,6 +123,17 @@ class RunManager:
         data = pipeline.to_json()
         data["path"] = req.path
         return data
+
+    async def split(self, req: SplitRequest) -> dict[str, Any]:
+        """The engine's split of the notebook at its headings; nothing is written."""
+        from cellpipe.compiling.notebook import read_notebook
+        from cellpipe.compiling.split import split_at_headings
+
+        path = resolve(self.root, req.path)
+        source: Any = req.content if req.content is not None else path
+        nb, _ = await asyncio.to_thread(read_notebook, source)
+        plan = await asyncio.to_thread(split_at_headings, nb, req.level)
+        return plan.to_json()
 
     async def create(self, req: CreateRun) -> DescribeRun:
         self._ensure_watching()

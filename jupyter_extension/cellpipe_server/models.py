@@ -19,6 +19,12 @@ class CompileRequest(_Body):
     )
 
 
+class SplitRequest(CompileRequest):
+    level: int = Field(
+        default=2, ge=1, le=6, description="Headings of this level or above start a step."
+    )
+
+
 class CreateRun(CompileRequest):
     backend: str | None = Field(default=None, description="Default: the server's default.")
     parameters: dict[str, Any] = Field(default_factory=dict)

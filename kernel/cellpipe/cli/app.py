@@ -32,6 +32,7 @@ from cellpipe.cli.common import (
 from cellpipe.cli.lineage import lineage as lineage_command
 from cellpipe.cli.report import report as report_command
 from cellpipe.cli.serve import serve as serve_command
+from cellpipe.cli.tag import tag as tag_command
 from cellpipe.core.errors import CellpipeError
 
 
@@ -477,7 +478,14 @@ def cancel(obj: Context, run_id: str, runs_root: str | None) -> None:
     click.echo(f"run {run_id} {rd.status().state.value}")
 
 
-for _command in (lineage_command, serve_command, image_group, schedule_command, report_command):
+for _command in (
+    lineage_command,
+    serve_command,
+    image_group,
+    schedule_command,
+    report_command,
+    tag_command,
+):
     cli.add_command(_command)
 
 
