@@ -371,6 +371,15 @@ def _print_status(status: Any, rd: Any) -> None:
 @click.option(
     "--metrics", "with_metrics", is_flag=True, help="Compare runs: parameters and metrics."
 )
+@click.option(
+    "--compare",
+    "compare_ids",
+    multiple=True,
+    metavar="RUN_ID",
+    help="Compare these runs (give two or more): parameters, metrics, per-step state, "
+    "duration and cached/ran, differing columns marked. Extra RUN_IDs may follow NOTEBOOK.",
+)
+@click.argument("more_ids", nargs=-1, metavar="")
 @runs_root_option
 @json_option
 @click.pass_obj
@@ -379,13 +388,35 @@ def runs(
     notebook: str | None,
     limit: int,
     with_metrics: bool,
+    compare_ids: tuple[str, ...],
+    more_ids: tuple[str, ...],
     runs_root: str | None,
     as_json: bool,
 ) -> None:
-    """List runs, newest first (of NOTEBOOK only, when given)."""
-    from cellpipe.rundir.runs import list_runs
+    """List runs, newest first (of NOTEBOOK only, when given).
+
+    `cellpipe runs NB --compare ID ID…` compares runs side by side instead.
+    """
+    from cellpipe.rundir.runs import RunDir, list_runs
 
     obj.json = as_json
+    if more_ids and not compare_ids:
+        raise click.UsageError("more than one NOTEBOOK: to compare runs, use --compare ID ID…")
+    if compare_ids:
+        ids = [*compare_ids, *more_ids]
+        if len(ids) < 2:
+            raise click.UsageError("--compare needs two or more run ids")
+        root = runs_root_path(runs_root)
+        chosen = [RunDir.open(root, run_id) for run_id in ids]
+        if notebook:
+            listed = {rd.run_id for rd in list_runs(root, notebook)}
+            other = [rd.run_id for rd in chosen if rd.run_id not in listed]
+            if other:
+                raise click.UsageError(f"not runs of {notebook}: {', '.join(other)}")
+        from cellpipe.cli.compare import print_comparison
+
+        print_comparison(chosen, as_json)
+        return
     dirs = list_runs(runs_root_path(runs_root), notebook)[:limit]
     if with_metrics:
         from cellpipe.cli.metrics import print_metrics
