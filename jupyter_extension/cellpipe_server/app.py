@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Integer, Type, Unicode, default
+from traitlets import Dict, Float, Integer, Type, Unicode, Union, default
 
 from .handlers import handlers
 from .manager import SCHEMA_ID, RunManager
@@ -34,6 +34,17 @@ class CellpipeApp(ExtensionApp):
     poll_interval = Float(
         0.25, config=True, help="Seconds between looks at active runs' event files."
     )
+    notify = Union(
+        [Unicode(), Dict()],
+        default_value="",
+        config=True,
+        help="Where to say that a run ended, for notebooks whose metadata.cellpipe.notify says "
+        "nothing: a webhook URL (POST of the run's JSON status), a shell command (the status "
+        "on stdin), or {'webhook'|'webhook_env'|'command': ..., 'on': [...], 'timeout': s, "
+        "'retries': n}. Put secrets in ${VARIABLES} of the server's environment: they are read "
+        "when sending and never stored. Local and Docker runs notify from their driver, so it "
+        "works with the server stopped.",
+    )
     run_manager_class = Type(RunManager, config=True, help="The RunManager implementation.")
 
     @default("runs_root")
@@ -53,6 +64,7 @@ class CellpipeApp(ExtensionApp):
             default_backend=self.default_backend,
             max_concurrent_runs=self.max_concurrent_runs,
             poll_interval=self.poll_interval,
+            notify=self.notify or None,
             emit=emit,
             log=self.log,
         )

@@ -47,6 +47,7 @@ class RunManager:
         default_backend: str = "local",
         max_concurrent_runs: int = 4,
         poll_interval: float = 0.25,
+        notify: Any = None,
         emit: Callable[[dict[str, Any]], None] | None = None,
         log: logging.Logger | None = None,
     ):
@@ -55,6 +56,7 @@ class RunManager:
         self.default_backend = default_backend
         self.max_concurrent_runs = max_concurrent_runs
         self.poll_interval = poll_interval
+        self.notify = notify
         self._emit = emit or (lambda data: None)
         self.log = log or logging.getLogger(__name__)
         self.runs_root.mkdir(parents=True, exist_ok=True)
@@ -152,6 +154,7 @@ class RunManager:
             backend=backend,
             parameters=req.parameters,
             options={"jobs": req.jobs, "no_cache": req.no_cache},
+            notify=self.notify,
         )
         self._queue.append((rd.run_id, False))
         self._dispatch()

@@ -192,6 +192,14 @@ def _ranges(numbers: list[int]) -> str:
     type=click.Path(dir_okay=False),
     help="Write a copy of the notebook with every cell's outputs (the source is untouched).",
 )
+@click.option(
+    "--notify",
+    metavar="URL|COMMAND",
+    envvar="CELLPIPE_NOTIFY",
+    help="When the run ends, POST its status (JSON) to URL, or pipe it to COMMAND's stdin. "
+    "Put secrets in ${VARIABLES}: they are read when sending, never stored. The notebook's "
+    "metadata.cellpipe.notify wins. Default: $CELLPIPE_NOTIFY.",
+)
 @runs_root_option
 @json_option
 @click.pass_obj
@@ -205,6 +213,7 @@ def run(
     namespace: str | None,
     resume: str | None,
     executed: str | None,
+    notify: str | None,
     runs_root: str | None,
     as_json: bool,
 ) -> None:
@@ -236,6 +245,7 @@ def run(
             parameters=overrides,
             options={"jobs": jobs, "no_cache": no_cache, "namespace": namespace},
             via="cli",
+            notify=notify,
         )
     pipeline = rd.pipeline()
     for d in pipeline.diagnostics:

@@ -30,28 +30,51 @@ def prepare_run(
     parameters: Mapping[str, Any] | None = None,
     options: Mapping[str, Any] | None = None,
     via: str | None = None,
+    notify: Any = None,
 ) -> RunDir:
     """Compile ``notebook`` (a path, or content with ``path`` naming it) into a new run
     directory under ``root``. Raises NotebookError, CompileError or ParameterError.
 
     ``via`` names what started it for the audit trail (``cli``, ``kernel``, ``server``,
-    ``serve``); by default it is guessed from the process."""
+    ``serve``); by default it is guessed from the process. ``notify``: where to say that
+    the run ended (``--notify``, ``c.CellpipeApp.notify``) unless the notebook's
+    ``metadata.cellpipe.notify`` says; see ``cellpipe.driving.notify``."""
     from cellpipe.compiling.compiler import compile_notebook
-    from cellpipe.compiling.notebook import read_notebook, resolve_parameters
+    from cellpipe.compiling.notebook import notebook_settings, read_notebook, resolve_parameters
 
     nb, _ = read_notebook(notebook)
     name = path if path is not None else (None if isinstance(notebook, Mapping) else str(notebook))
     pipeline = compile_notebook(nb, path=name)
     values = resolve_parameters(list(pipeline.parameters), dict(parameters or {}))
+    opts = dict(options or {})
+    target = _notify_target(notebook_settings(nb).get("notify"), notify)
+    if target is not None:
+        opts["notify"] = target.to_json()  # templates only: secrets stay in the environment
     return RunDir.create(
         root,
         pipeline,
         nb,
         backend=backend,
         parameters=values,
-        options=dict(options or {}),
+        options=opts,
         via=via,
     )
+
+
+def _notify_target(from_notebook: Any, default: Any) -> Any:
+    from cellpipe.core.errors import NotebookError
+    from cellpipe.driving.notify import Notify
+
+    try:
+        target = Notify.parse(from_notebook, "metadata.cellpipe.notify")
+    except ValueError as exc:
+        raise NotebookError(str(exc)) from None
+    if target is not None:
+        return target
+    try:
+        return Notify.parse(default, "notify")
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
 
 
 def prepare_resume(
@@ -100,7 +123,26 @@ def drive(rd: RunDir, *, resume: bool = False, backend: Any = None) -> State:
     )
     state = backend.execute(rd, options)
     _step_reports(rd)
+    if opts.get("notify") and info.get("backend", "local") in _NOTIFYING_BACKENDS:
+        _notify(rd, opts["notify"])
     return state
+
+
+#: Backends whose runs this process notifies about at their end. Argo's are to notify from
+#: the cluster (the Workflow's exit handler), so that scheduled runs do too: not yet built.
+_NOTIFYING_BACKENDS = ("local", "docker")
+
+
+def _notify(rd: RunDir, config: Any) -> None:
+    """Say the run ended; after the final state is on disk, and never changing it."""
+    from cellpipe.driving.notify import Notify, send
+
+    try:
+        target = Notify.parse(config)
+        if target is not None:
+            send(target, rd.status().to_json())
+    except Exception as exc:  # a notification must never fail the run
+        print(f"cellpipe: warning: notify: {type(exc).__name__}", file=sys.stderr)
 
 
 def _step_reports(rd: RunDir) -> None:
