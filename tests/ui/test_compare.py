@@ -24,6 +24,7 @@ from .lab import (
     click_button,
     focused,
     open_notebook,
+    outputs,
     show_sidebar,
     wait_for_run_end,
     wait_for_steps,
@@ -131,6 +132,19 @@ def test_rerun_with_these_parameters_starts_a_run_with_them(compared: Compared, 
     )
     assert response.ok, response.status
     assert response.json()["parameters"] == {"scale": 3}
+
+
+def test_apply_outputs_writes_that_runs_outputs_into_the_open_notebook(compared: Compared) -> None:
+    page = compared.page
+    compute = cell_with_source(page, "total = sum(range(10)) * scale")
+    older = page.locator(f'{COMPARE} tbody tr[data-cellpipe-run="{compared.runs[1]}"]')
+    older.get_by_role("button", name="Apply outputs").click()
+    expect(outputs(compute)).to_contain_text("total 90")
+    newer = page.locator(f'{COMPARE} tbody tr[data-cellpipe-run="{compared.runs[0]}"]')
+    page.locator(".jp-MainAreaWidget#cellpipe-compare").wait_for(state="attached")
+    page.locator("#jp-main-dock-panel .lm-TabBar-tab", has_text="Compare runs").click()
+    newer.get_by_role("button", name="Apply outputs").click()
+    expect(outputs(compute)).to_contain_text("total 135")
 
 
 # -- keyboard and accessibility of the sidebar and the tag form --------------------------------

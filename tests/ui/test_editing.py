@@ -138,7 +138,7 @@ def test_the_split_is_in_the_command_palette_with_a_heading_level(
 ) -> None:
     open_notebook(page, lab.url, copy_notebook(UNTAGGED))
     before = all_tags(page)
-    page.keyboard.press("ControlOrMeta+Shift+c")
+    page.evaluate("() => window.jupyterapp.commands.execute('apputils:activate-command-palette')")
     palette = page.locator("#command-palette")
     palette.locator("input").fill("Split into steps")
     palette.locator(
@@ -182,3 +182,26 @@ def test_renaming_a_step_renames_every_prev_naming_it_in_one_edit(
     undo(page)
     wait_for_steps(page, ["load", "sort", "report"])
     assert all_tags(page) == before
+
+
+def test_renaming_in_the_property_inspector_form_renames_the_dependants_too(
+    page: Page, lab: Lab, copy_notebook: CopyNotebook
+) -> None:
+    open_notebook(page, lab.url, copy_notebook(RENAMING))
+    show_sidebar(page)
+    wait_for_steps(page, steps_of(RENAMING))
+    cells(page).nth(1).locator(".jp-InputPrompt").click()
+    page.locator('.jp-SideBar .lm-TabBar-tab[data-id="jp-property-inspector"]').click()
+    page.locator(".jp-NotebookTools").get_by_text("Pipeline step", exact=True).first.click()
+    name = page.locator('.cellpipe-form input[aria-label="Step name"]')
+    expect(name).to_have_value("load")
+    name.fill("source")
+    name.press("Enter")
+
+    wait_for_steps(page, ["source", "sort", "report"])
+    assert all_tags(page)[1:] == [
+        ["step:source"],
+        ["step:sort", "prev:source"],
+        ["step:report", "prev:source", "prev:sort", "hide-input"],
+    ]
+    expect(notebook_tab(page)).to_have_class(re.compile(r"\bjp-mod-dirty\b"))
