@@ -106,7 +106,6 @@ function CompareBody(props: {
                   {GROUP_TITLES[g.group]}
                 </th>
               ))}
-              <td />
             </tr>
             <tr>
               <th scope="col">Run</th>
@@ -126,7 +125,6 @@ function CompareBody(props: {
                   {c.label}
                 </th>
               ))}
-              <th scope="col">Actions</th>
             </tr>
           </thead>
           <tbody>
@@ -135,6 +133,22 @@ function CompareBody(props: {
                 <th scope="row" title={run.started_at ? new Date(run.started_at * 1000).toLocaleString() : ''}>
                   <span className="cellpipe-run-id">{run.run_id}</span>{' '}
                   <span className={`cellpipe-run-state cellpipe-mod-${run.state}`}>{run.state}</span>
+                  <div className="cellpipe-compare-actions">
+                    <button
+                      className="jp-Button jp-mod-styled"
+                      title={`Compile the open notebook and run it with the parameters of run ${run.run_id}`}
+                      onClick={() => actions.rerun(run)}
+                    >
+                      Re-run with these parameters
+                    </button>
+                    <button
+                      className="jp-Button jp-mod-styled"
+                      title={`Write the outputs of run ${run.run_id} into the open notebook's cells (not saved)`}
+                      onClick={() => actions.applyOutputs(run)}
+                    >
+                      Apply outputs
+                    </button>
+                  </div>
                 </th>
                 {table.columns.map(c => (
                   <td
@@ -146,22 +160,6 @@ function CompareBody(props: {
                     {c.values[row]}
                   </td>
                 ))}
-                <td className="cellpipe-compare-actions">
-                  <button
-                    className="jp-Button jp-mod-styled"
-                    title={`Compile the open notebook and run it with the parameters of run ${run.run_id}`}
-                    onClick={() => actions.rerun(run)}
-                  >
-                    Re-run with these parameters
-                  </button>
-                  <button
-                    className="jp-Button jp-mod-styled"
-                    title={`Write the outputs of run ${run.run_id} into the open notebook's cells (not saved)`}
-                    onClick={() => actions.applyOutputs(run)}
-                  >
-                    Apply outputs
-                  </button>
-                </td>
               </tr>
             ))}
           </tbody>

@@ -71,6 +71,8 @@ def compared(browser: Browser, lab: Lab) -> Iterator[Compared]:
     page.locator(SIDEBAR).get_by_role("button", name="Compare", exact=True).click()
     page.locator(f"{COMPARE} table.cellpipe-compare").wait_for()
     expect(page.locator(f"{COMPARE} .cellpipe-chart .ct-point")).to_have_count(2)
+    # The two runs' success toasts close after 5 s; the README's screenshot is without them.
+    expect(page.locator(".jp-Notification-Toast-success")).to_have_count(0, timeout=20_000)
     screenshot(page, "compare-runs.png")
     yield Compared(page, name, runs)
     page.context.close()
