@@ -121,6 +121,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
         void app.commands.execute(CommandIDs.compareRuns, { path: p.path, runIds }),
       tagActiveCell: p => {
         app.shell.activateById(p.panel.id);
+        const notebook = p.panel.content;
+        if (notebook.activeCell?.model.type !== 'code') {
+          // The title is usually active in a fresh notebook: start at its first code cell.
+          const first = notebook.widgets.findIndex(c => c.model.type === 'code');
+          if (first < 0) {
+            return;
+          }
+          notebook.activeCellIndex = first;
+        }
         void app.commands.execute(CommandIDs.setStep);
       },
       setBackend: (p, backend) => {
