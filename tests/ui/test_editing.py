@@ -205,3 +205,20 @@ def test_renaming_in_the_property_inspector_form_renames_the_dependants_too(
         ["step:report", "prev:source", "prev:sort", "hide-input"],
     ]
     expect(notebook_tab(page)).to_have_class(re.compile(r"\bjp-mod-dirty\b"))
+
+
+def test_tag_the_active_cell_in_the_empty_state_opens_the_tag_dialog(
+    page: Page, lab: Lab, copy_notebook: CopyNotebook
+) -> None:
+    open_notebook(page, lab.url, copy_notebook(UNTAGGED))
+    sidebar = show_sidebar(page)
+    sidebar.get_by_role("button", name="Tag the active cell", exact=True).click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator('input[aria-label="Step name"]').fill("intro")
+    dialog.locator(".jp-mod-accept").click()
+    # The title (markdown) was active: the first code cell gets the tag.
+    page.wait_for_function(
+        "() => (window.jupyterapp.shell.currentWidget.content.model.cells.get(1)"
+        ".getMetadata('tags') || []).includes('step:intro')"
+    )
+    expect(sidebar.locator(".cellpipe-start")).to_have_count(0)
