@@ -149,6 +149,27 @@ def test_apply_outputs_writes_that_runs_outputs_into_the_open_notebook(compared:
     expect(outputs(compute)).to_contain_text("total 135")
 
 
+def test_the_history_is_one_tab_stop_moved_with_arrows_and_enter_shows_a_run(
+    compared: Compared,
+) -> None:
+    page = compared.page
+    rows = history_rows(page)
+    ids = rows.evaluate_all("rs => rs.map(r => r.dataset.cellpipeRun)")
+    assert rows.evaluate_all("rs => rs.map(r => r.tabIndex)").count(0) == 1
+    rows.first.focus()
+    page.keyboard.press("ArrowDown")
+    assert focused(page)["run"] == ids[1], focused(page)
+    page.keyboard.press("End")
+    assert focused(page)["run"] == ids[-1], focused(page)
+    page.keyboard.press("Enter")
+    expect(rows.last).to_have_class(re.compile(r"\bcellpipe-mod-shown\b"))
+    # The focused row holds the stop: its checkbox is on the Tab path, the others' are not.
+    tab_order = rows.evaluate_all(
+        "rs => rs.map(r => [r.tabIndex, r.querySelector('input').tabIndex])"
+    )
+    assert tab_order[-1] == [0, 0] and all(t == [-1, -1] for t in tab_order[:-1]), tab_order
+
+
 # -- keyboard and accessibility of the sidebar and the tag form --------------------------------
 
 
