@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Locator, Page, expect
 
 from .harness import NOTEBOOKS, CopyNotebook, Lab
 from .lab import (
@@ -39,6 +40,22 @@ def all_tags(page: Page) -> list[list[str]]:
 def undo(page: Page) -> None:
     """Edit > Undo in the notebook (command mode's `z`)."""
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:undo-cell-action')")
+
+
+def open_palette(page: Page) -> Locator:
+    """The command palette, opened through its command. The modal palette closes when it
+    loses the focus, which a notebook still starting its kernel may take: open it again."""
+    palette = page.locator("#command-palette")
+    for _ in range(5):
+        page.evaluate(
+            "() => window.jupyterapp.commands.execute('apputils:activate-command-palette')"
+        )
+        try:
+            palette.locator("input").wait_for(state="visible", timeout=5_000)
+            return palette
+        except PlaywrightError:
+            continue
+    raise AssertionError("the command palette did not stay open")
 
 
 def open_split_preview(page: Page) -> None:
@@ -138,8 +155,7 @@ def test_the_split_is_in_the_command_palette_with_a_heading_level(
 ) -> None:
     open_notebook(page, lab.url, copy_notebook(UNTAGGED))
     before = all_tags(page)
-    page.evaluate("() => window.jupyterapp.commands.execute('apputils:activate-command-palette')")
-    palette = page.locator("#command-palette")
+    palette = open_palette(page)
     palette.locator("input").fill("Split into steps")
     palette.locator(
         ".lm-CommandPalette-item", has_text="Split into steps at markdown headings"
