@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.core.errors import Conflict, RunNotFound
-from cellpipe.rundir.runs import RunDir, RunStatus, history_db
+from cellpipe.rundir.runs import Driver, RunDir, RunStatus, history_db
 
 from .history import History
 from .models import (
@@ -72,13 +72,11 @@ class RunManager:
     def rediscover(self) -> None:
         """After a (re)start: runs still driven are watched again, prepared ones queued."""
         self.history.sync()
-        for rd, _ in self._unfinished():
-            if rd.driver_alive():
+        for rd, status in self._unfinished():
+            if status.driver is Driver.ALIVE:
                 self._watched[rd.run_id] = len(rd.events())
-            elif not rd.driver_recorded():
-                last = [e for e in rd.events() if e.step is None]
-                resume = bool(last and last[-1].extra.get("resume"))
-                self._queue.append((rd.run_id, resume))
+            elif status.driver is Driver.NONE:  # prepared (or resumed), never driven
+                self._queue.append((rd.run_id, status.resume_requested))
 
     async def start(self) -> None:
         """Start watching (also done on first use, should the server not call this)."""
@@ -256,7 +254,7 @@ class RunManager:
 
         while self._queue and len(self._watched) < self.max_concurrent_runs:
             run_id, resume = self._queue.popleft()
-            rd = RunDir(self.runs_root / run_id)
+            rd = RunDir.at(self.runs_root, run_id)
             self._watched[run_id] = len(rd.events())
             previous = self._drivers.get(run_id)
             if previous is not None and previous.poll() is None:
@@ -276,7 +274,7 @@ class RunManager:
 
     async def _forward(self, run_id: str) -> None:
         """Send the run's new events to the event bus; stop watching once it has ended."""
-        rd = RunDir(self.runs_root / run_id)
+        rd = RunDir.at(self.runs_root, run_id)
         seen = self._watched.get(run_id, 0)
         events = await asyncio.to_thread(rd.events, seen)
         path = None

@@ -129,6 +129,11 @@ class RunDir:
             raise RunNotFound(f"no run {run_id} under {root}")
         return rd
 
+    @classmethod
+    def at(cls, root: Path, run_id: str) -> RunDir:
+        """The run ``run_id`` under ``root``, unchecked (for ids this process made)."""
+        return cls(Path(root) / run_id)
+
     @property
     def run_id(self) -> str:
         return self.path.name
@@ -442,10 +447,13 @@ class RunDir:
         layout.driver_file(self.path).unlink(missing_ok=True)
 
     def _driver_record(self) -> dict[str, Any] | None:
+        """driver.json; {} when it cannot be read, None when there is none."""
         try:
             return json.loads(layout.driver_file(self.path).read_text())
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:
             return None
+        except ValueError:
+            return {}
 
     def driver_pid(self) -> int | None:
         """The pid of the recorded driver (on the host it names)."""
@@ -456,8 +464,8 @@ class RunDir:
         d = self._driver_record()
         if d is None:
             return Driver.NONE
-        if d.get("host") != socket.gethostname():
-            return Driver.REMOTE
+        if not d or d.get("host") != socket.gethostname():
+            return Driver.UNKNOWN
         pid = d.get("pid")
         try:
             os.kill(pid, 0)
@@ -468,10 +476,6 @@ class RunDir:
         start = _process_start(pid)
         alive = start is None or d.get("start") is None or start == d["start"]
         return Driver.ALIVE if alive else Driver.LOST
-
-    def driver_recorded(self) -> bool:
-        """Whether a driver ever took this run (since it was prepared or resumed)."""
-        return layout.driver_file(self.path).exists()
 
     def driver_alive(self) -> bool | None:
         """True/False for a driver on this host; None when no driver is recorded or it is remote."""

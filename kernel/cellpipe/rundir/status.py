@@ -22,7 +22,7 @@ class Driver(Enum):
     NONE = "none"  # none recorded: prepared and waiting for one, or steps run by hand
     ALIVE = "alive"  # recorded on this host, and that process still runs
     LOST = "lost"  # recorded on this host, and that process is gone
-    REMOTE = "remote"  # recorded on another host: cannot tell from here
+    UNKNOWN = "unknown"  # recorded, but cannot tell from here (another host, unreadable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +98,9 @@ class RunStatus:
     path: str = ""
     #: The driver as last seen; None when the run had ended (nobody asked).
     driver: Driver | None = None
+    #: The run's last word was a resume being queued (``driving.driver.prepare_resume``):
+    #: whoever starts its next driver must start it with ``--resume``.
+    resume_requested: bool = False
 
     @property
     def driver_lost(self) -> bool:
@@ -151,10 +154,12 @@ def derive(
     run_state, run_msg = State.PENDING, ""
     started = ended = None
     last_ts = None
+    resume = False
     for ev in events:
         last_ts = ev.ts
         if ev.step is None:
             run_state, run_msg = ev.state, ev.message
+            resume = bool(ev.extra.get("resume"))
             if ev.state is State.RUNNING:
                 started = started or ev.ts
                 ended = None
@@ -198,4 +203,5 @@ def derive(
         message=run_msg,
         path=path,
         driver=seen,
+        resume_requested=resume,
     )
