@@ -1,4 +1,5 @@
-"""Notebook -> :class:`~cellpipe.core.model.Pipeline` -> ``pipeline.json`` and readable step scripts."""
+"""Notebook -> :class:`~cellpipe.core.model.Pipeline`, and the readable script of each step
+(the run directory writes them: ``RunDir.write_pipeline``)."""
 
 from __future__ import annotations
 
