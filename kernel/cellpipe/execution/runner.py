@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 import types
@@ -284,12 +283,9 @@ def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) 
 
 def _save_outputs(rd: RunDir, step: Any, ns: dict[str, Any], references: dict[int, str]) -> None:
     from cellpipe.execution.hidden_state import capture
-    from cellpipe.execution.marshal import save_value, write_manifest
+    from cellpipe.execution.marshal import save_value
 
-    directory = rd.data_dir(step.name)
-    if directory.exists():
-        shutil.rmtree(directory)  # an earlier attempt's leftovers must not pass for this one's
-    directory.mkdir(parents=True)
+    directory = rd.fresh_data_dir(step.name)
     records = []
     for name in step.outputs:
         if name.startswith("@file:"):
@@ -310,7 +306,7 @@ def _save_outputs(rd: RunDir, step: Any, ns: dict[str, Any], references: dict[in
                 references=references,
             )
         )
-    write_manifest(directory, records)
+    rd.write_manifest(step.name, records)
     from cellpipe.execution.lineage import record_lineage
 
     record_lineage(rd, step, {r.name: r.sha256 for r in records})

@@ -21,7 +21,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,13 @@ from cellpipe.core.atomic import append_line, write_json, write_text
 from cellpipe.core.errors import RunNotFound
 from cellpipe.core.model import Pipeline, State, Step
 from cellpipe.rundir import layout
-from cellpipe.rundir.data import StepInput, ValueRecord, has_manifest, read_manifest
+from cellpipe.rundir.data import (
+    StepInput,
+    ValueRecord,
+    has_manifest,
+    read_manifest,
+    write_manifest,
+)
 from cellpipe.rundir.status import Driver, Event, RunStatus, StepStatus, derive
 
 __all__ = [
@@ -273,6 +279,19 @@ class RunDir:
     def has_data(self, step: str) -> bool:
         """Whether ``step`` saved its values completely (its manifest is written last)."""
         return has_manifest(self.data_dir(step))
+
+    def fresh_data_dir(self, step: str) -> Path:
+        """``step``'s data directory, emptied: an earlier attempt's leftovers must not pass
+        for this one's. The values go in (cellpipe.execution.marshal names their files),
+        then :meth:`write_manifest` lists them, last."""
+        directory = self.data_dir(step)
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        return directory
+
+    def write_manifest(self, step: str, records: Iterable[ValueRecord]) -> None:
+        write_manifest(self.data_dir(step), records)
 
     def manifest(self, step: str) -> dict[str, ValueRecord]:
         """The values ``step`` saved, by name. Raises FileNotFoundError when it saved none."""
