@@ -120,9 +120,11 @@ class RunDir:
             "engine_version": __version__,
             "python": sys.version.split()[0],
         }
-        write_json(layout.info_file(path), info)
         write_json(layout.notebook_file(path), notebook)
         rd.write_pipeline(pipeline, parameters)
+        # Last: run.json is what makes a directory a run (list_runs, the server's history),
+        # so nobody reads one whose pipeline is not written yet.
+        write_json(layout.info_file(path), info)
         return rd
 
     @classmethod
