@@ -179,6 +179,7 @@ def test_typescript_types_are_read_as_the_schema_writes_them():
 #: ApiClient method (labextension/src/api.ts) -> the request model its body must fit.
 REQUESTS = {
     "compile": models.CompileRequest,
+    "split": models.SplitRequest,
     "createRun": models.CreateRun,
     "resume": models.ResumeRun,
 }
@@ -193,6 +194,10 @@ def ts_request_bodies(api: Path = SRC / "api.ts") -> dict[str, set[str]]:
             continue  # the match ran across the end of another method
         out[m.group(1)] = {k.split(":")[0].strip() for k in m.group(2).split(",") if k.strip()}
     return out
+
+
+def test_every_body_the_sidebar_posts_has_its_model_here():
+    assert sorted(ts_request_bodies()) == sorted(REQUESTS)
 
 
 @pytest.mark.parametrize("method", list(REQUESTS))
