@@ -257,16 +257,16 @@ def measure_cellpipe(notebooks: list[Path], work: Path) -> dict[str, Any]:
     """cellpipe in this process (compile + write scripts) and through its CLI."""
     sys.path.insert(0, str(REPO / "kernel"))
     import cellpipe
-    from cellpipe.compiling.compiler import write_pipeline
+    from cellpipe.rundir.runs import RunDir
 
     warm = cellpipe.compile(notebooks[0])  # warm-up: imports and lazy loads, as for Kale
-    write_pipeline(warm, notebooks[0].with_suffix(".cellpipe"))
+    RunDir(notebooks[0].with_suffix(".cellpipe")).write_pipeline(warm)
     compile_only, in_process = [], []
     for nb in notebooks[1:]:
         t0 = time.perf_counter()
         pipeline = cellpipe.compile(nb)
         t1 = time.perf_counter()
-        write_pipeline(pipeline, nb.with_suffix(".cellpipe"))
+        RunDir(nb.with_suffix(".cellpipe")).write_pipeline(pipeline)
         t2 = time.perf_counter()
         compile_only.append(t1 - t0)
         in_process.append(t2 - t0)

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from cellpipe.rundir.runs import RUN_ID, RunDir
+from cellpipe.rundir.runs import RunDir, iter_run_dirs
 
 from .paths import relative
 
@@ -66,14 +66,12 @@ class History:
                 for r in self._conn.execute("SELECT run_id, stamp FROM runs")
             }
         seen = set()
-        for d in self.runs_root.iterdir():
-            if not RUN_ID.match(d.name) or not (d / "run.json").is_file():
-                continue
-            seen.add(d.name)
-            stamp = _stamp(d)
-            if known.get(d.name) == stamp:
+        for rd in iter_run_dirs(self.runs_root):
+            seen.add(rd.run_id)
+            stamp = rd.stamp()
+            if known.get(rd.run_id) == stamp:
                 continue  # unchanged files, unchanged status (the manager watches live runs)
-            self.update(RunDir(d), stamp)
+            self.update(rd, stamp)
         gone = set(known) - seen
         if gone:
             with self._lock:
@@ -97,7 +95,7 @@ class History:
             status.ended_at,
             json.dumps(metrics, default=repr),
             json.dumps(Counter(s.state.value for s in status.steps.values())),
-            stamp or _stamp(rd.path),
+            stamp or rd.stamp(),
         )
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
@@ -129,14 +127,3 @@ class History:
             }
             for r in rows
         ], total
-
-
-def _stamp(d: Path) -> str:
-    parts = []
-    for name in ("events.jsonl", "run.json", "metrics.json"):
-        try:
-            st = (d / name).stat()
-            parts.append(f"{st.st_mtime_ns}:{st.st_size}")
-        except FileNotFoundError:
-            parts.append("-")
-    return "/".join(parts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import subprocess
 from collections import deque
@@ -19,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.core.errors import Conflict, RunNotFound
-from cellpipe.core.model import State
-from cellpipe.rundir.runs import RunDir, RunStatus
+from cellpipe.rundir.runs import Driver, RunDir, RunStatus, history_db
 
 from .history import History
 from .models import (
@@ -60,7 +60,7 @@ class RunManager:
         self._emit = emit or (lambda data: None)
         self.log = log or logging.getLogger(__name__)
         self.runs_root.mkdir(parents=True, exist_ok=True)
-        self.history = History(self.runs_root / ".history.sqlite", self.runs_root, self.root)
+        self.history = History(history_db(self.runs_root), self.runs_root, self.root)
         self._queue: deque[tuple[str, bool]] = deque()
         self._watched: dict[str, int] = {}  # run id -> events forwarded so far
         self._drivers: dict[str, subprocess.Popen[bytes]] = {}  # ours, collected when they end
@@ -72,13 +72,11 @@ class RunManager:
     def rediscover(self) -> None:
         """After a (re)start: runs still driven are watched again, prepared ones queued."""
         self.history.sync()
-        for rd, _ in self._unfinished():
-            if rd.driver_alive():
+        for rd, status in self._unfinished():
+            if status.driver is Driver.ALIVE:
                 self._watched[rd.run_id] = len(rd.events())
-            elif not (rd.path / "driver.json").exists():
-                last = [e for e in rd.events() if e.step is None]
-                resume = bool(last and last[-1].extra.get("resume"))
-                self._queue.append((rd.run_id, resume))
+            elif status.driver is Driver.NONE:  # prepared (or resumed), never driven
+                self._queue.append((rd.run_id, status.resume_requested))
 
     async def start(self) -> None:
         """Start watching (also done on first use, should the server not call this)."""
@@ -104,8 +102,8 @@ class RunManager:
     def _unfinished(self) -> list[tuple[RunDir, RunStatus]]:
         out = []
         for d in sorted(self.runs_root.iterdir()):
-            if (d / "run.json").is_file():
-                rd = RunDir(d)
+            rd = RunDir(d)
+            if rd.exists():
                 try:
                     status = rd.status()
                 except (OSError, ValueError, KeyError):
@@ -177,7 +175,7 @@ class RunManager:
         queued = [q for q in self._queue if q[0] == run_id]
         if queued:
             self._queue.remove(queued[0])
-            await asyncio.to_thread(_cancel_unstarted, rd)
+            await asyncio.to_thread(functools.partial(rd.settle_cancelled, before_start=True))
         else:
             from cellpipe.backends import get_backend
 
@@ -209,17 +207,7 @@ class RunManager:
     async def log_text(self, run_id: str, step: str) -> str:
         rd = await asyncio.to_thread(self._open, run_id, step)
 
-        def read() -> str:
-            try:
-                with open(rd.log_path(step), "rb") as f:
-                    f.seek(0, 2)
-                    size = f.tell()
-                    f.seek(max(0, size - _LOG_LIMIT))
-                    return f.read().decode("utf-8", "replace")
-            except FileNotFoundError:
-                return ""
-
-        return await asyncio.to_thread(read)
+        return await asyncio.to_thread(rd.log_tail, step, _LOG_LIMIT)
 
     def backends(self) -> list[DescribeBackend]:
         from cellpipe.backends import backend_names, get_backend
@@ -266,7 +254,7 @@ class RunManager:
 
         while self._queue and len(self._watched) < self.max_concurrent_runs:
             run_id, resume = self._queue.popleft()
-            rd = RunDir(self.runs_root / run_id)
+            rd = RunDir.at(self.runs_root, run_id)
             self._watched[run_id] = len(rd.events())
             previous = self._drivers.get(run_id)
             if previous is not None and previous.poll() is None:
@@ -286,7 +274,7 @@ class RunManager:
 
     async def _forward(self, run_id: str) -> None:
         """Send the run's new events to the event bus; stop watching once it has ended."""
-        rd = RunDir(self.runs_root / run_id)
+        rd = RunDir.at(self.runs_root, run_id)
         seen = self._watched.get(run_id, 0)
         events = await asyncio.to_thread(rd.events, seen)
         path = None
@@ -315,10 +303,7 @@ class RunManager:
             self._watched.pop(run_id, None)
             self._drivers.pop(run_id, None)
             await asyncio.to_thread(self.history.update, rd)
-            derived = (
-                not events or events[-1].step is not None or events[-1].state is not status.state
-            )
-            if derived and "stopped before the run finished" in (status.message or ""):
+            if status.driver_lost:
                 # Derived, not written: the driver died. Say so once, as an event.
                 self._emit(
                     {
@@ -337,10 +322,3 @@ def _step_fields(s: Any) -> dict[str, Any]:
     d = s.to_json()
     d["state"] = s.state.value
     return d
-
-
-def _cancel_unstarted(rd: RunDir) -> None:
-    for name, st in rd.status().steps.items():
-        if not st.state.terminal:
-            rd.emit(State.CANCELLED, name, message="run cancelled before it started")
-    rd.emit(State.CANCELLED, message="cancelled before it started")

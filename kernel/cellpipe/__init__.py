@@ -137,13 +137,13 @@ def load(run_id: str, step: str, name: str, *, runs_root: str | Path | None = No
     Only names a later step reads are saved. Raises RunNotFound / KeyError with the names
     that exist.
     """
-    from cellpipe.execution.marshal import load_value, read_manifest
+    from cellpipe.execution.marshal import load_value
     from cellpipe.rundir.runs import RunDir, default_root
 
     rd = RunDir.open(Path(runs_root) if runs_root else default_root(), run_id)
     directory = rd.data_dir(step)
     try:
-        manifest = read_manifest(directory)
+        manifest = rd.manifest(step)
     except FileNotFoundError:
         raise KeyError(f"run {run_id} has no saved values for step {step!r}") from None
     if name not in manifest:

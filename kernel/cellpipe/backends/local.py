@@ -238,7 +238,7 @@ async def _start_launcher(rd: RunDir, note: Note, warm: WarmProcess | None = Non
         note(f"fresh process per step: {why}")
         return _FreshProcessLauncher(rd)
     if warm is None or warm.poll() is not None:
-        with open(rd.path / "logs" / "_prelude.log", "ab") as err:
+        with open(rd.prelude_log_path(), "ab") as err:
             warm = subprocess.Popen(
                 [sys.executable, "-m", "cellpipe.execution.forkserver", "--run-dir", str(rd.path)],
                 stdin=subprocess.PIPE,

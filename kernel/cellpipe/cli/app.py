@@ -87,7 +87,8 @@ def compile(obj: Context, notebook: str, out_dir: str | None, target: str, as_js
     Exits 2 and lists every problem (with cell numbers) when the notebook cannot run as a
     pipeline that matches a top-to-bottom run.
     """
-    from cellpipe.compiling.compiler import compile_notebook, write_pipeline
+    from cellpipe.compiling.compiler import compile_notebook
+    from cellpipe.rundir.runs import RunDir
 
     obj.json = as_json
     pipeline = compile_notebook(notebook)
@@ -96,14 +97,15 @@ def compile(obj: Context, notebook: str, out_dir: str | None, target: str, as_js
 
         return compile_argo(pipeline, out_dir, as_json)
     if out_dir:
-        write_pipeline(pipeline, Path(out_dir))
+        RunDir(Path(out_dir)).write_pipeline(pipeline)
     if as_json:
         click.echo(json.dumps(pipeline.to_json(), indent=1))
         return
     _print_pipeline(pipeline)
     if out_dir:
+        out = RunDir(Path(out_dir))
         click.echo(
-            f"\nWrote {Path(out_dir) / 'pipeline.json'} and {len(pipeline.steps)} step scripts in {Path(out_dir) / 'steps'}/"
+            f"\nWrote {out.pipeline_path()} and {len(pipeline.steps)} step scripts in {out.scripts_dir()}/"
         )
 
 

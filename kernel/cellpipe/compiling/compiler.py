@@ -1,4 +1,5 @@
-"""Notebook -> :class:`~cellpipe.core.model.Pipeline` -> ``pipeline.json`` and readable step scripts."""
+"""Notebook -> :class:`~cellpipe.core.model.Pipeline`, and the readable script of each step
+(the run directory writes them: ``RunDir.write_pipeline``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from typing import Any
 from cellpipe._version import __version__
 from cellpipe.compiling.dataflow import resolve
 from cellpipe.compiling.notebook import notebook_sha256, parse_cells, read_notebook
-from cellpipe.core.atomic import write_json, write_text
 from cellpipe.core.errors import CompileError, Diagnostic
 from cellpipe.core.model import Cell, Pipeline, Role
 
@@ -61,18 +61,6 @@ def compile_notebook(
         notebook_sha256=notebook_sha256(nb),
         engine_version=__version__,
     )
-
-
-def write_pipeline(
-    pipeline: Pipeline, directory: Path, parameters: Mapping[str, Any] | None = None
-) -> None:
-    """Write ``pipeline.json`` and ``steps/<step>.py`` into ``directory`` (atomically each)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "pipeline.json", pipeline.to_json())
-    steps = directory / "steps"
-    steps.mkdir(exist_ok=True)
-    for step in pipeline.steps:
-        write_text(steps / f"{step.name}.py", step_script(pipeline, step.name, parameters or {}))
 
 
 def step_script(pipeline: Pipeline, step_name: str, parameters: Mapping[str, Any]) -> str:

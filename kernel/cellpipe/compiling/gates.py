@@ -4,27 +4,21 @@ The evaluation gate of continuous training: ``gate:accuracy>=0.9`` on ``evaluate
 ``deploy`` run only when the model is good enough. EXPR is checked at compile time (only
 names, constants, comparisons, boolean operators and arithmetic: a tag must not be able to
 call code) and evaluated by the runner in the step's namespace once its cells succeeded. The
-runner records the verdict in ``data/<step>/gate.json``, next to the step's values, so a
-cached step carries its verdict along; schedulers only ask :func:`closed_gate`.
+runner has the run directory record the verdict next to the step's values
+(``RunDir.record_gate``), so a cached step carries its verdict along; schedulers only ask
+:func:`closed_upstream`.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from cellpipe.core.atomic import write_json
 
 if TYPE_CHECKING:
     from cellpipe.core.model import Step
-    from cellpipe.rundir.runs import RunDir
-
-GATE_FILE = "gate.json"
 
 _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
     ast.Eq: operator.eq,
@@ -200,36 +194,29 @@ def evaluate_gate(expression: str, namespace: Mapping[str, Any], step: str) -> G
     return GateResult(expression.strip(), is_open, values, step)
 
 
-def record_gate(data_dir: Path, result: GateResult) -> None:
-    """Write the verdict next to the step's values (it travels with them when cached)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    write_json(data_dir / GATE_FILE, result.to_json())
+def inherited_verdict(message: str) -> dict[str, Any]:
+    """The verdict that marks a step skipped by a closed gate upstream, so that its own
+    downstream steps are skipped too by whoever runs them next (a backend without a shared
+    scheduler)."""
+    return {"open": False, "message": message, "inherited": True}
 
 
-def record_inherited(data_dir: Path, message: str) -> None:
-    """Mark a step skipped by a closed gate upstream, so that its own downstream steps are
-    skipped too by whoever runs them next (a backend without a shared scheduler)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    write_json(data_dir / GATE_FILE, {"open": False, "message": message, "inherited": True})
-
-
-def closed_gate(data_dir: Path) -> str | None:
-    """The reason downstream steps must be skipped, when the step in ``data_dir`` closed
-    its gate; None when it has no gate or the gate is open."""
-    try:
-        verdict = json.loads((data_dir / GATE_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-    if verdict.get("open", True):
+def closed_reason(verdict: Mapping[str, Any] | None) -> str | None:
+    """The reason downstream steps must be skipped, when ``verdict`` (a step's recorded
+    gate, None without one) is a closed gate; None when it is open or absent."""
+    if verdict is None or verdict.get("open", True):
         return None
     return str(verdict.get("message") or f"gate {verdict.get('expression')} closed")
 
 
-def closed_upstream(rd: RunDir, step: Step) -> str | None:
+def closed_upstream(
+    step: Step, verdict_of: Callable[[str], Mapping[str, Any] | None]
+) -> str | None:
     """Why ``step`` must not run: a step it comes after closed its gate (or is itself
-    skipped behind a closed gate, recorded by :func:`record_inherited`); None otherwise."""
+    skipped behind a closed gate, recorded with :func:`inherited_verdict`); None otherwise.
+    ``verdict_of(step)`` reads a step's recorded verdict (``RunDir.gate_verdict``)."""
     for up in step.after:
-        why = closed_gate(rd.data_dir(up))
+        why = closed_reason(verdict_of(up))
         if why:
             return why
     return None

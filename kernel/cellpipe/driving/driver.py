@@ -8,7 +8,6 @@ back at once, with the open notebook's unsaved content) and then starts
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -98,14 +97,14 @@ def prepare_resume(
         original = info.get("notebook")
         source = original if original and Path(original).is_file() else None
     if source is None:
-        nb = json.loads((rd.path / "notebook.ipynb").read_text())
+        nb = rd.notebook()
     else:
         nb, _ = read_notebook(source)
     pipeline = compile_notebook(nb, path=info.get("notebook"))
     resolve_parameters(list(pipeline.parameters), info.get("parameters") or {})
     rd.replace_pipeline(pipeline, nb)
     # The old driver is gone; until the new one starts, the run waits (it has not failed).
-    (rd.path / "driver.json").unlink(missing_ok=True)
+    rd.clear_driver()
     rd.emit(State.PENDING, message="resume queued", resume=True)
     return rd
 
@@ -168,7 +167,7 @@ def start_detached(rd: RunDir, *, resume: bool = False) -> subprocess.Popen[byte
     args = [sys.executable, "-m", "cellpipe.driving.driver", str(rd.path)]
     if resume:
         args.append("--resume")
-    with open(rd.path / "logs" / "_driver.log", "ab") as log:
+    with open(rd.driver_log_path(), "ab") as log:
         proc = subprocess.Popen(
             args,
             stdin=subprocess.DEVNULL,
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     rd = RunDir(args.run_dir.resolve())
-    if not (rd.path / "run.json").is_file():
+    if not rd.exists():
         parser.error(f"{rd.path} is not a run directory")
     try:
         state = drive(rd, resume=args.resume)

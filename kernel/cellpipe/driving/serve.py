@@ -191,13 +191,13 @@ class PipelineService:
         return result
 
     def _values(self, rd: RunDir, wanted: list[str]) -> dict[str, Any]:
-        from cellpipe.execution.marshal import load_value, read_manifest
+        from cellpipe.execution.marshal import load_value
 
         out: dict[str, Any] = {}
         for name in wanted:
             step = self._writers[name]
             directory = rd.data_dir(step)
-            record = read_manifest(directory).get(name)
+            record = rd.manifest(step).get(name)
             if record is None:
                 raise RequestError(
                     HTTPStatus.UNPROCESSABLE_ENTITY,

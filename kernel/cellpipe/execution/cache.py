@@ -5,23 +5,26 @@ normalisation, so comment and whitespace edits do not count), the parameter valu
 environment settings (image, packages, gpu), the names it must save, and the content hashes
 of its inputs. Settings that change how a step is run but not what it computes (retries,
 timeouts, limits) are left out.
+
+Where keys and reused results are kept is the run directory's business: a step's key sits in
+its data directory (``RunDir.cache_key``), the index of keys in the runs root
+(``cellpipe.rundir.runs.CacheIndex``), and a hit is copied over by ``RunDir.adopt_step``.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from cellpipe.core.atomic import write_json, write_text
 from cellpipe.core.model import Pipeline, Step
+from cellpipe.rundir.runs import CacheIndex
+
+__all__ = ["CacheIndex", "file_hash", "files_read", "normalized", "step_key"]
 
 _KEY_VERSION = "2"  # bump when the stored format changes: old results must not be reused
 
@@ -54,27 +57,6 @@ def step_key(
     for name in sorted(set(step.inputs) | set(input_hashes)):  # inputs, and files read
         h.update(f"\0in\0{name}={input_hashes.get(name, '')}".encode())
     return h.hexdigest()
-
-
-class CacheIndex:
-    """``<runs root>/.cache/<key>.json`` -> the run directory and step that produced it."""
-
-    def __init__(self, runs_root: Path):
-        self.root = Path(runs_root) / ".cache"
-
-    def lookup(self, key: str) -> tuple[Path, str] | None:
-        try:
-            entry = json.loads((self.root / f"{key}.json").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        run_dir, step = Path(entry["run_dir"]), entry["step"]
-        if not (run_dir / "data" / step / "manifest.json").is_file():
-            return None  # that run was deleted or its data is incomplete
-        return run_dir, step
-
-    def store(self, key: str, run_dir: Path, step: str) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        write_json(self.root / f"{key}.json", {"run_dir": str(run_dir), "step": step})
 
 
 def files_read(pipeline: Pipeline, step: Step, workdir: Path) -> list[str]:
@@ -115,36 +97,3 @@ def file_hash(path: Path) -> str:
     except (FileNotFoundError, IsADirectoryError):
         return "missing"
     return h.hexdigest()
-
-
-def record_key(run_dir: Path, step: str, key: str) -> None:
-    write_text(run_dir / "data" / step / "cache_key", key + "\n")
-
-
-def recorded_key(run_dir: Path, step: str) -> str | None:
-    try:
-        return (run_dir / "data" / step / "cache_key").read_text().strip()
-    except FileNotFoundError:
-        return None
-
-
-def reuse(source_run: Path, target_run: Path, step: str) -> None:
-    """Bring a cached step's data and outputs into another run (hard links where possible:
-    stored values are never modified in place, consumers map them copy-on-write)."""
-    src, dst = source_run / "data" / step, target_run / "data" / step
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True)
-    for f in src.iterdir():
-        try:
-            os.link(f, dst / f.name)
-        except OSError:
-            shutil.copy2(f, dst / f.name)
-    outputs = source_run / "outputs" / f"{step}.json"
-    if outputs.is_file():
-        shutil.copy2(outputs, target_run / "outputs" / f"{step}.json")
-    with contextlib.suppress(FileNotFoundError):
-        log = (source_run / "logs" / f"{step}.log").read_text(encoding="utf-8", errors="replace")
-        (target_run / "logs" / f"{step}.log").write_text(
-            f"--- cellpipe: cached; output of run {source_run.name} ---\n{log}", encoding="utf-8"
-        )

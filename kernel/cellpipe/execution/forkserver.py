@@ -60,7 +60,7 @@ def serve(run_dir: Path | None) -> int:
             return 0  # the run never needed us (compile error, all steps cached)
         run_dir = Path(line.decode().strip())
     rd = RunDir(run_dir)
-    log_path = rd.path / "logs" / "_prelude.log"
+    log_path = rd.prelude_log_path()
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(fd, 2)
     os.dup2(fd, 1)

@@ -1,9 +1,9 @@
 """Lineage: where every stored value came from.
 
-When a step saves its values the runner also writes ``data/<step>/lineage.json``: the run
-and step that computed them, the hash of the step's code and of the prelude, the parameter
-values, and for each input the step it came from, the run that computed it and its hash.
-The file sits next to the values, so a step reused from the cache keeps pointing at the run
+When a step saves its values the runner also records their lineage next to them
+(``RunDir.write_lineage``): the run and step that computed them, the hash of the step's code
+and of the prelude, the parameter values, and for each input the step it came from, the run
+that computed it and its hash. The record sits next to the values, so a step reused from the cache keeps pointing at the run
 that really computed it. :func:`ancestry` follows the inputs back, step by step, to the
 steps that read nothing but the parameters (``cellpipe lineage RUN_ID STEP NAME``).
 """
@@ -11,19 +11,15 @@ steps that read nothing but the parameters (``cellpipe lineage RUN_ID STEP NAME`
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cellpipe.core.atomic import write_json
 from cellpipe.core.model import Pipeline, Step
+from cellpipe.rundir import layout
 from cellpipe.rundir.runs import RunDir, effective_parameters
-
-LINEAGE_FILE = "lineage.json"
-
 
 #: Names through which code can reach any global by name: a step using one may see every
 #: parameter, whatever names it spells out.
@@ -151,27 +147,19 @@ def code_sha256(sources: Iterable[str]) -> str:
 
 def record_lineage(rd: RunDir, step: Step, values: Mapping[str, str]) -> None:
     """Write ``data/<step>/lineage.json`` for the values just saved (name -> sha256)."""
-    from cellpipe.execution.marshal import read_manifest
-
     pipeline = rd.pipeline()
     inputs: dict[str, dict[str, Any]] = {}
-    manifests: dict[str, Any] = {}
-    for name, producer in step.inputs.items():
-        directory = rd.data_dir(producer)
-        if producer not in manifests:
-            try:
-                manifests[producer] = (read_manifest(directory), _read(directory))
-            except FileNotFoundError:
-                manifests[producer] = ({}, {})
-        manifest, origin = manifests[producer]
-        record = manifest.get(name)
-        inputs[name] = {
-            "step": producer,
-            "run": origin.get("run", rd.run_id),
-            "sha256": record.sha256 if record else None,
+    origins: dict[str, dict[str, Any]] = {}
+    for inp in rd.step_inputs(step):
+        if inp.producer not in origins:
+            origins[inp.producer] = rd.lineage(inp.producer) if inp.saved else {}
+        inputs[inp.name] = {
+            "step": inp.producer,
+            "run": origins[inp.producer].get("run", rd.run_id),
+            "sha256": inp.record.sha256 if inp.record else None,
         }
-    write_json(
-        rd.data_dir(step.name) / LINEAGE_FILE,
+    rd.write_lineage(
+        step.name,
         {
             "run": rd.run_id,
             "step": step.name,
@@ -232,11 +220,8 @@ def ancestry(root: Path, run_id: str, step: str, name: str) -> Origin:
 
 
 def _origin(rd: RunDir, step: str, name: str, seen: set[tuple[str, str]]) -> Origin:
-    from cellpipe.execution.marshal import read_manifest
-
-    directory = rd.data_dir(step)
     try:
-        manifest = read_manifest(directory)
+        manifest = rd.manifest(step)
     except FileNotFoundError:
         raise KeyError(
             f"step {step} of run {rd.run_id} saved no values (it did not succeed, or no later "
@@ -245,10 +230,10 @@ def _origin(rd: RunDir, step: str, name: str, seen: set[tuple[str, str]]) -> Ori
     if name not in manifest:
         saved = ", ".join(n for n in manifest if not n.startswith("@")) or "nothing"
         raise KeyError(f"step {step} of run {rd.run_id} saved no `{name}`; it saved: {saved}")
-    lineage = _read(directory)
+    lineage = rd.lineage(step)
     if not lineage:
         raise KeyError(
-            f"run {rd.run_id} predates lineage records: step {step} has no {LINEAGE_FILE}"
+            f"run {rd.run_id} predates lineage records: step {step} has no {layout.LINEAGE}"
         )
     record = manifest[name]
     node = Origin(
@@ -317,10 +302,3 @@ def render(origin: Origin) -> Any:
     root = Tree(f"run [bold]{origin.run}[/] · parameters: {escape(params)}")
     add(root, origin)
     return root
-
-
-def _read(directory: Path) -> dict[str, Any]:
-    try:
-        return json.loads((directory / LINEAGE_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}

@@ -21,64 +21,32 @@ import contextvars
 import functools
 import hashlib
 import io
-import json
 import os
 import re
 import sys
 import tempfile
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from cellpipe.core.errors import UnpicklableValue
 
-MANIFEST = "manifest.json"
+# The manifest is the run directory's (see cellpipe.rundir.data); the value files it lists
+# are named here, inside the data directory a RunDir hands over. Re-exported for callers.
+from cellpipe.rundir.data import ValueRecord, read_manifest, write_manifest
+
+__all__ = [
+    "ValueRecord",
+    "file_stem",
+    "load_value",
+    "read_manifest",
+    "save_value",
+    "write_manifest",
+]
 
 # Below this size the hash runs inline: starting a thread costs more than it saves.
 _THREADED_HASH_MIN = 1 << 22
-
-
-@dataclass(frozen=True, slots=True)
-class ValueRecord:
-    """One saved value, as ``manifest.json`` lists it.
-
-    ``file`` is relative to the step's data directory (``""`` for modules); ``sha256`` is
-    the hash of the file's bytes (of the module name for modules); ``info`` holds small,
-    human-readable details (``shape``/``dtype`` of arrays, ``rows``/``columns`` of frames).
-    """
-
-    name: str
-    file: str
-    format: str  # "npy" | "parquet" | "pickle" | "torch" | "module"
-    type: str
-    bytes: int
-    sha256: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "file": self.file,
-            "format": self.format,
-            "type": self.type,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-            "info": dict(self.info),
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ValueRecord:
-        return cls(
-            name=d["name"],
-            file=d["file"],
-            format=d["format"],
-            type=d["type"],
-            bytes=d["bytes"],
-            sha256=d["sha256"],
-            info=dict(d.get("info", {})),
-        )
 
 
 _UNSAFE_IN_FILE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
@@ -189,23 +157,6 @@ def load_value(
     if record.format == "pickle":
         return _load_pickle(path, namespace)
     raise ValueError(f"`{record.name}` was saved in format {record.format!r}, unknown here")
-
-
-def write_manifest(directory: Path, records: Iterable[ValueRecord]) -> None:
-    """Write ``directory/manifest.json`` listing ``records`` by name, atomically."""
-    from cellpipe.core.atomic import write_json
-
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / MANIFEST, {r.name: r.to_json() for r in records})
-
-
-def read_manifest(directory: Path) -> dict[str, ValueRecord]:
-    """The records of ``directory/manifest.json`` by name.
-
-    Raises ``FileNotFoundError`` when the step has saved nothing (yet).
-    """
-    data = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-    return {k: ValueRecord.from_json(v) for k, v in data.items()}
 
 
 # -- files -------------------------------------------------------------------------------------

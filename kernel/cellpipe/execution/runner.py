@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 import types
@@ -30,6 +29,7 @@ from cellpipe.core.model import Cell, Role, State
 from cellpipe.reports.report import (
     write_step_report,  # here, so forked steps inherit it already imported
 )
+from cellpipe.rundir import layout
 from cellpipe.rundir.runs import RunDir, StepStatus
 
 #: In a pod (``--result-trailer``): the process's original stdout, where the log is mirrored.
@@ -122,17 +122,16 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
     """
     pipeline = rd.pipeline()
     step = pipeline.step(step_name)
-    for sub in ("logs", "outputs", "data"):  # absent when run by hand after `compile -o`
-        (rd.path / sub).mkdir(exist_ok=True)
+    rd.ensure_folders()  # absent when run by hand after `compile -o`
     from cellpipe.compiling.gates import closed_upstream
 
-    closed = closed_upstream(rd, step)
+    closed = closed_upstream(step, rd.gate_verdict)
     if closed:
         # The local scheduler never starts such a step; a backend that starts every step
         # (an Argo DAG) learns here that a gate upstream closed, and passes it on.
-        from cellpipe.compiling.gates import record_inherited
+        from cellpipe.compiling.gates import inherited_verdict
 
-        record_inherited(rd.data_dir(step_name), closed)
+        rd.record_gate(step_name, inherited_verdict(closed))
         rd.emit(State.SKIPPED, step_name, attempt=attempt, message=closed)
         return 0
     rd.emit(State.RUNNING, step_name, attempt=attempt, pid=os.getpid())
@@ -252,22 +251,17 @@ def _run_cell(
 
 def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) -> Failure | None:
     from cellpipe.execution.hidden_state import restore
-    from cellpipe.execution.marshal import load_value, read_manifest
+    from cellpipe.execution.marshal import load_value
 
-    manifests: dict[str, dict[str, Any]] = {}
-    for name, producer in step.inputs.items():
-        directory = rd.data_dir(producer)
-        if producer not in manifests:
-            try:
-                manifests[producer] = read_manifest(directory)
-            except FileNotFoundError:
-                return Failure(
-                    None,
-                    "MissingInput",
-                    f"input `{name}` comes from step {producer}, which has no saved data in "
-                    f"{directory}; run step {producer} first",
-                )
-        record = manifests[producer].get(name)
+    for inp in rd.step_inputs(step):
+        name, producer, directory, record = inp.name, inp.producer, inp.directory, inp.record
+        if not inp.saved:
+            return Failure(
+                None,
+                "MissingInput",
+                f"input `{name}` comes from step {producer}, which has no saved data in "
+                f"{directory}; run step {producer} first",
+            )
         if record is None:
             # The producer did not define it on this run (a conditional assignment): leave it
             # unset, as a top-to-bottom run would have, so reading it raises NameError.
@@ -289,12 +283,9 @@ def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) 
 
 def _save_outputs(rd: RunDir, step: Any, ns: dict[str, Any], references: dict[int, str]) -> None:
     from cellpipe.execution.hidden_state import capture
-    from cellpipe.execution.marshal import save_value, write_manifest
+    from cellpipe.execution.marshal import save_value
 
-    directory = rd.data_dir(step.name)
-    if directory.exists():
-        shutil.rmtree(directory)  # an earlier attempt's leftovers must not pass for this one's
-    directory.mkdir(parents=True)
+    directory = rd.fresh_data_dir(step.name)
     records = []
     for name in step.outputs:
         if name.startswith("@file:"):
@@ -315,7 +306,7 @@ def _save_outputs(rd: RunDir, step: Any, ns: dict[str, Any], references: dict[in
                 references=references,
             )
         )
-    write_manifest(directory, records)
+    rd.write_manifest(step.name, records)
     from cellpipe.execution.lineage import record_lineage
 
     record_lineage(rd, step, {r.name: r.sha256 for r in records})
@@ -324,12 +315,10 @@ def _save_outputs(rd: RunDir, step: Any, ns: dict[str, Any], references: dict[in
 def _save_verdicts(rd: RunDir, step: str, metrics: dict[str, Any] | None, gate: Any) -> None:
     """Metrics and the gate's verdict also go next to the step's values: a later run that
     reuses the step from the cache takes them along (see cellpipe.compiling.gates)."""
-    from cellpipe.compiling.gates import record_gate
-
     if metrics is not None:
-        write_json(rd.data_dir(step) / "metrics.json", metrics)
+        rd.keep_step_metrics(step, metrics)
     if gate is not None:
-        record_gate(rd.data_dir(step), gate)
+        rd.record_gate(step, gate.to_json())
 
 
 def _metric_values(ns: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -453,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.start_when and args.result_trailer:
         parser.error("--start-when and --result-trailer cannot be combined")
     rd = RunDir(args.run_dir.resolve())
-    if not (rd.path / "pipeline.json").is_file():
-        parser.error(f"{rd.path} has no pipeline.json: not a run directory")
+    if not rd.has_pipeline():
+        parser.error(f"{rd.path} has no {layout.PIPELINE}: not a run directory")
     try:
         rd.pipeline().step(args.step)
     except KeyError:
@@ -489,7 +478,7 @@ def _warm_until(rd: RunDir, go: Path) -> Warm | None:
     buffer = io.StringIO()
     warm = warm_up(rd, buffer)
     _limit_fresh_process()
-    cancel = go.with_name(go.name + ".cancel")
+    cancel = layout.cancel_file(go)
     deadline = time.monotonic() + START_WAIT_LIMIT_S
     while not go.exists():
         if cancel.exists() or time.monotonic() > deadline:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import threading
@@ -23,16 +22,8 @@ from typing import Any, TypeVar
 from cellpipe.compiling.gates import closed_upstream
 from cellpipe.core.errors import Conflict
 from cellpipe.core.model import State, Step
-from cellpipe.execution.cache import (
-    CacheIndex,
-    file_hash,
-    files_read,
-    record_key,
-    recorded_key,
-    reuse,
-    step_key,
-)
-from cellpipe.rundir.runs import RunDir
+from cellpipe.execution.cache import file_hash, files_read, step_key
+from cellpipe.rundir.runs import CacheIndex, RunDir
 
 _T = TypeVar("_T")
 KILL_GRACE_S = 3.0
@@ -132,8 +123,8 @@ def cancel_run(rd: RunDir, stop_leftovers: Callable[[RunDir], None]) -> None:
     if status.state.terminal:
         raise Conflict(f"run {rd.run_id} already ended ({status.state.value})")
     alive = rd.driver_alive()
-    if alive:
-        pid = json.loads((rd.path / "driver.json").read_text())["pid"]
+    pid = rd.driver_pid() if alive else None
+    if pid is not None:
         os.kill(pid, signal.SIGTERM)
         deadline = time.time() + 10
         while time.time() < deadline and not rd.status().state.terminal:
@@ -141,10 +132,7 @@ def cancel_run(rd: RunDir, stop_leftovers: Callable[[RunDir], None]) -> None:
         if rd.status().state.terminal:
             return
     stop_leftovers(rd)
-    for name, st in rd.status().steps.items():
-        if not st.state.terminal:
-            rd.emit(State.CANCELLED, name, attempt=st.attempts, message="run cancelled")
-    rd.emit(State.CANCELLED, message="cancelled")
+    rd.settle_cancelled()
 
 
 class Scheduler:
@@ -158,13 +146,13 @@ class Scheduler:
         self.state: dict[str, State] = {}
         self.running: dict[str, Proc] = {}
         self.cancelled = False
-        self.index = CacheIndex(rd.path.parent)
+        self.index = CacheIndex(rd.runs_root)
         self.params = rd.info().get("parameters") or {}
         self.gate_closed: dict[str, str] = {}  # step -> why: a closed gate upstream skipped it
         self.launcher: Launcher | None = None
         self._escalation: asyncio.Task[None] | None = None
         self._launcher_lock = asyncio.Lock()
-        self._log = open(rd.path / "logs" / "_run.log", "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self._log = open(rd.run_log_path(), "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     def note(self, text: str) -> None:
         self._log.write(f"{time.strftime('%H:%M:%S')} {text}\n")
@@ -226,7 +214,9 @@ class Scheduler:
                         else self.state[bad[0]].value
                     )
                     self._settle(name, State.SKIPPED, f"upstream step {bad[0]} {why}")
-                elif all(u.ok for u in ups) and (why := closed_upstream(self.rd, step)):
+                elif all(u.ok for u in ups) and (
+                    why := closed_upstream(step, self.rd.gate_verdict)
+                ):
                     self.gate_closed[name] = why
                     self._settle(name, State.SKIPPED, why)
                 elif all(u.ok for u in ups) and len(tasks) < self.options.max_jobs:
@@ -267,8 +257,8 @@ class Scheduler:
             state, reason, again = await self._attempt(step, attempt)
             if state is State.SUCCEEDED:
                 if key:
-                    record_key(self.rd.path, step.name, key)
-                    self.index.store(key, self.rd.path, step.name)
+                    self.rd.record_cache_key(step.name, key)
+                    self.index.store(key, self.rd, step.name)
                 return state
             if state is State.CANCELLED or self.cancelled:
                 return State.CANCELLED
@@ -293,7 +283,7 @@ class Scheduler:
             self.options.resume
             and before is not None
             and before.state.ok
-            and recorded_key(self.rd.path, step.name) == key
+            and self.rd.cache_key(step.name) == key
         ):
             self.rd.emit(State.CACHED, step.name, message="kept from before the resume")
             return State.CACHED
@@ -302,32 +292,23 @@ class Scheduler:
         hit = self.index.lookup(key)
         if hit is None:
             return None
-        run_dir, source_step = hit
-        if run_dir != self.rd.path:
-            reuse(run_dir, self.rd.path, source_step)
+        source, source_step = hit
+        if source.path != self.rd.path:
+            self.rd.adopt_step(source, source_step)
             self.rd.adopt_metrics(step.name)  # its metrics came along with its data
-        record_key(self.rd.path, step.name, key)
+        self.rd.record_cache_key(step.name, key)
         self.rd.emit(
             State.CACHED,
             step.name,
-            message=f"unchanged since run {run_dir.name}",
-            from_run=run_dir.name,
+            message=f"unchanged since run {source.run_id}",
+            from_run=source.run_id,
         )
         return State.CACHED
 
     def _input_hashes(self, step: Step) -> dict[str, str]:
-        from cellpipe.execution.marshal import read_manifest
-
         hashes: dict[str, str] = {}
-        manifests: dict[str, Any] = {}
-        for name, producer in step.inputs.items():
-            if producer not in manifests:
-                try:
-                    manifests[producer] = read_manifest(self.rd.data_dir(producer))
-                except FileNotFoundError:
-                    manifests[producer] = {}
-            rec = manifests[producer].get(name)
-            hashes[name] = rec.sha256 if rec else "absent"
+        for inp in self.rd.step_inputs(step):
+            hashes[inp.name] = inp.record.sha256 if inp.record else "absent"
         # Files count by their content: a changed data.csv must not give a stale cache hit.
         workdir = Path(self.rd.info().get("workdir") or ".")
         for name in files_read(self.pipeline, step, workdir):

@@ -51,7 +51,7 @@ class CellpipeMagics(Magics):
 
         from cellpipe.compiling.notebook import parse_parameter_options
         from cellpipe.core.errors import CellpipeError, ParameterError
-        from cellpipe.ipython import start
+        from cellpipe.ipython.launch import start
         from cellpipe.ipython.session import current_notebook
 
         args = _parser().parse_args(words)

@@ -194,7 +194,7 @@ class Monitor:
         status = self.refresh()
         if status.state.terminal:
             return status  # it ended between our two reads
-        log = self.rd.path / "logs" / "_driver.log"
+        log = self.rd.driver_log_path()
         self.rd.emit(
             State.FAILED,
             message=f"the process running this pipeline exited with code {code} before the "

@@ -21,7 +21,7 @@ from cellpipe.rundir.runs import RunDir
 
 def executed_notebook(rd: RunDir) -> dict[str, Any]:
     """The run's notebook snapshot with outputs and ``metadata.cellpipe`` per cell."""
-    nb = json.loads((rd.path / "notebook.ipynb").read_text(encoding="utf-8"))
+    nb = rd.notebook()
     pipeline = rd.pipeline()
     status = rd.status()
     records: dict[str, dict[str, Any]] = {}

@@ -37,11 +37,6 @@ from cellpipe.core.atomic import write_text
 from cellpipe.core.model import Pipeline, Role, State, Step
 from cellpipe.rundir.runs import RunDir, StepStatus
 
-#: Where the per-step pages go, inside the run directory.
-REPORTS_DIR = "reports"
-#: The whole-run report's default place, inside the run directory (not under ``reports/``,
-#: where a step called ``index`` or ``run`` would clash with it).
-RUN_REPORT = "report.html"
 #: A report fetches nothing and runs nothing: inline styles and data: images are all it uses.
 CSP = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
@@ -81,10 +76,8 @@ def step_facts(rd: RunDir, step: Step, status: StepStatus) -> StepFacts:
     def manifest(name: str) -> dict[str, Any] | None:
         if name not in manifests:
             try:
-                manifests[name] = json.loads(
-                    (rd.data_dir(name) / "manifest.json").read_text(encoding="utf-8")
-                )
-            except (FileNotFoundError, ValueError):
+                manifests[name] = {k: r.to_json() for k, r in rd.manifest(name).items()}
+            except (FileNotFoundError, ValueError, KeyError):
                 manifests[name] = None
         return manifests[name]
 
@@ -244,10 +237,6 @@ def _settings_text(step: Step) -> str:
 # -- the per-step page (no nbconvert: it is written as the step ends) ---------------------------
 
 
-def step_report_path(rd: RunDir, step: str) -> Path:
-    return rd.path / REPORTS_DIR / f"{step}.html"
-
-
 def write_step_report(rd: RunDir, step: str, *, status: StepStatus | None = None) -> Path:
     """Write ``reports/<step>.html``. ``status`` overrides what the events say (the runner
     writes the page before it records the verdict, so the page exists when the verdict does)."""
@@ -278,14 +267,14 @@ def write_step_report(rd: RunDir, step: str, *, status: StepStatus | None = None
             f"{_code(rd.run_id)} · backend {_code(info.get('backend', 'local'))} · cellpipe "
             f"{html.escape(info.get('engine_version') or __version__)}</p>",
             _section_open(step, st.state.value),
-            step_header(facts, page_of=lambda name: f"{name}.html"),
+            step_header(facts, page_of=lambda name: rd.report_path(name).name),
             *cells,
             "</section>",
             _footer(),
             "</main></body></html>\n",
         ]
     )
-    dest = step_report_path(rd, step)
+    dest = rd.report_path(step)
     dest.parent.mkdir(exist_ok=True)
     write_text(dest, page)
     return dest
@@ -299,7 +288,7 @@ def write_missing_step_reports(rd: RunDir) -> list[Path]:
     for name, st in status.steps.items():
         if not st.state.terminal:
             continue
-        path = step_report_path(rd, name)
+        path = rd.report_path(name)
         # The runner writes its page after the step started, just before the verdict.
         since = st.started_at or st.ended_at or 0.0
         if not path.exists() or path.stat().st_mtime < since:
@@ -491,7 +480,7 @@ def _exporter() -> Any:
 
 def write_report(rd: RunDir, dest: Path | None = None) -> Path:
     """Render the run's report to ``dest`` (default: ``report.html`` in the run directory)."""
-    dest = Path(dest) if dest is not None else rd.path / RUN_REPORT
+    dest = Path(dest) if dest is not None else rd.run_report_path()
     text = render_report(rd)
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_text(dest, text)

@@ -1,43 +1,62 @@
 """The run directory: the contract between the engine, the backends, the server and the UI.
 
-::
-
-    <root>/<run-id>/
-      run.json            who started it, from where, notebook, backend, parameters, options
-      notebook.ipynb      the notebook as it was when the run started
-      pipeline.json       the compiled pipeline;  steps/<step>.py  readable step scripts
-      events.jsonl        append-only state changes: {ts, run, step?, state, attempt, message}
-      driver.json         pid of the process driving the run (local and docker backends)
-      logs/<step>.log     stdout and stderr of the step
-      outputs/<step>.json nbformat outputs of each cell, by cell id
-      data/<step>/        the step's outputs, marshalled, with manifest.json
-      metrics.json        metrics by step
-
-Status is derived from ``events.jsonl`` alone (plus whether the driver still lives), so a
-crashed process never leaves a lie behind.
+:class:`RunDir` is the only code that reads and writes the files of a run (their names are in
+cellpipe.rundir.layout, the picture of the whole directory is there too). Everyone else asks
+it: for a step's log or data directory, the steps' inputs as their producers saved them, a
+gate's verdict, lineage, cache keys, the driver record, and the run's status, which is
+derived from ``events.jsonl`` alone (plus whether the driver still lives: see
+cellpipe.rundir.status), so a crashed process never leaves a lie behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import getpass
 import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cellpipe._version import __version__
-from cellpipe.core.atomic import append_line, write_json
+from cellpipe.core.atomic import append_line, write_json, write_text
 from cellpipe.core.errors import RunNotFound
-from cellpipe.core.model import Pipeline, State
+from cellpipe.core.model import Pipeline, State, Step
+from cellpipe.rundir import layout
+from cellpipe.rundir.data import (
+    StepInput,
+    ValueRecord,
+    has_manifest,
+    read_manifest,
+    write_manifest,
+)
+from cellpipe.rundir.status import Driver, Event, RunStatus, StepStatus, derive
+
+__all__ = [
+    "RUN_ID",
+    "CacheIndex",
+    "Driver",
+    "Event",
+    "RunDir",
+    "RunStatus",
+    "StepInput",
+    "StepStatus",
+    "default_root",
+    "effective_parameters",
+    "iter_run_dirs",
+    "list_runs",
+    "metric_columns",
+    "new_run_id",
+    "run_summary",
+]
 
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 
@@ -51,100 +70,6 @@ def default_root() -> Path:
     """``$CELLPIPE_RUNS_ROOT``, else ``.cellpipe/runs`` under the current directory."""
     env = os.environ.get("CELLPIPE_RUNS_ROOT")
     return Path(env) if env else Path.cwd() / ".cellpipe" / "runs"
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    ts: float
-    run: str
-    state: State
-    step: str | None = None
-    attempt: int = 0
-    message: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"ts": round(self.ts, 6), "run": self.run}
-        if self.step is not None:
-            d["step"] = self.step
-        d.update(state=self.state.value, attempt=self.attempt, message=self.message)
-        d.update(self.extra)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Event:
-        known = {"ts", "run", "step", "state", "attempt", "message"}
-        return cls(
-            ts=d["ts"],
-            run=d["run"],
-            state=State(d["state"]),
-            step=d.get("step"),
-            attempt=d.get("attempt", 0),
-            message=d.get("message", ""),
-            extra={k: v for k, v in d.items() if k not in known},
-        )
-
-
-@dataclass
-class StepStatus:
-    name: str
-    state: State = State.PENDING
-    attempts: int = 0
-    started_at: float | None = None
-    ended_at: float | None = None
-    duration_s: float | None = None
-    cached: bool = False
-    message: str = ""
-    cell: int | None = None
-    cell_id: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
-            "attempts": self.attempts,
-            "cached": self.cached,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "message": self.message,
-            "cell": self.cell,
-            "cell_id": self.cell_id,
-        }
-
-
-@dataclass
-class RunStatus:
-    run_id: str
-    state: State
-    steps: dict[str, StepStatus]
-    notebook: str | None = None
-    backend: str = "local"
-    parameters: dict[str, Any] = field(default_factory=dict)
-    started_at: float | None = None
-    ended_at: float | None = None
-    message: str = ""
-    path: str = ""
-
-    @property
-    def duration_s(self) -> float | None:
-        if self.started_at is None:
-            return None
-        return (self.ended_at or time.time()) - self.started_at
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "state": self.state.value,
-            "steps": {n: s.to_json() for n, s in self.steps.items()},
-            "notebook": self.notebook,
-            "backend": self.backend,
-            "parameters": self.parameters,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
-            "message": self.message,
-            "path": self.path,
-        }
 
 
 class RunDir:
@@ -171,13 +96,10 @@ class RunDir:
         run_id: str | None = None,
         via: str | None = None,
     ) -> RunDir:
-        from cellpipe.compiling.compiler import write_pipeline
-
         run_id = run_id or new_run_id()
         path = Path(root) / run_id
-        for sub in ("logs", "outputs", "data"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
         rd = cls(path)
+        rd.ensure_folders(parents=True)
         info = {
             "run_id": run_id,
             "notebook": pipeline.path and str(Path(pipeline.path).resolve()),
@@ -198,9 +120,11 @@ class RunDir:
             "engine_version": __version__,
             "python": sys.version.split()[0],
         }
-        write_json(path / "run.json", info)
-        write_json(path / "notebook.ipynb", notebook)
-        write_pipeline(pipeline, path, parameters)
+        write_json(layout.notebook_file(path), notebook)
+        rd.write_pipeline(pipeline, parameters)
+        # Last: run.json is what makes a directory a run (list_runs, the server's history),
+        # so nobody reads one whose pipeline is not written yet.
+        write_json(layout.info_file(path), info)
         return rd
 
     @classmethod
@@ -208,19 +132,41 @@ class RunDir:
         """The run ``run_id`` under ``root``. Raises RunNotFound for unknown or malformed ids."""
         if not RUN_ID.match(run_id or ""):
             raise RunNotFound(f"`{run_id}` is not a run id (they look like 20261124-013324-ab12cd)")
-        path = Path(root) / run_id
-        if not (path / "run.json").is_file():
+        rd = cls(Path(root) / run_id)
+        if not rd.exists():
             raise RunNotFound(f"no run {run_id} under {root}")
-        return cls(path)
+        return rd
+
+    @classmethod
+    def at(cls, root: Path, run_id: str) -> RunDir:
+        """The run ``run_id`` under ``root``, unchecked (for ids this process made)."""
+        return cls(Path(root) / run_id)
 
     @property
     def run_id(self) -> str:
         return self.path.name
 
+    @property
+    def runs_root(self) -> Path:
+        """The folder holding this run and its siblings (and their cache index)."""
+        return self.path.parent
+
+    def exists(self) -> bool:
+        """Whether this is a run directory (``cellpipe run`` made it, not ``compile -o``)."""
+        return layout.info_file(self.path).is_file()
+
+    def has_pipeline(self) -> bool:
+        return layout.pipeline_file(self.path).is_file()
+
+    def ensure_folders(self, *, parents: bool = False) -> None:
+        """Make the folders a step writes to (absent when run by hand after ``compile -o``)."""
+        for folder in layout.FOLDERS:
+            (self.path / folder).mkdir(parents=parents, exist_ok=True)
+
     def info(self) -> dict[str, Any]:
         if self._info is None:
             try:
-                self._info = json.loads((self.path / "run.json").read_text())
+                self._info = json.loads(layout.info_file(self.path).read_text())
             except FileNotFoundError:
                 # A directory from `cellpipe compile -o DIR`, its steps run by hand.
                 nb = self.pipeline().path
@@ -230,34 +176,83 @@ class RunDir:
 
     def update_info(self, **changes: Any) -> None:
         info = dict(self.info(), **changes)
-        write_json(self.path / "run.json", info)
+        write_json(layout.info_file(self.path), info)
         self._info = info
+
+    def notebook(self) -> dict[str, Any]:
+        """The notebook as it was when the run started (or was last resumed)."""
+        return json.loads(layout.notebook_file(self.path).read_text(encoding="utf-8"))
+
+    def pipeline_path(self) -> Path:
+        return layout.pipeline_file(self.path)
+
+    def scripts_dir(self) -> Path:
+        """Where the readable ``<step>.py`` scripts are."""
+        return layout.step_script_file(self.path, "-").parent
 
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
             self._pipeline = Pipeline.from_json(
-                json.loads((self.path / "pipeline.json").read_text())
+                json.loads(layout.pipeline_file(self.path).read_text())
             )
         return self._pipeline
 
-    def replace_pipeline(self, pipeline: Pipeline, notebook: dict[str, Any]) -> None:
-        """Used by resume: the user fixed the notebook; the run continues with the new code."""
-        from cellpipe.compiling.compiler import write_pipeline
+    def write_pipeline(
+        self, pipeline: Pipeline, parameters: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write ``pipeline.json`` and the readable ``steps/<step>.py`` (atomically each);
+        also what ``cellpipe compile -o DIR`` makes of a directory."""
+        from cellpipe.compiling.compiler import step_script
 
-        write_json(self.path / "notebook.ipynb", notebook)
-        write_pipeline(pipeline, self.path, self.info().get("parameters"))
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(layout.pipeline_file(self.path), pipeline.to_json())
+        (self.path / layout.STEPS).mkdir(exist_ok=True)
+        for step in pipeline.steps:
+            write_text(
+                layout.step_script_file(self.path, step.name),
+                step_script(pipeline, step.name, parameters or {}),
+            )
         self._pipeline = pipeline
 
-    # -- files ----------------------------------------------------------------------------
+    def replace_pipeline(self, pipeline: Pipeline, notebook: dict[str, Any]) -> None:
+        """Used by resume: the user fixed the notebook; the run continues with the new code."""
+        write_json(layout.notebook_file(self.path), notebook)
+        self.write_pipeline(pipeline, self.info().get("parameters"))
+
+    # -- logs and outputs -------------------------------------------------------------------
 
     def log_path(self, step: str) -> Path:
-        return self.path / "logs" / f"{step}.log"
+        return layout.log_file(self.path, step)
+
+    def log_tail(self, step: str, limit: int) -> str:
+        """The last ``limit`` bytes of the step's log ("" before it wrote one)."""
+        try:
+            with open(self.log_path(step), "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - limit))
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def driver_log_path(self) -> Path:
+        """What the detached driver process prints (and dies with)."""
+        return layout.engine_log_file(self.path, layout.DRIVER_LOG)
+
+    def run_log_path(self) -> Path:
+        """The scheduler's notes: how steps were started, cache decisions, cancel."""
+        return layout.engine_log_file(self.path, layout.RUN_LOG)
+
+    def prelude_log_path(self) -> Path:
+        """The warm process's prelude, run once before steps fork from it."""
+        return layout.engine_log_file(self.path, layout.PRELUDE_LOG)
+
+    def images_log_path(self) -> Path:
+        """Docker image builds."""
+        return layout.engine_log_file(self.path, layout.IMAGES_LOG)
 
     def outputs_path(self, step: str) -> Path:
-        return self.path / "outputs" / f"{step}.json"
-
-    def data_dir(self, step: str) -> Path:
-        return self.path / "data" / step
+        return layout.outputs_file(self.path, step)
 
     def read_outputs(self, step: str) -> dict[str, Any] | None:
         try:
@@ -265,9 +260,129 @@ class RunDir:
         except FileNotFoundError:
             return None
 
+    def report_path(self, step: str) -> Path:
+        return layout.report_file(self.path, step)
+
+    def run_report_path(self) -> Path:
+        return layout.run_report_file(self.path)
+
+    def go_dir(self) -> Path:
+        return layout.go_dir(self.path)
+
+    def go_path(self, step: str, attempt: int = 1) -> Path:
+        """The file whose appearance starts a step in a container started ahead."""
+        return layout.go_file(self.path, step, attempt)
+
+    # -- data, as producers saved it ------------------------------------------------------------
+
+    def data_dir(self, step: str) -> Path:
+        return layout.data_dir(self.path, step)
+
+    def has_data(self, step: str) -> bool:
+        """Whether ``step`` saved its values completely (its manifest is written last)."""
+        return has_manifest(self.data_dir(step))
+
+    def fresh_data_dir(self, step: str) -> Path:
+        """``step``'s data directory, emptied: an earlier attempt's leftovers must not pass
+        for this one's. The values go in (cellpipe.execution.marshal names their files),
+        then :meth:`write_manifest` lists them, last."""
+        directory = self.data_dir(step)
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        return directory
+
+    def write_manifest(self, step: str, records: Iterable[ValueRecord]) -> None:
+        write_manifest(self.data_dir(step), records)
+
+    def manifest(self, step: str) -> dict[str, ValueRecord]:
+        """The values ``step`` saved, by name. Raises FileNotFoundError when it saved none."""
+        return read_manifest(self.data_dir(step))
+
+    def step_inputs(self, step: Step) -> list[StepInput]:
+        """Each input of ``step`` as its producer saved it in this run (each producer's
+        manifest read once), in the order of ``step.inputs``."""
+        manifests: dict[str, dict[str, ValueRecord] | None] = {}
+        out = []
+        for name, producer in step.inputs.items():
+            if producer not in manifests:
+                try:
+                    manifests[producer] = self.manifest(producer)
+                except FileNotFoundError:
+                    manifests[producer] = None
+            manifest = manifests[producer]
+            out.append(
+                StepInput(
+                    name,
+                    producer,
+                    self.data_dir(producer),
+                    saved=manifest is not None,
+                    record=(manifest or {}).get(name),
+                )
+            )
+        return out
+
+    def gate_verdict(self, step: str) -> dict[str, Any] | None:
+        """The verdict of ``step``'s gate (cellpipe.compiling.gates); None without one."""
+        try:
+            return json.loads((self.data_dir(step) / layout.GATE).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def record_gate(self, step: str, verdict: Mapping[str, Any]) -> None:
+        """Next to the step's values: it travels with them when the step is cached."""
+        directory = self.data_dir(step)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json(directory / layout.GATE, dict(verdict))
+
+    def lineage(self, step: str) -> dict[str, Any]:
+        """``step``'s lineage record (cellpipe.execution.lineage); {} without one."""
+        try:
+            return json.loads((self.data_dir(step) / layout.LINEAGE).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def write_lineage(self, step: str, record: Mapping[str, Any]) -> None:
+        write_json(self.data_dir(step) / layout.LINEAGE, dict(record))
+
+    def cache_key(self, step: str) -> str | None:
+        """The key ``step``'s values were computed (or reused) under."""
+        try:
+            return (self.data_dir(step) / layout.CACHE_KEY).read_text().strip()
+        except FileNotFoundError:
+            return None
+
+    def record_cache_key(self, step: str, key: str) -> None:
+        write_text(self.data_dir(step) / layout.CACHE_KEY, key + "\n")
+
+    def adopt_step(self, source: RunDir, step: str) -> None:
+        """Bring a cached step's data and outputs from run ``source`` into this one (hard
+        links where possible: stored values are never modified in place, consumers map them
+        copy-on-write), its log headed by where it came from."""
+        src, dst = source.data_dir(step), self.data_dir(step)
+        if dst.exists():
+            shutil.rmtree(dst)
+        dst.mkdir(parents=True)
+        for f in src.iterdir():
+            try:
+                os.link(f, dst / f.name)
+            except OSError:
+                shutil.copy2(f, dst / f.name)
+        outputs = source.outputs_path(step)
+        if outputs.is_file():
+            shutil.copy2(outputs, self.outputs_path(step))
+        with contextlib.suppress(FileNotFoundError):
+            log = source.log_path(step).read_text(encoding="utf-8", errors="replace")
+            self.log_path(step).write_text(
+                f"--- cellpipe: cached; output of run {source.run_id} ---\n{log}",
+                encoding="utf-8",
+            )
+
+    # -- metrics -------------------------------------------------------------------------------
+
     def metrics(self) -> dict[str, dict[str, Any]]:
         try:
-            return json.loads((self.path / "metrics.json").read_text())
+            return json.loads(layout.metrics_file(self.path).read_text())
         except FileNotFoundError:
             return {}
 
@@ -276,19 +391,23 @@ class RunDir:
         with self._locked("metrics"):
             data = self.metrics()
             data[step] = values
-            write_json(self.path / "metrics.json", data)
+            write_json(layout.metrics_file(self.path), data)
+
+    def keep_step_metrics(self, step: str, values: Mapping[str, Any]) -> None:
+        """Also next to the step's values, so a run reusing it from the cache brings them."""
+        write_json(self.data_dir(step) / layout.STEP_METRICS, dict(values))
 
     def adopt_metrics(self, step: str) -> None:
         """A step reused from the cache brings the metrics it recorded (data/<step>/)."""
         try:
-            values = json.loads((self.data_dir(step) / "metrics.json").read_text())
+            values = json.loads((self.data_dir(step) / layout.STEP_METRICS).read_text())
         except (FileNotFoundError, ValueError):
             return
         self.record_metrics(step, values)
 
     @contextmanager
     def _locked(self, name: str) -> Iterator[None]:
-        with open(self.path / f".{name}.lock", "w") as lock:
+        with open(layout.lock_file(self.path, name), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -307,13 +426,13 @@ class RunDir:
         **extra: Any,
     ) -> Event:
         ev = Event(time.time(), self.run_id, State(state), step, attempt, message, extra)
-        append_line(self.path / "events.jsonl", json.dumps(ev.to_json(), default=str))
+        append_line(layout.events_file(self.path), json.dumps(ev.to_json(), default=str))
         return ev
 
     def events(self, since: int = 0) -> list[Event]:
         """Events in order. ``since`` skips that many (for followers reading incrementally)."""
         try:
-            text = (self.path / "events.jsonl").read_text(encoding="utf-8")
+            text = layout.events_file(self.path).read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
         out = []
@@ -326,98 +445,135 @@ class RunDir:
                 continue
         return out
 
+    def stamp(self) -> str:
+        """Changes whenever the run's status or metrics may have (for indexes over runs)."""
+        parts = []
+        for name in layout.STATUS_FILES:
+            try:
+                st = (self.path / name).stat()
+                parts.append(f"{st.st_mtime_ns}:{st.st_size}")
+            except FileNotFoundError:
+                parts.append("-")
+        return "/".join(parts)
+
     def write_driver(self, pid: int | None = None) -> None:
         pid = pid or os.getpid()
         write_json(
-            self.path / "driver.json",
+            layout.driver_file(self.path),
             {"pid": pid, "start": _process_start(pid), "host": socket.gethostname()},
         )
 
-    def driver_alive(self) -> bool | None:
-        """True/False for a driver on this host; None when no driver is recorded or it is remote."""
+    def clear_driver(self) -> None:
+        """The old driver is gone for good (a resume): until a new one starts, none is."""
+        layout.driver_file(self.path).unlink(missing_ok=True)
+
+    def _driver_record(self) -> dict[str, Any] | None:
+        """driver.json; {} when it cannot be read, None when there is none."""
         try:
-            d = json.loads((self.path / "driver.json").read_text())
-        except (FileNotFoundError, ValueError):
+            return json.loads(layout.driver_file(self.path).read_text())
+        except FileNotFoundError:
             return None
-        if d.get("host") != socket.gethostname():
-            return None
+        except ValueError:
+            return {}
+
+    def driver_pid(self) -> int | None:
+        """The pid of the recorded driver (on the host it names)."""
+        d = self._driver_record()
+        return None if d is None else d.get("pid")
+
+    def driver(self) -> Driver:
+        d = self._driver_record()
+        if d is None:
+            return Driver.NONE
+        if not d or d.get("host") != socket.gethostname():
+            return Driver.UNKNOWN
         pid = d.get("pid")
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return False
+            return Driver.LOST
         except PermissionError:
             pass
         start = _process_start(pid)
-        return start is None or d.get("start") is None or start == d["start"]
+        alive = start is None or d.get("start") is None or start == d["start"]
+        return Driver.ALIVE if alive else Driver.LOST
+
+    def driver_alive(self) -> bool | None:
+        """True/False for a driver on this host; None when no driver is recorded or it is remote."""
+        return {Driver.ALIVE: True, Driver.LOST: False}.get(self.driver())
 
     def status(self) -> RunStatus:
-        pipeline = self.pipeline()
-        info = self.info()
-        steps = {s.name: StepStatus(s.name) for s in pipeline.steps}
-        run_state, run_msg = State.PENDING, ""
-        started = ended = None
-        last_ts = None
-        for ev in self.events():
-            last_ts = ev.ts
-            if ev.step is None:
-                run_state, run_msg = ev.state, ev.message
-                if ev.state is State.RUNNING:
-                    started = started or ev.ts
-                    ended = None
-                elif ev.state.terminal:
-                    ended = ev.ts
-                continue
-            st = steps.setdefault(ev.step, StepStatus(ev.step))
-            st.state, st.message = ev.state, ev.message
-            st.attempts = max(st.attempts, ev.attempt)
-            st.cached = ev.state is State.CACHED
-            if ev.state is State.RUNNING:
-                if st.started_at is None or st.ended_at is not None:
-                    st.started_at, st.ended_at = ev.ts, None
-            elif ev.state.terminal:
-                st.ended_at = ev.ts
-                st.duration_s = ev.extra.get("duration_s")
-                if st.duration_s is None and st.started_at is not None:
-                    st.duration_s = ev.ts - st.started_at
-                st.cell, st.cell_id = ev.extra.get("cell"), ev.extra.get("cell_id")
-            elif ev.state is State.PENDING and st.ended_at is not None:
-                st.started_at = st.ended_at = None  # queued again (retry or resume)
-        if not run_state.terminal and self.driver_alive() is False:
-            run_state = State.FAILED
-            run_msg = (
-                "the process running this pipeline stopped before the run finished; "
-                f"continue it with `cellpipe run --resume {self.run_id}`"
-            )
-            ended = ended or last_ts
-            for st in steps.values():
-                if st.state is State.RUNNING:
-                    st.state, st.message = State.FAILED, "interrupted: the run's process died"
-        return RunStatus(
-            run_id=self.run_id,
-            state=run_state,
-            steps=steps,
-            notebook=info.get("notebook"),
-            backend=info.get("backend", "local"),
-            parameters=info.get("parameters", {}),
-            started_at=started or info.get("created_at"),
-            ended_at=ended,
-            message=run_msg,
+        return derive(
+            self.run_id,
+            self.pipeline(),
+            self.info(),
+            self.events(),
+            self.driver,
             path=str(self.path),
         )
+
+    def settle_cancelled(self, *, before_start: bool = False) -> None:
+        """End a run nobody drives any more as cancelled: every step that has not ended,
+        then the run. The one way every backend, and the server's queue, settles a cancel.
+
+        ``before_start``: the run was only queued (its steps' attempts are not counted)."""
+        if before_start:
+            step_msg, run_msg = "run cancelled before it started", "cancelled before it started"
+        else:
+            step_msg, run_msg = "run cancelled", "cancelled"
+        for name, st in self.status().steps.items():
+            if not st.state.terminal:
+                attempt = 0 if before_start else st.attempts
+                self.emit(State.CANCELLED, name, attempt=attempt, message=step_msg)
+        self.emit(State.CANCELLED, message=run_msg)
+
+
+class CacheIndex:
+    """``<runs root>/.cache/<key>.json`` -> the run directory and step that produced it."""
+
+    def __init__(self, runs_root: Path):
+        self.root = layout.cache_index(Path(runs_root))
+        self._runs_root = Path(runs_root)
+
+    def lookup(self, key: str) -> tuple[RunDir, str] | None:
+        try:
+            entry = json.loads(layout.cache_entry(self._runs_root, key).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        rd, step = RunDir(Path(entry["run_dir"])), entry["step"]
+        if not rd.has_data(step):
+            return None  # that run was deleted or its data is incomplete
+        return rd, step
+
+    def store(self, key: str, rd: RunDir, step: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json(
+            layout.cache_entry(self._runs_root, key), {"run_dir": str(rd.path), "step": step}
+        )
+
+
+def history_db(runs_root: Path) -> Path:
+    """Where the server keeps its index of the runs under ``runs_root``."""
+    return layout.history_db(Path(runs_root))
+
+
+def iter_run_dirs(root: Path) -> Iterator[RunDir]:
+    """The run directories directly under ``root`` (unsorted)."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for p in root.iterdir():
+        if RUN_ID.match(p.name):
+            rd = RunDir(p)
+            if rd.exists():
+                yield rd
 
 
 def list_runs(root: Path, notebook: str | Path | None = None) -> list[RunDir]:
     """Run directories under ``root``, newest first, optionally only those of ``notebook``."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
     want = str(Path(notebook).resolve()) if notebook else None
     out = []
-    for p in root.iterdir():
-        if not RUN_ID.match(p.name) or not (p / "run.json").is_file():
-            continue
-        rd = RunDir(p)
+    for rd in iter_run_dirs(root):
         if want and rd.info().get("notebook") != want:
             continue
         out.append(rd)

@@ -404,10 +404,7 @@ class ArgoBackend:
                     time.sleep(0.1)
                 if rd.status().state.terminal:
                     return
-        for name, st in rd.status().steps.items():
-            if not st.state.terminal:
-                rd.emit(State.CANCELLED, name, attempt=st.attempts, message="run cancelled")
-        rd.emit(State.CANCELLED, message="cancelled")
+        rd.settle_cancelled()
 
 
 def _settings_ns(settings: ArgoSettings, namespace: str) -> ArgoSettings:

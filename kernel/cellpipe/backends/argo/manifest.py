@@ -23,16 +23,19 @@ import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cellpipe.backends.argo.errors import ArgoSettingsError
 from cellpipe.compiling.notebook import k8s_name
 from cellpipe.core.errors import Diagnostic
 from cellpipe.core.model import Pipeline, Step
+from cellpipe.rundir import layout
 
 API_VERSION = "argoproj.io/v1alpha1"
 RUN_DIR = "/cellpipe/run"
+#: The run directory as a step's pod sees it: the same layout, mounted at RUN_DIR.
+_POD_RUN = PurePosixPath(RUN_DIR)
 WORK_DIR = "/cellpipe/work"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cellpipe"}
 LABEL_NOTEBOOK = "cellpipe.io/notebook"
@@ -520,13 +523,17 @@ def _step_template(
     artifacts: list[dict[str, Any]] = [
         {
             "name": "pipeline",
-            "path": f"{RUN_DIR}/pipeline.json",
+            "path": str(layout.pipeline_file(_POD_RUN)),
             "raw": {"data": json.dumps(_step_pipeline(pipeline, step), separators=(",", ":"))},
         },
-        {"name": "run-info", "path": f"{RUN_DIR}/run.json", "raw": {"data": json.dumps(run_info)}},
+        {
+            "name": "run-info",
+            "path": str(layout.info_file(_POD_RUN)),
+            "raw": {"data": json.dumps(run_info)},
+        },
         {
             "name": "script",
-            "path": f"{RUN_DIR}/steps/{step.name}.py",
+            "path": str(layout.step_script_file(_POD_RUN, step.name)),
             "raw": {"data": step_script(pipeline, step.name, {})},
         },
     ]
@@ -548,7 +555,7 @@ def _step_template(
             artifacts.append(
                 {
                     "name": f"data-{task_name(producer)}",
-                    "path": f"{RUN_DIR}/data/{producer}",
+                    "path": str(layout.data_dir(_POD_RUN, producer)),
                     "s3": s3.location(_s3_key(s3, key, producer, "data.tgz")),
                 }
             )
@@ -556,22 +563,26 @@ def _step_template(
             "artifacts": [
                 {
                     "name": "data",
-                    "path": f"{RUN_DIR}/data/{step.name}",
+                    "path": str(layout.data_dir(_POD_RUN, step.name)),
                     "s3": s3.location(_s3_key(s3, key, step.name, "data.tgz")),
                 },
                 {
                     "name": "report",
-                    "path": f"{RUN_DIR}/reports/{step.name}.html",
+                    "path": str(layout.report_file(_POD_RUN, step.name)),
                     "optional": True,
                     "archive": {"none": {}},
-                    "s3": s3.location(_s3_key(s3, key, step.name, "report.html")),
+                    "s3": s3.location(_s3_key(s3, key, step.name, layout.RUN_REPORT)),
                 },
             ]
         }
         mounts.append({"name": "work", "mountPath": WORK_DIR})
     else:
         mounts += [
-            {"name": CLAIM_TEMPLATE, "mountPath": f"{RUN_DIR}/data", "subPath": f"{key}/data"},
+            {
+                "name": CLAIM_TEMPLATE,
+                "mountPath": str(layout.data_root(_POD_RUN)),
+                "subPath": f"{key}/{layout.DATA}",
+            },
             {"name": CLAIM_TEMPLATE, "mountPath": WORK_DIR, "subPath": f"{key}/work"},
         ]
     env: list[dict[str, Any]] = [

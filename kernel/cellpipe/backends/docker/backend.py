@@ -235,7 +235,7 @@ class _DockerLauncher(Launcher):
         while self.removals:
             await asyncio.gather(*list(self.removals))
             self.removals = {f for f in self.removals if not f.done()}
-        shutil.rmtree(self._go_dir(), ignore_errors=True)
+        shutil.rmtree(self.rd.go_dir(), ignore_errors=True)
 
     async def launch(self, step: Step, attempt: int) -> Proc:
         from cellpipe.backends.docker.build import ImageBuildError
@@ -271,9 +271,6 @@ class _DockerLauncher(Launcher):
         self._start_ahead()
         return proc
 
-    def _go_dir(self) -> Path:
-        return self.rd.path / ".go"
-
     def _start_ahead(self) -> None:
         """Start, in waiting mode, the containers of the steps whose upstream steps have all
         been launched (or are done), so their prelude runs while those steps do. Only steps
@@ -308,10 +305,10 @@ class _DockerLauncher(Launcher):
         prelude and then waiting for its go file; None when it could not start (the step's
         launch then starts one as usual and reports what goes wrong)."""
         options = container_options(self.rd, step, self.specs[step.name], 1, self.user)
-        options["command"] += ["--start-when", str(self._go_dir() / f"{step.name}-1")]
+        options["command"] += ["--start-when", str(self.rd.go_path(step.name, 1))]
         loop = asyncio.get_running_loop()
         try:
-            self._go_dir().mkdir(exist_ok=True)
+            self.rd.go_dir().mkdir(exist_ok=True)
             container = await loop.run_in_executor(
                 self.pool, functools.partial(self.client.containers.run, **options)
             )
@@ -330,7 +327,7 @@ class _DockerLauncher(Launcher):
         container = await ahead
         if container is None:
             return None
-        go = self._go_dir() / f"{step.name}-1"
+        go = self.rd.go_path(step.name, 1)
 
         def tell() -> bool:
             container.reload()
@@ -405,7 +402,7 @@ class _DockerLauncher(Launcher):
         from cellpipe.backends.docker.build import build_image
 
         started = time.monotonic()
-        with open(self.rd.path / "logs" / "_images.log", "a", encoding="utf-8") as log:
+        with open(self.rd.images_log_path(), "a", encoding="utf-8") as log:
             built = build_image(self.client, spec, steps, log=lambda line: log.write(line + "\n"))
         return time.monotonic() - started if built else None
 
