@@ -70,6 +70,19 @@ def test_a_repeated_step_tag_continues_the_step():
     assert p.step("a").cells == ("c1", "c3")
 
 
+@pytest.mark.parametrize("tag", ["block:", "step:"])
+def test_an_empty_step_tag_continues_the_step_above_as_in_kale(tag):
+    p = compiled(("block:load", "x = 1"), (tag, "y = x + 1"), ("step:show", "print(y)"))
+    assert [s.name for s in p.steps] == ["load", "show"]
+    assert p.step("load").cells == ("c1", "c2")
+    assert p.step("show").inputs == {"y": "load"}
+
+
+def test_an_empty_step_tag_on_the_first_cell_starts_the_implicit_step():
+    p = compiled(("block:", "x = 1"), ("step:show", "print(x)"))
+    assert [s.name for s in p.steps] == ["main", "show"]
+
+
 def test_skip_cells_are_left_out():
     p = compiled(("step:a", "x = 1"), ("skip", "raise RuntimeError"), "print(x)")
     assert p.step("a").cells == ("c1", "c3")

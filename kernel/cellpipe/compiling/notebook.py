@@ -180,7 +180,13 @@ def parse_cells(nb: Mapping[str, Any]) -> TaggedNotebook:
             continue
 
         roles = {_ROLE_TAGS[t] for t in tags if t in _ROLE_TAGS}
-        step_tags = [t.split(":", 1)[1] for t in tags if t.startswith(_STEP_PREFIXES)]
+        # An empty `step:` / `block:` continues the step above, as in Kale, whose own example
+        # notebooks tag continuation cells so; it is no step name of its own.
+        step_tags = [
+            t.split(":", 1)[1].strip()
+            for t in tags
+            if t.startswith(_STEP_PREFIXES) and t.split(":", 1)[1].strip()
+        ]
         metrics = any(t in _METRICS_TAGS for t in tags)
         _check_spelling(tags, number, cid, diags)
 
