@@ -153,6 +153,39 @@ def test_a_name_bound_again_after_del_is_written_not_deleted():
     assert f.writes == {"a"} and f.deletes == frozenset()
 
 
+def test_a_read_under_try_except_name_error_is_a_guarded_read():
+    f = flow("try:\n    print(tmp)\nexcept NameError:\n    print('gone')")
+    assert "tmp" in f.reads and "tmp" in f.guarded
+
+
+@pytest.mark.parametrize("handler", ["NameError", "(KeyError, NameError)", "Exception", ""])
+def test_every_handler_that_catches_name_error_guards_the_try_body(handler):
+    f = flow(f"try:\n    tmp\nexcept {handler}:\n    pass")
+    assert "tmp" in f.guarded
+
+
+def test_a_handler_that_cannot_catch_name_error_guards_nothing():
+    f = flow("try:\n    tmp\nexcept KeyError:\n    pass")
+    assert "tmp" not in f.guarded
+
+
+def test_a_name_also_read_outside_the_guard_is_a_plain_read():
+    f = flow("try:\n    tmp\nexcept NameError:\n    pass\nprint(tmp)")
+    assert "tmp" not in f.guarded
+
+
+def test_a_presence_check_in_globals_guards_the_check_and_the_body():
+    f = flow("if 'tmp' in globals():\n    print(tmp)\nelse:\n    print(other)")
+    assert "tmp" in f.guarded and "other" not in f.guarded
+
+
+def test_a_not_in_check_guards_the_else_branch_only():
+    f = flow("if 'tmp' not in locals():\n    tmp = 0\nelse:\n    tmp += 1")
+    assert "tmp" not in f.guarded  # `+=` changes the old object: that needs the value
+    g = flow("if 'tmp' not in dir():\n    print('none')\nelse:\n    print(tmp)")
+    assert "tmp" in g.guarded
+
+
 def test_del_under_if_is_a_maybe_write_not_a_delete():
     f = flow("if drop:\n    del cache")
     assert f.deletes == frozenset() and f.maybe_writes == {"cache"}

@@ -83,6 +83,42 @@ def test_an_empty_step_tag_on_the_first_cell_starts_the_implicit_step():
     assert [s.name for s in p.steps] == ["main", "show"]
 
 
+def test_a_guarded_read_of_a_deleted_name_is_no_error_and_no_input():
+    p = compiled(
+        ("step:a", "tmp = 1\nkeep = 2"),
+        ("step:b", "del tmp"),
+        ("step:c", "try:\n    tmp\nexcept NameError:\n    print('gone', keep)"),
+    )
+    assert p.step("c").inputs == {"keep": "a"}
+    assert p.step("c").absent == ()
+
+
+def test_a_guarded_read_of_a_name_never_defined_is_no_error():
+    p = compiled(("step:a", "if 'ghost' in globals():\n    print(ghost)"))
+    assert p.step("a").inputs == {}
+
+
+def test_a_guarded_read_of_an_existing_value_is_an_input():
+    p = compiled(("step:a", "x = 1"), ("step:b", "try:\n    print(x)\nexcept NameError:\n    pass"))
+    assert p.step("b").inputs == {"x": "a"}
+
+
+def test_a_prelude_name_a_step_deleted_is_unbound_in_a_later_step_that_checks_for_it():
+    p = compiled(
+        ("parameters", "scratch = 5"),
+        ("step:a", "del scratch"),
+        ("step:b", "print('scratch' in globals())"),
+    )
+    assert p.step("b").absent == ("scratch",)
+
+
+def test_a_prelude_cell_guarded_read_of_a_step_value_is_still_refused():
+    (d,) = problems(
+        ("step:a", "x = 1"), ("functions", "try:\n    y = x\nexcept NameError:\n    y = 0")
+    )
+    assert d.code == "prelude-reads-step"
+
+
 def test_skip_cells_are_left_out():
     p = compiled(("step:a", "x = 1"), ("skip", "raise RuntimeError"), "print(x)")
     assert p.step("a").cells == ("c1", "c3")

@@ -527,6 +527,36 @@ CASES: dict[str, Case] = {
             code("card", "step:show"),
         ],
     ),
+    # -- names that may be missing, Kale's continuation tag ----------------------------------
+    "guarded_names": Case(
+        "Steps that check for names an earlier step deleted or never made: `try: x` / "
+        "`except NameError`, `'x' in globals()`, a prelude name deleted by a step.",
+        [
+            code("scratch = 'prelude value'", "parameters"),
+            code("tmp = [1, 2]\nkeep = 3", "step:make"),
+            code("del tmp\ndel scratch", "step:drop"),
+            code(
+                "try:\n    print('tmp is', tmp)\nexcept NameError:\n    print('tmp is gone')\n"
+                "print('scratch' in globals(), 'never' in globals())",
+                "step:check",
+            ),
+            code(
+                "if 'keep' in globals():\n    print('keep', keep)\n"
+                "try:\n    cache\nexcept NameError:\n    cache = {}\ncache['k'] = keep",
+                "step:fallback",
+            ),
+            code("print(cache)", "step:show"),
+        ],
+    ),
+    "kale_continuation": Case(
+        "Kale's empty `block:` / `step:` tags continue the step above.",
+        [
+            code("data = [3, 1, 2]", "block:load"),
+            code("data.append(4)", "block:"),
+            code("total = sum(data)", "step:train", "prev:load"),
+            code("print(total, sorted(data))", "step:"),
+        ],
+    ),
     # -- the race rule -----------------------------------------------------------------------
     "parallel_writers": Case(
         "Two steps that may run in parallel both write `x`; the reader gets the later one's.",

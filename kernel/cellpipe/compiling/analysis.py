@@ -273,8 +273,11 @@ class CellFlow:
     unbinds with ``del`` and does not bind again. ``imports``: name -> dotted path of what an
     import bound to it. ``functions``: the ``def``/``class``/named ``lambda`` objects the cell
     defines. ``calls``: calls of plain names. ``star_imports``: modules of ``from m import *``.
-    ``lines``: name -> 1-based line of its first read. Callers must not modify the dicts: the
-    result is cached and shared.
+    ``lines``: name -> 1-based line of its first read. ``guarded``: reads that tolerate the
+    name being unbound (every read of it is under ``try``/``except NameError`` or checked by
+    ``'x' in globals()``), so a missing or deleted name is no error there, and the value is
+    an input only when one exists. Callers must not modify the dicts: the result is cached
+    and shared.
     """
 
     reads: tuple[str, ...]
@@ -287,6 +290,7 @@ class CellFlow:
     calls: tuple[CallSite, ...]
     star_imports: tuple[str, ...]
     lines: dict[str, int]
+    guarded: frozenset[str] = frozenset()
 
 
 class CellSyntaxError(Exception):
@@ -482,6 +486,56 @@ def _value_aliases(target: ast.AST, value: ast.AST) -> Iterator[tuple[str, str]]
             yield from _element_aliases(target, value)
 
 
+_NAME_ERROR_CATCHERS = frozenset({"NameError", "Exception", "BaseException"})
+_NAMESPACE_CALLS = frozenset({"globals", "locals", "vars", "dir"})
+
+
+def _catches_name_error(handler_type: ast.expr | None) -> bool:
+    """Whether ``except <handler_type>:`` catches a NameError (a bare ``except`` does)."""
+    if handler_type is None:
+        return True
+    types = handler_type.elts if isinstance(handler_type, ast.Tuple) else [handler_type]
+    return any(isinstance(t, ast.Name) and t.id in _NAME_ERROR_CATCHERS for t in types)
+
+
+def _presence_name(node: ast.AST) -> str | None:
+    """``'x' in globals()`` (or ``not in``, ``locals()``, ``vars()``, ``dir()``): ``x``."""
+    if not (
+        isinstance(node, ast.Compare)
+        and len(node.ops) == 1
+        and isinstance(node.ops[0], (ast.In, ast.NotIn))
+        and isinstance(node.left, ast.Constant)
+        and isinstance(node.left.value, str)
+        and _IDENTIFIER.fullmatch(node.left.value)
+    ):
+        return None
+    call = node.comparators[0]
+    if (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id in _NAMESPACE_CALLS
+        and not call.args
+        and not call.keywords
+    ):
+        return node.left.value
+    return None
+
+
+def _presence_checks(test: ast.expr) -> tuple[frozenset[str], frozenset[str]]:
+    """Names an ``if`` test proves bound in its body and in its ``else``: ``'x' in
+    globals() and 'y' in globals()`` guards both in the body; ``not in`` guards the else."""
+    tests = test.values if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And) else [test]
+    body: set[str] = set()
+    orelse: set[str] = set()
+    for t in tests:
+        name = _presence_name(t)
+        if name is not None:
+            (body if isinstance(t.ops[0], ast.In) else orelse).add(name)  # type: ignore[attr-defined]
+    if len(tests) > 1:
+        orelse = set()  # `not (a and b)` proves neither
+    return frozenset(body), frozenset(orelse)
+
+
 def _arg_names(args: ast.arguments) -> list[str]:
     names = [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
     names += [a.arg for a in (args.vararg, args.kwarg) if a is not None]
@@ -660,6 +714,9 @@ class _Walker:
         self.line = 1
         self.base = 0  # added to AST line numbers: lines IPython dropped, or a magic's position
         self.uncertain = 0  # > 0 while evaluating code that may not run (`a and (b := 1)`)
+        # Names whose absence the code handles: None = any (a `try` catching NameError), else
+        # the names an enclosing `if 'x' in globals():` checks.
+        self.name_guards: list[frozenset[str] | None] = []
 
     # -- hooks -----------------------------------------------------------------------------
 
@@ -849,7 +906,16 @@ class _Walker:
 
             self.block(node.body, loop_target)
             self.block(node.orelse)
-        elif isinstance(node, (ast.While, ast.If)):
+        elif isinstance(node, ast.If):
+            self.expr(node.test)  # always evaluated once
+            present, absent = _presence_checks(node.test)
+            for body, names in ((node.body, present), (node.orelse, absent)):
+                self.name_guards.append(names)
+                try:
+                    self.block(body)
+                finally:
+                    self.name_guards.pop()
+        elif isinstance(node, ast.While):
             self.expr(node.test)  # always evaluated once
             self.block(node.body)
             self.block(node.orelse)
@@ -860,7 +926,14 @@ class _Walker:
                     self.target(item.optional_vars)
             self.statements(node.body)
         elif isinstance(node, _TRY):
-            self.block(node.body)
+            catches = any(_catches_name_error(h.type) for h in node.handlers)
+            if catches:
+                self.name_guards.append(None)
+            try:
+                self.block(node.body)
+            finally:
+                if catches:
+                    self.name_guards.pop()
             for handler in node.handlers:
                 self.handler(handler)
             self.block(node.orelse)
@@ -1080,6 +1153,13 @@ class _Walker:
                 self.load(node.id)  # type: ignore[attr-defined]
         elif t is ast.Constant:
             pass
+        elif t is ast.Compare and _presence_name(node) is not None:  # `'x' in globals()`
+            name = _presence_name(node)
+            self.name_guards.append(frozenset([name]))  # type: ignore[list-item]
+            try:
+                self.load(name)  # type: ignore[arg-type]
+            finally:
+                self.name_guards.pop()
         elif t is ast.Attribute:
             if node.attr in ("environ", "path"):  # type: ignore[attr-defined]
                 path = self.resolve(node)
@@ -1439,6 +1519,7 @@ class _CellWalker(_Walker):
         self.base = offset
         self.modules = modules
         self.reads: dict[str, int] = {}
+        self.unguarded: set[str] = set()  # names read at least once where absence raises
         self.definite: set[str] = set()
         self.blocks: list[set[str]] = []  # names bound for sure since each open block began
         self.maybe: set[str] = set()
@@ -1455,13 +1536,14 @@ class _CellWalker(_Walker):
 
     def top_level(self, node: ast.stmt) -> None:
         frames, blocks, methods = len(self.frames), len(self.blocks), len(self.methods)
-        uncertain = self.uncertain
+        uncertain, guards = self.uncertain, len(self.name_guards)
         try:
             self.stmt(node)
         except RecursionError:
             # Pathologically deep code: fall back to "every name is read, every bound name
             # may be written" for this statement.
             del self.frames[frames:], self.blocks[blocks:], self.methods[methods:]
+            del self.name_guards[guards:]
             self.uncertain = uncertain + 1
             for n in ast.walk(node):
                 if isinstance(n, ast.Name):
@@ -1477,8 +1559,12 @@ class _CellWalker(_Walker):
     # -- hooks -----------------------------------------------------------------------------
 
     def global_load(self, name: str) -> None:
-        if name not in self.reads and not self.bound(name):
+        if self.bound(name):
+            return
+        if name not in self.reads:
             self.reads[name] = self.line
+        if not any(g is None or name in g for g in self.name_guards):
+            self.unguarded.add(name)
 
     def global_store(self, name: str, augmented: bool = False) -> None:
         self.deleted.discard(name)
@@ -1611,6 +1697,7 @@ class _CellWalker(_Walker):
             calls=tuple(self.calls),
             star_imports=tuple(self.stars),
             lines=dict(self.reads),
+            guarded=frozenset(self.reads) - self.unguarded - self.mutated,
         )
 
 

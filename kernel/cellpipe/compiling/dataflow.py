@@ -51,6 +51,7 @@ class _StepFlow:
     )  # name -> producer, writer idx, reader no.
     writes: dict[str, list[int]] = field(default_factory=dict)  # name -> writing cell indexes
     carried: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # kept earlier values
+    absent: list[str] = field(default_factory=list)  # prelude names unbound before its cells
     metrics: list[str] = field(default_factory=list)
 
 
@@ -69,6 +70,7 @@ def resolve(
     flows = {s: _StepFlow() for s in step_order}
     later_definitions = _definitions_by_cell(cells)
     warned_star: set[str] = set()
+    prelude_names: set[str] = set()
 
     for cell in cells:
         if cell.kind != "code" or cell.role in (Role.SKIP, Role.MARKDOWN):
@@ -121,7 +123,10 @@ def resolve(
         ]
 
         for name in [*reads, *carried, *implicit]:
-            optional = name in carried or name in implicit
+            # A guarded read (`try: x` / `except NameError:`) takes the value when there is
+            # one, and is no error when there is none, as top to bottom.
+            guarded = name in flow.guarded
+            optional = name in carried or name in implicit or guarded
             w = writers.get(name)
             if w is None:
                 if optional or name in BUILTINS or name.startswith("@") or name in binds:
@@ -145,6 +150,10 @@ def resolve(
                 diags.append(_undefined(cell, step, name, flow, later_definitions))
                 continue
             if w.deleted:
+                if guarded and step and name in prelude_names:
+                    # Every step runs the prelude, which binds it again: unbind it, so the
+                    # check sees it gone, as it is top to bottom after the `del`.
+                    flows[step].absent.append(name)
                 if not optional:
                     diags.append(
                         Diagnostic(
@@ -159,7 +168,9 @@ def resolve(
                     )
                 continue
             if step is None:
-                if w.step is not None and not optional:
+                # A prelude cell runs before any step's data is loaded, so even a guarded
+                # read would see the name missing where top to bottom it is there.
+                if w.step is not None and (guarded or not optional):
                     diags.append(
                         Diagnostic(
                             "prelude-reads-step",
@@ -223,6 +234,8 @@ def resolve(
                 and not writers[n].is_import
                 and n not in funcs
             )
+        if step is None:
+            prelude_names |= binds
         for name in sorted(binds | mutates | flow.deletes):
             deleted = name in flow.deletes and name not in binds
             writers[name] = _Writer(cell, step, deleted, name in flow.imports)
@@ -263,6 +276,7 @@ def resolve(
                 settings=settings[s],
                 consumers={n: tuple(c) for n, c in outputs[s].items()},
                 metrics=tuple(dict.fromkeys(flows[s].metrics)),
+                absent=tuple(dict.fromkeys(flows[s].absent)),
             )
         )
     return FlowResult(steps, edges, diags)

@@ -159,6 +159,9 @@ class Step:
     settings: StepSettings = field(default_factory=StepSettings)
     consumers: dict[str, tuple[str, ...]] = field(default_factory=dict)  # output -> steps
     metrics: tuple[str, ...] = ()  # names its metrics cell records
+    # Names the prelude binds that an earlier step deleted and this step checks for (`try: x
+    # except NameError`): unbound after the prelude, as they are top to bottom.
+    absent: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -170,6 +173,7 @@ class Step:
             "settings": self.settings.to_json(),
             "consumers": {k: list(v) for k, v in self.consumers.items()},
             "metrics": list(self.metrics),
+            **({"absent": list(self.absent)} if self.absent else {}),
         }
 
     @classmethod
@@ -183,6 +187,7 @@ class Step:
             settings=StepSettings.from_json(d.get("settings", {})),
             consumers={k: tuple(v) for k, v in d.get("consumers", {}).items()},
             metrics=tuple(d.get("metrics", ())),
+            absent=tuple(d.get("absent", ())),
         )
 
 

@@ -253,6 +253,8 @@ def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) 
     from cellpipe.execution.hidden_state import restore
     from cellpipe.execution.marshal import load_value
 
+    for name in step.absent:  # a prelude name a step before this one deleted
+        shell.user_ns.pop(name, None)
     for inp in rd.step_inputs(step):
         name, producer, directory, record = inp.name, inp.producer, inp.directory, inp.record
         if not inp.saved:
