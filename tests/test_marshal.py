@@ -96,6 +96,60 @@ def test_arrays_of_any_layout_round_trip_with_dtype_shape_and_hash(tmp_path: Pat
     assert record.bytes == (tmp_path / record.file).stat().st_size
 
 
+def _flags(arr: np.ndarray) -> tuple:
+    f = arr.flags
+    return (arr.strides, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned)
+
+
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.arange(24.0).reshape(4, 6).T,
+        np.arange(24.0).reshape(4, 6)[::2, 1::2],
+        np.arange(24.0).reshape(4, 6)[::-1, ::-2],
+        np.broadcast_to(np.arange(3.0), (4, 3)),
+    ],
+    ids=["fortran", "strided", "negative-strides", "broadcast"],
+)
+def test_an_array_comes_back_with_its_strides_and_flags(tmp_path: Path, arr) -> None:
+    record, back = roundtrip(arr, tmp_path)
+    assert record.format == "npy"
+    assert np.array_equal(back, arr)
+    assert _flags(back) == _flags(arr)
+
+
+def test_a_read_only_array_comes_back_read_only(tmp_path: Path) -> None:
+    arr = np.arange(4.0)
+    arr.flags.writeable = False
+    _record, back = roundtrip(arr, tmp_path)
+    assert not back.flags.writeable
+
+
+def test_a_c_ordered_dataframe_comes_back_c_ordered(tmp_path: Path) -> None:
+    # load_diabetes(as_frame=True) makes frames like this one; parquet gave them back with
+    # F-ordered values, which changed LassoLarsIC's path and its AIC.
+    df = pd.DataFrame(np.arange(12.0).reshape(4, 3), columns=list("abc"), copy=False)
+    assert np.asarray(df).flags.c_contiguous
+    _record, back = roundtrip(df, tmp_path)
+    assert_identical(back, df)
+    assert np.asarray(back).flags.c_contiguous
+
+
+def test_a_dataframe_layout_parquet_keeps_stays_parquet(tmp_path: Path) -> None:
+    df = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    record, back = roundtrip(df, tmp_path)
+    assert record.format == "parquet"
+    assert np.asarray(back).flags.f_contiguous == np.asarray(df).flags.f_contiguous
+
+
+def test_a_layout_no_format_keeps_is_said_in_the_record(tmp_path: Path) -> None:
+    # A frame over a strided view: pickle, the last format, gives its values back contiguous.
+    df = pd.DataFrame(np.arange(24.0).reshape(4, 6)[:, ::2], copy=False)
+    record, back = roundtrip(df, tmp_path)
+    assert_identical(back, df)
+    assert (record.format, record.info.get("inexact")) == ("pickle", "memory layout")
+
+
 def test_an_npy_file_is_what_np_save_writes(tmp_path: Path) -> None:
     arr = np.arange(10.0).reshape(2, 5)
     record = save_value("v", arr, tmp_path, producer="p")

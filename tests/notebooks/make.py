@@ -437,6 +437,33 @@ CASES: dict[str, Case] = {
             code("print(wide)\nwide", "step:show"),
         ],
     ),
+    "memory_layout": Case(
+        "Values whose memory layout a library reads: a C-ordered DataFrame (load_diabetes) fed "
+        "to LassoLarsIC, whose path depends on it; a strided view; a read-only array.",
+        [
+            code(
+                "import numpy as np\nfrom sklearn.datasets import load_diabetes\n"
+                "from sklearn.linear_model import LassoLarsIC",
+                "imports",
+            ),
+            code(
+                "X, y = load_diabetes(return_X_y=True, as_frame=True)\n"
+                "strided = np.arange(24.0).reshape(4, 6)[:, ::2]\n"
+                "frozen = np.arange(3.0)\nfrozen.flags.writeable = False",
+                "step:load",
+            ),
+            code(
+                "model = LassoLarsIC(criterion='aic').fit(X, y)\n"
+                "print(repr(float(model.coef_.sum())), repr(float(model.criterion_.min())))",
+                "step:fit",
+            ),
+            code(
+                "print(np.asarray(X).flags.c_contiguous, strided.flags.c_contiguous, "
+                "strided.strides, frozen.flags.writeable)",
+                "step:show",
+            ),
+        ],
+    ),
     "datetime_index": Case(
         "A time series whose DatetimeIndex has a frequency; a categorical column.",
         [

@@ -4,8 +4,15 @@ A step's values live in ``data/<step>/``, one file per value, listed in ``manife
 Each type gets the format that keeps it faithful and fast:
 
 - exact ``numpy.ndarray`` (no object dtype): ``.npy``, loaded memory-mapped copy-on-write, so
-  a consumer may change its array in place and the file never changes;
+  a consumer may change its array in place and the file never changes; a strided view comes
+  back with its strides, a read-only array read-only;
 - ``pandas.DataFrame`` / ``Series``: parquet when that round trip is exact, else pickle;
+
+A hand-off returns what was given: values, dtypes, index, column order, and for arrays and
+frames the memory layout too (C/F order, strides, the frame's blocks) and the flags, since
+solvers read the layout (a C-ordered frame back F-ordered changed LassoLarsIC's AIC). Each
+format is checked at save time against what a consumer would load; one that fails falls back
+to the next (npy or parquet -> pickle).
 - ``torch.Tensor`` / ``torch.nn.Module`` (only when torch is already imported): ``torch.save``;
 - modules: their name, imported again on load;
 - everything else: cloudpickle.
@@ -99,7 +106,11 @@ def save_value(
         return _save_module(name, value, producer, consumers)
     np = sys.modules.get("numpy")
     if np is not None and type(value) is np.ndarray and _npy_holds(value.dtype):
-        return _save_npy(name, value, base.with_name(base.name + ".npy"))
+        npy = base.with_name(base.name + ".npy")
+        record = _save_npy(name, value, npy)
+        if layout(load_value(record, directory)) == layout(value):
+            return record
+        npy.unlink(missing_ok=True)
     pd = sys.modules.get("pandas")
     if pd is not None and type(value) in (pd.DataFrame, pd.Series):
         record = _save_parquet(name, value, base.with_name(base.name + ".parquet"))
@@ -110,8 +121,62 @@ def save_value(
         record = _save_torch(torch, name, value, base.with_name(base.name + ".pt"))
         if record is not None:
             return record
-    return _save_pickle(
+    record = _save_pickle(
         name, value, base.with_name(base.name + ".pkl"), producer, consumers, references or {}
+    )
+    if layout(value) is not None:
+        # The last format: what it cannot keep is said, not hidden.
+        back = load_value(record, directory)
+        if layout(back) != layout(value):
+            record = _with_info(record, inexact="memory layout")
+    return record
+
+
+def layout(value: Any) -> tuple | None:
+    """What a consumer could tell apart in a value's memory beyond its values: for a numpy
+    array its dtype, shape, strides (not of length-1 axes or empty arrays: they address
+    nothing), C/F
+    contiguity, and writeable and aligned flags; for a pandas frame or series, each block's
+    columns and array layout. ``None`` for other values."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.ndarray):
+        f = value.flags
+        strides = (
+            tuple(s if n > 1 else None for s, n in zip(value.strides, value.shape))
+            if value.size
+            else None  # an empty array's strides address nothing
+        )
+        kinds = (f.c_contiguous, f.f_contiguous, f.writeable, f.aligned)
+        return (value.dtype.str, value.dtype.descr, value.shape, strides, kinds)
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(value, (pd.DataFrame, pd.Series)):
+        blocks = getattr(getattr(value, "_mgr", None), "blocks", None)
+        if blocks is None:  # a pandas without block managers: nothing to compare
+            return None
+        # Sorted: the order of blocks in the manager is invisible, their columns are not.
+        return tuple(
+            sorted(
+                (
+                    tuple(b.mgr_locs.as_array.tolist()),
+                    layout(b.values)
+                    if isinstance(b.values, np.ndarray)
+                    else type(b.values).__name__,
+                )
+                for b in blocks
+            )
+        )
+    return None
+
+
+def _with_info(record: ValueRecord, **info: Any) -> ValueRecord:
+    return ValueRecord(
+        record.name,
+        record.file,
+        record.format,
+        record.type,
+        record.bytes,
+        record.sha256,
+        {**record.info, **info},
     )
 
 
@@ -147,7 +212,12 @@ def load_value(
 
         # A view, so the consumer sees the type a top-to-bottom run gives (ndarray, not
         # np.memmap); the map stays open as the view's base.
-        return np.load(path, mmap_mode="c", allow_pickle=False).view(np.ndarray)
+        arr = np.load(path, mmap_mode="c", allow_pickle=False).view(np.ndarray)
+        if "strides" in record.info:
+            arr = _restrided(arr, tuple(record.info["strides"]))
+        if record.info.get("writeable") is False:
+            arr.flags.writeable = False
+        return arr
     if record.format == "parquet":
         return _read_parquet(path, record.info)
     if record.format == "torch":
@@ -254,13 +324,17 @@ def _save_npy(name: str, arr: Any, path: Path) -> ValueRecord:
     import numpy as np
 
     fmt = np.lib.format
-    info = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+    info: dict[str, Any] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+    if not arr.flags.writeable:
+        info["writeable"] = False
     if arr.flags.c_contiguous:
         memory = arr
     elif arr.flags.f_contiguous:
         memory = arr.T  # .npy stores Fortran order as the transpose's C-order bytes
     else:
-        # Strided views: numpy writes them in buffered chunks, hashed as they pass.
+        # Strided views: numpy writes them in buffered chunks, hashed as they pass; the
+        # consumer lays the values out again with the same strides.
+        info["strides"] = list(arr.strides)
         return _save_stream(
             name,
             arr,
@@ -298,6 +372,25 @@ def _save_npy(name: str, arr: Any, path: Path) -> ValueRecord:
             hasher.join()
     size = len(head) + data.nbytes
     return ValueRecord(name, path.name, "npy", _qualified_type(arr), size, digest.hexdigest(), info)
+
+
+def _restrided(compact: Any, strides: tuple[int, ...]) -> Any:
+    """``compact``'s values in a new array with ``strides`` (negative and zero ones too),
+    over a buffer just large enough to hold them."""
+    import numpy as np
+
+    itemsize, shape = compact.dtype.itemsize, compact.shape
+    low = sum(s * (n - 1) for s, n in zip(strides, shape) if s < 0 and n)
+    high = sum(s * (n - 1) for s, n in zip(strides, shape) if s > 0 and n) + itemsize
+    buffer = np.empty(max(high - low, 0), dtype=np.uint8)
+    out = np.ndarray(shape, compact.dtype, buffer=buffer, offset=-low, strides=strides)
+    if 0 in strides:
+        # Broadcast views repeat one element: write through a view without the zero strides.
+        index = tuple(0 if s == 0 else slice(None) for s in strides)
+        out[index] = compact[index]
+    else:
+        out[...] = compact
+    return out
 
 
 # -- pandas ------------------------------------------------------------------------------------
@@ -339,7 +432,8 @@ def _save_parquet(name: str, value: Any, path: Path) -> ValueRecord | None:
         return None
     # The rules above are necessary, not sufficient: compare what a consumer would load.
     try:
-        same = _identical(value, _read_parquet(path, info))
+        back = _read_parquet(path, info)
+        same = _identical(value, back) and layout(back) == layout(value)
     except Exception:
         same = False
     if not same:
