@@ -142,7 +142,7 @@ def layout(value: Any) -> tuple | None:
     if np is not None and isinstance(value, np.ndarray):
         f = value.flags
         strides = (
-            tuple(s if n > 1 else None for s, n in zip(value.strides, value.shape))
+            tuple(s if n > 1 else None for s, n in zip(value.strides, value.shape, strict=True))
             if value.size
             else None  # an empty array's strides address nothing
         )
@@ -380,8 +380,8 @@ def _restrided(compact: Any, strides: tuple[int, ...]) -> Any:
     import numpy as np
 
     itemsize, shape = compact.dtype.itemsize, compact.shape
-    low = sum(s * (n - 1) for s, n in zip(strides, shape) if s < 0 and n)
-    high = sum(s * (n - 1) for s, n in zip(strides, shape) if s > 0 and n) + itemsize
+    low = sum(s * (n - 1) for s, n in zip(strides, shape, strict=True) if s < 0 and n)
+    high = sum(s * (n - 1) for s, n in zip(strides, shape, strict=True) if s > 0 and n) + itemsize
     buffer = np.empty(max(high - low, 0), dtype=np.uint8)
     out = np.ndarray(shape, compact.dtype, buffer=buffer, offset=-low, strides=strides)
     if 0 in strides:
