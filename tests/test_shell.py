@@ -391,6 +391,25 @@ def test_get_ipython_is_the_shell_only_while_its_cell_runs(shell: StepShell) -> 
     assert get_ipython() is not shell.ipython
 
 
+def test_code_run_in_the_kernel_context_sees_the_shell_as_a_cell_does(shell: StepShell) -> None:
+    import builtins
+
+    from IPython import get_ipython
+
+    assert "get_ipython" not in vars(builtins)
+    with shell.kernel_context():
+        # What pandas' is_terminal() asks when it is first imported.
+        ip = vars(builtins)["get_ipython"]()
+        assert ip is shell.ipython and hasattr(ip, "kernel")
+        assert get_ipython() is shell.ipython
+    assert "get_ipython" not in vars(builtins)
+
+
+def test_the_shell_answers_to_notebook_detection_as_a_kernel_does(shell: StepShell) -> None:
+    result = run(shell, "print(get_ipython().__class__.__name__)")
+    assert streams(result) == [("stdout", "ZMQInteractiveShell\n")]
+
+
 def test_close_restores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PAGER", raising=False)
     monkeypatch.setenv("TERM", "dumb")

@@ -464,6 +464,29 @@ CASES: dict[str, Case] = {
             ),
         ],
     ),
+    "kernel_from_first_import": Case(
+        "Libraries first imported while a step loads its inputs, not by a cell: a wide "
+        "DataFrame shown as the last expression (pandas picks its display mode at import), "
+        "rich and a notebook-detection check that ask what kind of shell runs them.",
+        [
+            code(
+                "import pandas as pd\n"
+                "wide = pd.DataFrame([range(30)], columns=[f'c{i}' for i in range(30)])",
+                "step:make",
+            ),
+            code("wide", "step:show"),
+            code(
+                "print(pd.get_option('display.max_columns'))\n"
+                "print(get_ipython().__class__.__name__, hasattr(get_ipython(), 'kernel'))",
+                "step:detect",
+            ),
+            code(
+                "from rich.console import Console\n"
+                "print(Console().is_jupyter)\nConsole().print({'wide': wide.shape})",
+                "step:rich",
+            ),
+        ],
+    ),
     "datetime_index": Case(
         "A time series whose DatetimeIndex has a frequency; a categorical column.",
         [

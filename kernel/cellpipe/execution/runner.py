@@ -175,7 +175,8 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
         if warm.failure:
             return finish(State.FAILED, warm.failure)
 
-        failure = _load_inputs(rd, step, shell, warm.references)
+        with shell.kernel_context():  # libraries imported by unpickling see a kernel
+            failure = _load_inputs(rd, step, shell, warm.references)
         if failure:
             return finish(State.FAILED, failure)
 

@@ -629,6 +629,12 @@ class StepInteractiveShell(InteractiveShell):
         self.recorder.write_log(_strip_ansi("\n".join(stb)) + "\n")
 
 
+# Libraries and notebooks tell a notebook from a terminal by the shell's class name (rich's
+# `_is_jupyter`, the common `get_ipython().__class__.__name__ == "ZMQInteractiveShell"`
+# check): a step's shell answers as a kernel's does.
+StepInteractiveShell.__name__ = StepInteractiveShell.__qualname__ = "ZMQInteractiveShell"
+
+
 def _strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
@@ -736,6 +742,22 @@ class StepShell:
 
     # The runner was written against this name.
     execute = run_cell
+
+    @contextlib.contextmanager
+    def kernel_context(self) -> Iterator[None]:
+        """Code run here (loading a step's inputs) sees what a cell sees when it imports a
+        library: this shell as ``get_ipython()``, in builtins too. Libraries decide at
+        import time what kind of front end they run in (pandas' display mode, tqdm, rich,
+        matplotlib's backend); imported by an unpickler outside a cell, pandas would think
+        it runs in a terminal and stop truncating wide frames as a notebook does."""
+        ip = self.ipython
+        previous_shell = InteractiveShell._instance
+        InteractiveShell._instance = ip
+        try:
+            with ip.builtin_trap:
+                yield
+        finally:
+            InteractiveShell._instance = previous_shell
 
     def close(self) -> None:
         """Undo this shell's process-wide changes: environment variables, ``__main__`` and
