@@ -199,11 +199,6 @@ def differences(expected: nbformat.NotebookNode, actual: nbformat.NotebookNode) 
 #: Notebooks on which the engine is known to compute something else, and why. Strict xfail:
 #: when the engine is fixed the test passes, fails as XPASS, and the entry must go.
 KNOWN_DISCREPANCIES = {
-    "aliases_between_steps": (
-        "each input is unpickled on its own, so `pair[0] is a` no longer holds in the "
-        "consumer and `a.append(2)` in step grow does not reach `pair` or `same`; "
-        "docs/design.md says aliasing across steps is not tracked, but nothing warns"
-    ),
     "dynamic_names": (
         "names read through `globals()[...]` and `eval('...')` are invisible to the analysis, "
         "so step use gets no inputs and fails at run time with KeyError: 'alpha' (exit 1); "

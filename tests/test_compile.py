@@ -119,6 +119,36 @@ def test_a_prelude_cell_guarded_read_of_a_step_value_is_still_refused():
     assert d.code == "prelude-reads-step"
 
 
+def test_a_change_through_one_name_is_a_change_of_the_names_sharing_its_object():
+    p = compiled(
+        ("step:make", "a = [1]\npair = [a, a]\nsame = a\nother = [0]"),
+        ("step:grow", "a.append(2)"),
+        ("step:show", "print(pair, same, other)"),
+    )
+    assert p.step("show").inputs == {"pair": "grow", "same": "grow", "other": "make"}
+    assert p.step("grow").inputs == {"a": "make", "pair": "make", "same": "make"}
+
+
+def test_an_estimator_inside_a_pipeline_object_is_changed_with_it():
+    p = compiled(
+        ("functions", "def make_rbm():\n    return object()"),
+        ("imports", "from sklearn.pipeline import Pipeline"),
+        ("step:build", "rbm = make_rbm()\npipe = Pipeline([('rbm', rbm)])"),
+        ("step:tune", "rbm.n_components = 5"),
+        ("step:fit", "pipe.fit([])"),
+    )
+    assert p.step("fit").inputs == {"pipe": "tune"}
+
+
+def test_a_rebound_name_no_longer_shares_but_its_old_sharers_still_do():
+    p = compiled(
+        ("step:make", "a = [1]\nsame = a\nbox = [a]\na = []"),
+        ("step:grow", "same.append(2)"),
+        ("step:show", "print(box, a)"),
+    )
+    assert p.step("show").inputs == {"box": "grow", "a": "make"}
+
+
 def test_skip_cells_are_left_out():
     p = compiled(("step:a", "x = 1"), ("skip", "raise RuntimeError"), "print(x)")
     assert p.step("a").cells == ("c1", "c3")

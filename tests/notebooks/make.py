@@ -138,6 +138,53 @@ CASES: dict[str, Case] = {
             code("print(pair, same, pair[0] is pair[1])", "step:show"),
         ],
     ),
+    "aliases_in_containers": Case(
+        "A run record holding a log and a config that later steps change through their own "
+        "names; one object in two containers; a numpy view of an array changed in place.",
+        [
+            code("import numpy as np", "imports"),
+            code(
+                "log = []\ncfg = {'lr': 0.1}\nrun = {'log': log, 'cfg': cfg}\n"
+                "shared = {'n': 0}\nbox1 = [shared]\nbox2 = {'s': shared}\n"
+                "arr = np.zeros(6)\nhead = arr[:3]",
+                "step:make",
+            ),
+            code("log.append('epoch 1')\ncfg.update(lr=0.01)", "step:train"),
+            code("box1[0]['n'] += 1\narr[0] = 7.0", "step:bump"),
+            code("log.append('epoch 2')", "step:more"),
+            code(
+                "print(run['log'], run['cfg'], run['log'] is log)\n"
+                "print(box2, box2['s'] is box1[0], head.tolist())",
+                "step:show",
+            ),
+        ],
+    ),
+    "aliases_in_estimators": Case(
+        "A scikit-learn Pipeline around an estimator whose hyper-parameters the next step sets "
+        "through its own name; the same model also kept in a dict.",
+        [
+            code(
+                "from sklearn.datasets import load_digits\n"
+                "from sklearn.linear_model import LogisticRegression\n"
+                "from sklearn.neural_network import BernoulliRBM\n"
+                "from sklearn.pipeline import Pipeline",
+                "imports",
+            ),
+            code(
+                "X, y = load_digits(return_X_y=True)\nX, y = X[:300] / 16, y[:300]\n"
+                "rbm = BernoulliRBM(random_state=0, verbose=False)\n"
+                "lr = LogisticRegression(max_iter=300)\n"
+                "pipe = Pipeline([('rbm', rbm), ('lr', lr)])\nmodels = {'rbm': rbm}",
+                "step:build",
+            ),
+            code("rbm.n_components = 16\nrbm.n_iter = 3\nlr.C = 5.0", "step:tune"),
+            code(
+                "pipe.fit(X, y)\nprint(pipe.named_steps['rbm'].n_components, "
+                "models['rbm'].components_.shape, round(pipe.score(X, y), 4))",
+                "step:fit",
+            ),
+        ],
+    ),
     "dynamic_names": Case(
         "Names read through `globals()` and `eval`, which the source does not spell out.",
         [

@@ -276,8 +276,11 @@ class CellFlow:
     ``lines``: name -> 1-based line of its first read. ``guarded``: reads that tolerate the
     name being unbound (every read of it is under ``try``/``except NameError`` or checked by
     ``'x' in globals()``), so a missing or deleted name is no error there, and the value is
-    an input only when one exists. Callers must not modify the dicts: the result is cached
-    and shared.
+    an input only when one exists. ``links``: (holder, held) pairs where the cell leaves
+    ``holder``'s value possibly reaching objects of ``held`` (``pair = [a, a]``, ``run =
+    {"log": log}``, ``pipe = Pipeline([("m", model)])``, ``box.item = x``,
+    ``items.append(x)``), so a later change through one may show through the other. Callers
+    must not modify the dicts: the result is cached and shared.
     """
 
     reads: tuple[str, ...]
@@ -291,6 +294,7 @@ class CellFlow:
     star_imports: tuple[str, ...]
     lines: dict[str, int]
     guarded: frozenset[str] = frozenset()
+    links: tuple[tuple[str, str], ...] = ()
 
 
 class CellSyntaxError(Exception):
@@ -484,6 +488,38 @@ def _value_aliases(target: ast.AST, value: ast.AST) -> Iterator[tuple[str, str]]
                 yield from _value_aliases(t, v)
         else:
             yield from _element_aliases(target, value)
+
+
+# Expressions whose result holds no object of their operands (numbers, strings, bools).
+_FRESH_RESULTS = (ast.BinOp, ast.UnaryOp, ast.Compare, ast.JoinedStr, ast.Constant)
+
+
+def _held_names(node: ast.AST | None) -> list[str]:
+    """Bare names whose objects the value of ``node`` may hold: elements of displays,
+    arguments and receivers of calls (a constructor keeps what it is given; ``fit`` returns
+    ``self``), roots of attributes and subscripts. Not the called name itself, nor names
+    only used in arithmetic, comparisons or an index."""
+    out: list[str] = []
+    todo = [node] if node is not None else []
+    while todo:
+        n = todo.pop()
+        if isinstance(n, _FRESH_RESULTS) or n is None:
+            continue
+        if isinstance(n, ast.Name):
+            if isinstance(n.ctx, ast.Load):
+                out.append(n.id)
+        elif isinstance(n, ast.Call):
+            if not isinstance(n.func, ast.Name):
+                todo.append(n.func)
+            todo.extend(n.args)
+            todo.extend(k.value for k in n.keywords)
+        elif isinstance(n, ast.Subscript):
+            todo.append(n.value)
+        elif isinstance(n, (ast.Lambda, *_FUNCTIONS, ast.ClassDef)):
+            continue
+        else:
+            todo.extend(c for c in ast.iter_child_nodes(n) if isinstance(c, ast.expr))
+    return out
 
 
 _NAME_ERROR_CATCHERS = frozenset({"NameError", "Exception", "BaseException"})
@@ -777,6 +813,9 @@ class _Walker:
         """``except E as e``: bound inside the handler only (Python deletes it after)."""
         self.store(name)
 
+    def link(self, holder: str | None, value: ast.AST | None) -> None:
+        """``holder``'s object may now hold objects of the names in ``value``."""
+
     # -- names -----------------------------------------------------------------------------
 
     def scope_of(self, name: str) -> _Frame | None:
@@ -984,6 +1023,11 @@ class _Walker:
             self.target(target)
             for name, source in _value_aliases(target, value):
                 self.alias(name, source)
+            if isinstance(target, (ast.Attribute, ast.Subscript)):
+                self.link(_root(target), value)
+            else:
+                for name in _target_names(target):
+                    self.link(name, value)
 
     def augmented(self, node: ast.AugAssign) -> None:
         target = node.target
@@ -1254,6 +1298,8 @@ class _Walker:
             inplace = any(k.arg == "inplace" and not _is_false(k.value) for k in node.keywords)
             if root and (inplace or _mutating_method(func.attr)):
                 self.mutate(root)
+                for arg in [*node.args, *(k.value for k in node.keywords)]:
+                    self.link(root, arg)
         if isinstance(func, ast.Name) and self.scope_of(func.id) is None:
             if func.id in _MUTATING_BUILTINS and first and path is None:
                 self.mutate(first)
@@ -1520,6 +1566,7 @@ class _CellWalker(_Walker):
         self.modules = modules
         self.reads: dict[str, int] = {}
         self.unguarded: set[str] = set()  # names read at least once where absence raises
+        self.links: dict[tuple[str, str], None] = {}
         self.definite: set[str] = set()
         self.blocks: list[set[str]] = []  # names bound for sure since each open block began
         self.maybe: set[str] = set()
@@ -1577,6 +1624,7 @@ class _CellWalker(_Walker):
         self.rebound.add(name)
         self.imports.pop(name, None)
         self.pending.pop(name, None)
+        self._unlink(name)
         if not augmented:  # `a += [1]` keeps the object, and so what it aliases
             self.aliases.pop(name, None)
 
@@ -1674,6 +1722,26 @@ class _CellWalker(_Walker):
     def star_import(self, module: str) -> None:
         self.stars.append(module)
 
+    def _unlink(self, name: str) -> None:
+        """``name`` is bound to another object: what shared through its old one still
+        shares (``same = a; box = [a]; a = []`` leaves ``same`` and ``box`` sharing)."""
+        old = [pair for pair in self.links if name in pair]
+        if not old:
+            return
+        others = sorted({h if h != name else d for h, d in old})
+        for pair in old:
+            del self.links[pair]
+        for i, a in enumerate(others):
+            for b in others[i + 1 :]:
+                self.links[(a, b)] = None
+
+    def link(self, holder: str | None, value: ast.AST | None) -> None:
+        if holder is None or self.frames:
+            return
+        for held in _held_names(value):
+            if held != holder and held not in BUILTINS and self.resolve_name(held) is None:
+                self.links[(holder, held)] = None
+
     # -- result ----------------------------------------------------------------------------
 
     def result(self) -> CellFlow:
@@ -1698,6 +1766,7 @@ class _CellWalker(_Walker):
             star_imports=tuple(self.stars),
             lines=dict(self.reads),
             guarded=frozenset(self.reads) - self.unguarded - self.mutated,
+            links=tuple(self.links),
         )
 
 

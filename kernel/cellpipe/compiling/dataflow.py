@@ -71,6 +71,7 @@ def resolve(
     later_definitions = _definitions_by_cell(cells)
     warned_star: set[str] = set()
     prelude_names: set[str] = set()
+    shared = _Sharing()
 
     for cell in cells:
         if cell.kind != "code" or cell.role in (Role.SKIP, Role.MARKDOWN):
@@ -110,6 +111,17 @@ def resolve(
             n
             for n in mutates
             if n not in flow.imports and not (n in writers and writers[n].is_import)
+        }
+        # A change through one name is a change of every name that may reach the same
+        # objects (`pair = [a, a]` earlier, `a.append(2)` here): those are passed on too.
+        mutates |= {
+            n
+            for n in shared.reaching(mutates)
+            if n in writers
+            and not writers[n].deleted
+            and not writers[n].is_import
+            and n not in funcs
+            and n not in flow.writes
         }
         binds = flow.writes | flow.maybe_writes
         # A conditional write or a mutation keeps the earlier value on some paths: pass it on.
@@ -236,6 +248,7 @@ def resolve(
             )
         if step is None:
             prelude_names |= binds
+        shared.update(flow, binds)
         for name in sorted(binds | mutates | flow.deletes):
             deleted = name in flow.deletes and name not in binds
             writers[name] = _Writer(cell, step, deleted, name in flow.imports)
@@ -280,6 +293,45 @@ def resolve(
             )
         )
     return FlowResult(steps, edges, diags)
+
+
+class _Sharing:
+    """Which names may reach common objects, as far as the source shows (CellFlow.links),
+    in notebook order: an undirected graph, since a change through either name of a pair
+    may show through the other."""
+
+    def __init__(self) -> None:
+        self.edges: dict[str, set[str]] = {}
+
+    def reaching(self, names: Iterable[str]) -> set[str]:
+        """Every name connected to one of ``names``, ``names`` left out."""
+        seen = set(names)
+        todo = [n for n in seen if n in self.edges]
+        while todo:
+            for other in self.edges.get(todo.pop(), ()):
+                if other not in seen:
+                    seen.add(other)
+                    todo.append(other)
+        return seen - set(names)
+
+    def update(self, flow: CellFlow, binds: set[str] | frozenset[str]) -> None:
+        for name in flow.writes | flow.deletes:
+            if name in binds and name not in flow.writes:
+                continue  # a maybe-write keeps the old value on some paths
+            self._drop(name)
+        for holder, held in flow.links:
+            if holder.startswith("@") or held.startswith("@"):
+                continue
+            self.edges.setdefault(holder, set()).add(held)
+            self.edges.setdefault(held, set()).add(holder)
+
+    def _drop(self, name: str) -> None:
+        # Its neighbours may still share objects through the old value (`same = a`,
+        # `pair = [a]`, then `a = []`): they stay connected to each other.
+        neighbours = self.edges.pop(name, set())
+        for n in neighbours:
+            self.edges[n].discard(name)
+            self.edges[n] |= neighbours - {n}
 
 
 def _with_function_effects(

@@ -15,7 +15,9 @@ format is checked at save time against what a consumer would load; one that fail
 to the next (npy or parquet -> pickle).
 - ``torch.Tensor`` / ``torch.nn.Module`` (only when torch is already imported): ``torch.save``;
 - modules: their name, imported again on load;
-- everything else: cloudpickle.
+- everything else: cloudpickle;
+- values that share objects (``pair = [a, a]`` and ``a``, see cellpipe.execution.aliasing):
+  one cloudpickle of them all (format ``group``), so they share them again when loaded.
 
 Every file is written to a temporary name in the same directory and renamed into place, so a
 reader never sees a partial file, also when saving fails half way.
@@ -46,8 +48,10 @@ from cellpipe.rundir.data import ValueRecord, read_manifest, write_manifest
 __all__ = [
     "ValueRecord",
     "file_stem",
+    "layout",
     "load_value",
     "read_manifest",
+    "save_group",
     "save_value",
     "write_manifest",
 ]
@@ -180,8 +184,60 @@ def _with_info(record: ValueRecord, **info: Any) -> ValueRecord:
     )
 
 
+def save_group(
+    values: Mapping[str, Any],
+    directory: Path,
+    *,
+    producer: str,
+    consumers: Mapping[str, Sequence[str]] | None = None,
+    references: Mapping[int, str] | None = None,
+) -> list[ValueRecord]:
+    """Save values that share objects as one pickle, so they share them when loaded.
+
+    Returns one record per name, all naming the same file (format ``group``; ``info.group``
+    lists the names). Raises UnpicklableValue naming the first value that cannot be saved.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    names = list(values)
+    path = directory / f"{file_stem(names[0])}.group.pkl"
+    consumers = consumers or {}
+    try:
+        np = sys.modules.get("numpy")
+        # Arrays of the group by id: a view of one is saved as a view of it, not a copy.
+        bases = {id(v): v for v in values.values() if np is not None and type(v) is np.ndarray}
+        record = _save_pickle(
+            names[0],
+            dict(values),
+            path,
+            producer,
+            consumers.get(names[0], ()),
+            references or {},
+            bases,
+        )
+    except UnpicklableValue:
+        for name, value in values.items():  # say which one
+            _save_pickle(name, value, path, producer, consumers.get(name, ()), references or {})
+        raise
+    return [
+        ValueRecord(
+            name,
+            path.name,
+            "group",
+            _qualified_type(value),
+            record.bytes,
+            record.sha256,
+            {"group": names},
+        )
+        for name, value in values.items()
+    ]
+
+
 def load_value(
-    record: ValueRecord, directory: Path, *, namespace: Mapping[str, Any] | None = None
+    record: ValueRecord,
+    directory: Path,
+    *,
+    namespace: Mapping[str, Any] | None = None,
+    groups: dict[Path, dict[str, Any]] | None = None,
 ) -> Any:
     """Load the value ``record`` describes from ``directory``.
 
@@ -194,6 +250,9 @@ def load_value(
     it as their globals, as in a top-to-bottom run where all cells share one namespace.
     Without it, references resolve in the ``__main__`` module (the notebook's namespace
     when called from a kernel) and functions share a fresh namespace.
+
+    ``groups`` caches the groups loaded so far: pass the same dict for every value a step
+    loads, so members of one group are one unpickling and share their objects again.
 
     Raises
     ------
@@ -226,6 +285,11 @@ def load_value(
         return torch.load(path, weights_only=False)
     if record.format == "pickle":
         return _load_pickle(path, namespace)
+    if record.format == "group":
+        groups = {} if groups is None else groups
+        if path not in groups:
+            groups[path] = _load_pickle(path, namespace)
+        return groups[path][record.name]
     raise ValueError(f"`{record.name}` was saved in format {record.format!r}, unknown here")
 
 
@@ -550,11 +614,17 @@ def _save_pickle(
     producer: str,
     consumers: Sequence[str],
     references: Mapping[int, str],
+    bases: Mapping[int, Any] | None = None,
 ) -> ValueRecord:
     pickler = _pickler_class()
     try:
         return _save_stream(
-            name, value, path, "pickle", lambda f: pickler(f, references).dump(value), {}
+            name,
+            value,
+            path,
+            "pickle",
+            lambda f: pickler(f, references, bases).dump(value),
+            {},
         )
     except MemoryError:
         raise
@@ -612,19 +682,55 @@ def _pickler_class() -> type:
     import cloudpickle
 
     class NotebookPickler(cloudpickle.Pickler):  # type: ignore[misc]
-        def __init__(self, f: BinaryIO, references: Mapping[int, str]):
+        def __init__(
+            self,
+            f: BinaryIO,
+            references: Mapping[int, str],
+            bases: Mapping[int, Any] | None = None,
+        ):
             super().__init__(f, protocol=5)
             self._refs = references
+            self._bases = bases
 
         def reducer_override(self, obj: Any) -> Any:
             ref = self._refs.get(id(obj)) if self._refs else None
             if ref is not None:
                 return _resolve_reference, (ref,)
+            if self._bases:
+                view = _reduce_view(obj, self._bases)
+                if view is not None:
+                    return view
             if type(obj) is types.FunctionType and _defined_in_notebook(obj):
                 return _reduce_notebook_function(obj)
             return super().reducer_override(obj)
 
     return NotebookPickler
+
+
+def _reduce_view(obj: Any, bases: Mapping[int, Any]) -> tuple | None:
+    """A numpy view of an array saved in the same group, as a view of it again."""
+    np = sys.modules["numpy"]
+    if not isinstance(obj, np.ndarray) or type(obj) is not np.ndarray:
+        return None
+    base = obj.base
+    while isinstance(base, np.ndarray) and id(base) not in bases:
+        base = base.base
+    contiguous = isinstance(base, np.ndarray) and (
+        base.flags.c_contiguous or base.flags.f_contiguous
+    )
+    if not contiguous or base is obj:
+        return None
+    offset = obj.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    return _array_view, (base, obj.dtype, obj.shape, obj.strides, offset, obj.flags.writeable)
+
+
+def _array_view(base: Any, dtype: Any, shape: tuple, strides: tuple, offset: int, writeable: bool):
+    import numpy as np
+
+    flat = base.reshape(-1, order="A").view(np.uint8)  # the base's memory, as bytes
+    view = np.ndarray(shape, dtype, buffer=flat, offset=offset, strides=strides)
+    view.flags.writeable = writeable and base.flags.writeable
+    return view
 
 
 def _main_namespace() -> Mapping[str, Any]:

@@ -199,7 +199,7 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
             except GateError as exc:
                 return finish(State.FAILED, Failure(None, "GateError", str(exc)), str(exc))
         try:
-            _save_outputs(rd, step, shell.user_ns, warm.references)
+            _save_outputs(rd, step, shell.user_ns, warm.references, log)
         except UnpicklableValue as exc:
             log.write(str(exc) + "\n")
             return finish(State.FAILED, Failure(None, "UnpicklableValue", str(exc)), str(exc))
@@ -256,6 +256,7 @@ def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) 
 
     for name in step.absent:  # a prelude name a step before this one deleted
         shell.user_ns.pop(name, None)
+    groups: dict[Path, dict[str, Any]] = {}  # values saved together load together
     for inp in rd.step_inputs(step):
         name, producer, directory, record = inp.name, inp.producer, inp.directory, inp.record
         if not inp.saved:
@@ -270,7 +271,7 @@ def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) 
             # unset, as a top-to-bottom run would have, so reading it raises NameError.
             continue
         try:
-            value = load_value(record, directory, namespace=shell.user_ns)
+            value = load_value(record, directory, namespace=shell.user_ns, groups=groups)
         except Exception as exc:
             return Failure(
                 None,
@@ -284,15 +285,22 @@ def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) 
     return None
 
 
-def _save_outputs(rd: RunDir, step: Any, ns: dict[str, Any], references: dict[int, str]) -> None:
+def _save_outputs(
+    rd: RunDir,
+    step: Any,
+    ns: dict[str, Any],
+    references: dict[int, str],
+    log: TextIO | None = None,
+) -> None:
     from cellpipe.execution.hidden_state import capture
     from cellpipe.execution.marshal import save_value
 
     directory = rd.fresh_data_dir(step.name)
     records = []
+    grouped = _save_alias_groups(step, ns, directory, references, records, log or sys.stderr)
     for name in step.outputs:
-        if name.startswith("@file:"):
-            continue  # the file itself is the hand-off; it only orders the steps
+        if name.startswith("@file:") or name in grouped:
+            continue  # a file is its own hand-off (it only orders the steps)
         if name.startswith("@"):
             value = capture(name)
         elif name in ns:
@@ -313,6 +321,45 @@ def _save_outputs(rd: RunDir, step: Any, ns: dict[str, Any], references: dict[in
     from cellpipe.execution.lineage import record_lineage
 
     record_lineage(rd, step, {r.name: r.sha256 for r in records})
+
+
+def _save_alias_groups(
+    step: Any,
+    ns: dict[str, Any],
+    directory: Path,
+    references: dict[int, str],
+    records: list,
+    log: TextIO,
+) -> set[str]:
+    """Save the outputs that share objects together (cellpipe.execution.aliasing); returns
+    their names. Names it received that share objects with them are noted in the log."""
+    from cellpipe.execution.aliasing import alias_groups
+    from cellpipe.execution.marshal import save_group
+
+    names = [n for n in (*step.outputs, *step.inputs) if not n.startswith("@") and n in ns]
+    sharing = alias_groups({n: ns[n] for n in dict.fromkeys(names)})
+    grouped: set[str] = set()
+    for group in sharing.groups:
+        out = [n for n in group if n in step.outputs]
+        if len(out) > 1:
+            records += save_group(
+                {n: ns[n] for n in out},
+                directory,
+                producer=step.name,
+                consumers=step.consumers,
+                references=references,
+            )
+            grouped.update(out)
+        stale = [n for n in group if n not in step.outputs]
+        if out and stale:
+            log.write(
+                f"--- cellpipe: {', '.join(out)} share objects with {', '.join(stale)}, which "
+                f"this step does not hand on; steps reading {', '.join(stale)} from "
+                "elsewhere do not see this step's changes ---\n"
+            )
+    for name in sharing.truncated:
+        log.write(f"--- cellpipe: `{name}` is too large to check for shared objects ---\n")
+    return grouped
 
 
 def _save_verdicts(rd: RunDir, step: str, metrics: dict[str, Any] | None, gate: Any) -> None:

@@ -28,7 +28,7 @@ class ValueRecord:
 
     name: str
     file: str
-    format: str  # "npy" | "parquet" | "pickle" | "torch" | "module"
+    format: str  # "npy" | "parquet" | "pickle" | "torch" | "module" | "group"
     type: str
     bytes: int
     sha256: str
