@@ -92,42 +92,61 @@ def _leaf_key(obj: Any) -> int:
 
 def _reachable(value: Any, limit: int) -> Iterable[int | None]:
     """Ids of the objects ``value`` reaches, itself included; a ``None`` when the walk
-    stopped at ``limit``."""
+    stopped at ``limit``. Dispatches on exact types, cached per type (10,000 small objects
+    is a walk of ~20,000: tens of milliseconds)."""
     leaves = _leaf_types()
     seen: set[int] = set()
+    out: list[int | None] = []
     todo = [value]
+    kinds = _KINDS
     while todo:
         obj = todo.pop()
-        if isinstance(obj, (*_ATOMS, *_SKIP)):
+        t = type(obj)
+        kind = kinds.get(t)
+        if kind is None:
+            kind = kinds[t] = _kind(t, leaves)
+        if kind is _SKIPPED:
             continue
-        if leaves and isinstance(obj, leaves):
-            key = _leaf_key(obj)
-            if key not in seen:
-                seen.add(key)
-                yield key
-            continue
-        key = id(obj)
+        key = _leaf_key(obj) if kind is _LEAF else id(obj)
         if key in seen:
             continue
         seen.add(key)
-        yield key
+        out.append(key)
+        if kind is _LEAF:
+            continue
         if len(seen) > limit:
-            yield None
-            return
-        if isinstance(obj, dict):
-            todo.extend(obj.keys())
-            todo.extend(obj.values())
-        elif isinstance(obj, (list, tuple, set, frozenset)):
-            todo.extend(obj)
+            out.append(None)
+            break
+        if kind is _MAPPING:
+            todo += obj.keys()
+            todo += obj.values()
+        elif kind is _SEQUENCE:
+            todo += obj
         else:
             state = getattr(obj, "__dict__", None)
-            if isinstance(state, dict):
-                todo.extend(state.values())
-            for slot in _slots(type(obj)):
+            if type(state) is dict:
+                todo += state.values()
+            for slot in kind:  # type: ignore[union-attr]
                 with contextlib.suppress(AttributeError):  # an unset slot
                     todo.append(object.__getattribute__(obj, slot))
+    return out
 
 
+_SKIPPED, _LEAF, _MAPPING, _SEQUENCE = "skip", "leaf", "mapping", "sequence"
+# type -> how to walk it: one of the above, or the tuple of its slots (an object).
+_KINDS: dict[type, Any] = {}
+
+
+def _kind(t: type, leaves: tuple[type, ...]) -> Any:
+    if issubclass(t, _ATOMS) or issubclass(t, _SKIP):
+        return _SKIPPED
+    if leaves and issubclass(t, leaves):
+        return _LEAF
+    if issubclass(t, dict):
+        return _MAPPING
+    if issubclass(t, (list, tuple, set, frozenset)):
+        return _SEQUENCE
+    return tuple(_slots(t))
 def _slots(cls: type) -> list[str]:
     out: list[str] = []
     for klass in cls.__mro__:
