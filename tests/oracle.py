@@ -163,12 +163,40 @@ def _render(outputs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def differences(expected: nbformat.NotebookNode, actual: nbformat.NotebookNode) -> list[str]:
+def figures(nb: nbformat.NotebookNode) -> dict[str, list[str]]:
+    """Each code cell's ``image/png`` outputs (base64 text, in output order) by cell id."""
+    out: dict[str, list[str]] = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code" or INJECTED_TAG in cell.metadata.get("tags", []):
+            continue
+        pngs = [
+            _text(o["data"]["image/png"])
+            for o in cell.get("outputs", [])
+            if "image/png" in o.get("data", {})
+        ]
+        if pngs:
+            out[cell.id] = pngs
+    return out
+
+
+def has_figures(nb: nbformat.NotebookNode) -> bool:
+    return bool(figures(nb))
+
+
+def differences(
+    expected: nbformat.NotebookNode,
+    actual: nbformat.NotebookNode,
+    again: nbformat.NotebookNode | None = None,
+) -> list[str]:
     """Where ``actual`` (the pipeline's executed copy) departs from ``expected`` (top to bottom).
 
     One entry per differing cell: its number in the notebook (1-based over all cells, as
     cellpipe's messages count them), its first source line, and a diff of its normalised
     outputs from top to bottom (-) to pipeline (+). Empty when they agree.
+
+    ``again`` is a second top-to-bottom run: every ``image/png`` it drew with the same bytes
+    as ``expected`` is deterministic, and the pipeline must draw those bytes too (a figure
+    that differs between two kernels' runs is compared by mime type only).
     """
     want, got = comparable(expected), comparable(actual)
     if list(want) != list(got):
@@ -181,6 +209,18 @@ def differences(expected: nbformat.NotebookNode, actual: nbformat.NotebookNode) 
         )
     }
     problems = []
+    if again is not None:
+        first, second, drawn = figures(expected), figures(again), figures(actual)
+        for cid, pngs in first.items():
+            for i, png in enumerate(pngs):
+                if second.get(cid, [])[i : i + 1] != [png]:
+                    continue  # not reproducible top to bottom: nothing to hold the pipeline to
+                if drawn.get(cid, [])[i : i + 1] != [png]:
+                    first_line = next(c for c in expected.cells if c.id == cid).source
+                    problems.append(
+                        f"cell {numbers[cid]} `{first_line.splitlines()[0]}`: figure {i + 1} "
+                        "differs from the one top to bottom draws (the same bytes in two runs)"
+                    )
     for cid in want:
         if want[cid] != got[cid]:
             first_line = next(c for c in expected.cells if c.id == cid).source.split("\n")[0]

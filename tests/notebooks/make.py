@@ -589,6 +589,19 @@ CASES: dict[str, Case] = {
             code("print(frame.v.sum())", "step:show"),
         ],
     ),
+    "figures": Case(
+        "Figures drawn from values other steps made: the oracle compares their PNG bytes.",
+        [
+            code("import numpy as np\nimport matplotlib.pyplot as plt", "imports"),
+            code("x = np.linspace(0, 6, 50)\ny = np.sin(x)", "step:make"),
+            code("y = y * 2", "step:scale"),
+            code(
+                "fig, ax = plt.subplots(figsize=(3, 2), dpi=60)\nax.plot(x, y)\n"
+                "ax.set_title(f'max {y.max():.2f}')\nplt.show()",
+                "step:plot",
+            ),
+        ],
+    ),
     "last_expression": Case(
         "What a cell displays: its last expression, not one ending in `;`, `display()`.",
         [

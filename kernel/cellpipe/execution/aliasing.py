@@ -147,6 +147,8 @@ def _kind(t: type, leaves: tuple[type, ...]) -> Any:
     if issubclass(t, (list, tuple, set, frozenset)):
         return _SEQUENCE
     return tuple(_slots(t))
+
+
 def _slots(cls: type) -> list[str]:
     out: list[str] = []
     for klass in cls.__mro__:
