@@ -3,8 +3,8 @@
 A step's image is its base (the step's ``image:`` tag, else the notebook's
 ``metadata.cellpipe.image``, else ``cellpipe-base:bookworm``) with this engine installed and
 the step's packages. A step's packages are its ``packages:`` tags, the notebook's
-``metadata.cellpipe.packages``, and the distributions its imports resolve to in the current
-environment, pinned to their installed versions, so the container reproduces the kernel's
+``metadata.cellpipe.packages``, and the distributions its imports, and those of the steps
+whose values it loads, resolve to in the current environment, pinned to their installed versions, so the container reproduces the kernel's
 environment without the user listing anything (``metadata.cellpipe.infer_packages: false``
 turns the inference off).
 
@@ -65,12 +65,21 @@ def plan_images(pipeline: Pipeline, registry: str | None = None) -> dict[str, Im
     infer = pipeline.settings.get("infer_packages", True) is not False
     workdir = Path(pipeline.path).resolve().parent if pipeline.path else None
     plans: dict[str, ImageSpec] = {}
+    # A step loads its inputs before its cells run, and a value needs the packages of the
+    # step that made it (a DataFrame needs pandas in a step that never imports pandas):
+    # each step's inferred packages include its producers', transitively (steps come in
+    # run order, so producers are planned first).
+    needs: dict[str, dict[str, str]] = {}
     for step in pipeline.steps:
         base = step.settings.image or os.environ.get("CELLPIPE_BASE_IMAGE") or DEFAULT_BASE
         explicit = {_dist_key(p): p.strip() for p in step.settings.packages if p.strip()}
         inferred = {}
         if infer:
-            for dist, version in imported_distributions(pipeline, step, workdir).items():
+            found = dict(imported_distributions(pipeline, step, workdir))
+            for producer in dict.fromkeys(step.inputs.values()):
+                found = {**needs.get(producer, {}), **found}
+            needs[step.name] = found
+            for dist, version in found.items():
                 if _dist_key(dist) not in explicit:
                     inferred[_dist_key(dist)] = f"{dist}=={version}"
         packages = tuple(v for _, v in sorted({**inferred, **explicit}.items()))
