@@ -83,3 +83,12 @@ def test_a_view_in_a_group_stays_a_view_of_its_base(tmp_path: Path) -> None:
     back["arr"][0, 1] = -1.0
     assert back["col"].tolist() == [-1.0, 4.0]
     assert back["col"].strides == arr[:, 1].strides
+
+
+def test_an_object_whose_attributes_raise_is_reported_not_fatal() -> None:
+    class Hostile:
+        def __getattribute__(self, name):
+            raise RuntimeError("no peeking")
+
+    sharing = alias_groups({"h": Hostile(), "x": [1]})
+    assert sharing.groups == [] and sharing.truncated == ["h"]

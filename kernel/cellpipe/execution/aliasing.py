@@ -31,7 +31,7 @@ _SKIP = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, 
 @dataclass
 class Sharing:
     """``groups``: names (in the order given) whose values reach common objects, each
-    group of two or more; ``truncated``: names whose walk hit the limit."""
+    group of two or more; ``truncated``: names whose walk hit the limit or met an object whose attributes raise."""
 
     groups: list[list[str]] = field(default_factory=list)
     truncated: list[str] = field(default_factory=list)
@@ -51,7 +51,11 @@ def alias_groups(values: Mapping[str, Any], limit: int = WALK_LIMIT) -> Sharing:
     truncated = []
     for name, value in values.items():
         complete = True
-        for key in _reachable(value, limit):
+        try:
+            keys = _reachable(value, limit)
+        except Exception:  # an object whose attributes raise: never fail the step for it
+            keys = [None]
+        for key in keys:
             if key is None:
                 complete = False
                 continue

@@ -358,7 +358,7 @@ def _save_alias_groups(
                 "elsewhere do not see this step's changes ---\n"
             )
     for name in sharing.truncated:
-        log.write(f"--- cellpipe: `{name}` is too large to check for shared objects ---\n")
+        log.write(f"--- cellpipe: `{name}` was not fully checked for shared objects ---\n")
     return grouped
 
 
