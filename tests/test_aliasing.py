@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from cellpipe.execution.aliasing import alias_groups
-from cellpipe.execution.marshal import load_value, save_group
+from cellpipe.execution.marshal import load_value, read_manifest, save_group
+from nbbuild import notebook, write
 
 
 def test_names_reaching_one_object_form_a_group() -> None:
@@ -92,3 +94,42 @@ def test_an_object_whose_attributes_raise_is_reported_not_fatal() -> None:
 
     sharing = alias_groups({"h": Hostile(), "x": [1]})
     assert sharing.groups == [] and sharing.truncated == ["h"]
+
+
+def test_a_step_saves_its_outputs_that_share_objects_as_one_group(cli, tmp_path: Path) -> None:
+    write(
+        tmp_path / "p.ipynb",
+        notebook(
+            ("step:make", "a = [1]\npair = [a, a]\nlone = [2]"),
+            ("step:show", "print(pair, a, lone)"),
+        ),
+    )
+    proc = cli("run", "p.ipynb", "--json")
+    status = json.loads(proc.stdout)
+    assert status["state"] == "succeeded", proc.stderr
+    manifest = read_manifest(tmp_path / "runs" / status["run_id"] / "data" / "make")
+    assert {n: r.format for n, r in manifest.items()} == {
+        "a": "group",
+        "pair": "group",
+        "lone": "pickle",
+    }
+    assert sorted(manifest["a"].info["group"]) == ["a", "pair"]
+
+
+def test_sharing_the_analysis_could_not_see_is_noted_in_the_log(cli, tmp_path: Path) -> None:
+    # `stash` puts `item` into `registry` inside a function: the step hands on `registry`
+    # but not `item`, which `show` reads from `make`; the log says so.
+    write(
+        tmp_path / "p.ipynb",
+        notebook(
+            ("functions", "def stash(v):\n    registry.append(v)"),
+            ("step:make", "registry = []\nitem = {'n': 0}"),
+            ("step:keep", "stash(item)"),
+            ("step:show", "print(registry, item)"),
+        ),
+    )
+    proc = cli("run", "p.ipynb", "--json")
+    status = json.loads(proc.stdout)
+    assert status["state"] == "succeeded", proc.stderr
+    log = (tmp_path / "runs" / status["run_id"] / "logs" / "keep.log").read_text()
+    assert "registry share objects with item, which this step does not hand on" in log
