@@ -590,7 +590,8 @@ CASES: dict[str, Case] = {
         ],
     ),
     "figures": Case(
-        "Figures drawn from values other steps made: the oracle compares their PNG bytes.",
+        "Figures drawn from values other steps made, and a figure shown again by a later "
+        "step (matplotlib imported by unpickling it): the oracle compares their PNG bytes.",
         [
             code("import numpy as np\nimport matplotlib.pyplot as plt", "imports"),
             code("x = np.linspace(0, 6, 50)\ny = np.sin(x)", "step:make"),
@@ -600,6 +601,7 @@ CASES: dict[str, Case] = {
                 "ax.set_title(f'max {y.max():.2f}')\nplt.show()",
                 "step:plot",
             ),
+            code("ax.set_xlabel('x')\nfig", "step:again"),
         ],
     ),
     "last_expression": Case(

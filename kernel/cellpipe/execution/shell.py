@@ -756,8 +756,31 @@ class StepShell:
         try:
             with ip.builtin_trap:
                 yield
+                self._resolve_figure_backend()
         finally:
             InteractiveShell._instance = previous_shell
+
+    def _resolve_figure_backend(self) -> None:
+        """A figure made in an earlier step was made through pyplot, which then loaded its
+        backend, and matplotlib_inline registered the formatter that shows a figure as a
+        PNG: in a kernel that happened earlier in the same process. A step that only
+        receives the figure must do the same, or ``fig`` shows as text alone."""
+        figure = sys.modules.get("matplotlib.figure")
+        if figure is None:
+            return
+        kinds = (figure.Figure, figure.SubFigure)
+        axes = sys.modules.get("matplotlib.axes")
+        if axes is not None:
+            kinds += (axes.Axes,)
+        if not any(isinstance(v, kinds) for v in list(self.user_ns.values())):
+            return
+        try:
+            import matplotlib.pyplot as plt
+
+            plt._get_backend_mod()  # resolves the backend once; a no-op after that
+        except Exception as exc:  # a broken backend shows when a cell draws, not here
+            self._recorder.write_log(f"--- cellpipe: matplotlib backend: {exc!r} ---\n")
+        self._adopt_inline_backend()
 
     def close(self) -> None:
         """Undo this shell's process-wide changes: environment variables, ``__main__`` and
