@@ -261,3 +261,34 @@ def test_history_is_rebuilt_from_the_run_directories_when_the_index_is_lost(tmp_
     history.close()
     assert total == 2 and [r["run_id"] for r in rows] == [second.run_id, first.run_id]
     assert rows[0]["parameters"] == {"k": 2} and rows[0]["state"] == "succeeded"
+
+
+async def test_a_composed_notebook_gives_each_step_its_group_in_compile_and_run(
+    jp_fetch, jp_root_dir
+) -> None:
+    write(jp_root_dir / "part.ipynb", notebook(("step:make", "x = 2")))
+    main = notebook(("step:use", "print(x * 3)"))
+    main["cells"].insert(
+        0,
+        {
+            "cell_type": "code",
+            "id": "ref",
+            "metadata": {"notebook_path": "./part.ipynb", "tags": ["notebook:part"]},
+            "execution_count": None,
+            "outputs": [],
+            "source": [],
+        },
+    )
+    write(jp_root_dir / "main.ipynb", main)
+    data = await call(jp_fetch, "POST", "compile", body={"path": "main.ipynb"})
+    assert [(s["name"], s["group"], s["notebook"]) for s in data["steps"]] == [
+        ("part.make", "part", "part.ipynb"),
+        ("use", None, None),
+    ]
+    run = await call(jp_fetch, "POST", "runs", body={"path": "main.ipynb"})
+    done = await wait_for(jp_fetch, run["run_id"])
+    assert done["state"] == "succeeded"
+    assert [(s["name"], s["group"]) for s in done["steps"]] == [
+        ("part.make", "part"),
+        ("use", None),
+    ]

@@ -245,7 +245,10 @@ class RunManager:
             started_at=st.started_at,
             ended_at=st.ended_at,
             duration_s=st.duration_s,
-            steps=[DescribeStep(name=n, **_step_fields(s)) for n, s in st.steps.items()],
+            steps=[
+                DescribeStep(name=n, **_step_fields(s), **_grouping(rd, n))
+                for n, s in st.steps.items()
+            ],
             metrics=rd.metrics(),
         )
 
@@ -322,3 +325,12 @@ def _step_fields(s: Any) -> dict[str, Any]:
     d = s.to_json()
     d["state"] = s.state.value
     return d
+
+
+def _grouping(rd: RunDir, step: str) -> dict[str, Any]:
+    """The part of a composed notebook a step belongs to, for the sidebar's groups."""
+    try:
+        s = rd.pipeline().step(step)
+    except (KeyError, OSError, ValueError):
+        return {}
+    return {"group": s.group, "notebook": s.notebook}

@@ -49,6 +49,10 @@ class DescribeStep(BaseModel):
     cell_id: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
+    group: str | None = Field(
+        None, description="Part of a composed notebook (`notebook_a`); None: the main's."
+    )
+    notebook: str | None = Field(None, description="That part's notebook, relative to the main.")
 
 
 class DescribeRun(BaseModel):

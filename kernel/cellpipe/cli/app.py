@@ -269,13 +269,15 @@ def run(
     if executed:
         from cellpipe.reports.executed import write_executed_notebook
 
-        write_executed_notebook(rd, Path(executed))
+        written = write_executed_notebook(rd, Path(executed))
     if as_json:
         click.echo(json.dumps(_status_json(status), indent=1))
     else:
         _print_status(status, rd)
         if executed:
             click.echo(f"executed notebook: {executed}", err=True)
+            for extra in written[1:]:
+                click.echo(f"executed referenced notebook: {extra}", err=True)
     sys.exit(0 if state.ok else 1)
 
 

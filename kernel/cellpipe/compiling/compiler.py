@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe._version import __version__
+from cellpipe.compiling.compose import ORIGIN, Inlined, inline, locate, part_notebooks
 from cellpipe.compiling.dataflow import resolve
 from cellpipe.compiling.notebook import notebook_sha256, parse_cells, read_notebook
 from cellpipe.core.errors import CompileError, Diagnostic
-from cellpipe.core.model import Cell, Pipeline, Role
+from cellpipe.core.model import Cell, Pipeline, Role, Step
 
 
 def compile_notebook(
@@ -35,9 +36,15 @@ def compile_notebook(
     nb, _label = read_notebook(source)
     if path is None and not isinstance(source, Mapping):
         path = str(source)
+    composed = inline_references(nb, path)
+    nb = composed.nb
     tagged = parse_cells(nb)
     flow = resolve(tagged.cells, tagged.step_order, tagged.prev, tagged.settings)
     diags = tagged.diagnostics + flow.diagnostics
+    if composed.composed or any(c.get("metadata", {}).get(ORIGIN) for c in nb["cells"]):
+        # Told in the notebook a person edits, not by the flat notebook's numbering.
+        diags = [locate(nb, d) for d in diags]
+    diags = composed.diagnostics + diags  # already numbered in the notebook a person edits
     if not tagged.step_order and not any(d.severity == "error" for d in diags):
         diags.append(
             Diagnostic(
@@ -53,7 +60,7 @@ def compile_notebook(
         name=name,
         path=path,
         cells=tuple(tagged.cells),
-        steps=tuple(flow.steps),
+        steps=tuple(_grouped(flow.steps, part_notebooks(nb))),
         edges=tuple(flow.edges),
         parameters=tuple(tagged.parameters),
         settings=tagged.notebook_settings,
@@ -61,6 +68,28 @@ def compile_notebook(
         notebook_sha256=notebook_sha256(nb),
         engine_version=__version__,
     )
+
+
+def inline_references(nb: Mapping[str, Any], path: str | None) -> Inlined:
+    """``nb`` with each cell that stands for another notebook (``notebook:NAME``, ``%run
+    x.ipynb``) replaced by that notebook's cells; references resolve against ``path``'s
+    folder. See compose.py."""
+    base = Path(path).resolve().parent if path else None
+    return inline(nb, base, label=Path(path).name if path else "notebook")
+
+
+def _grouped(steps: list[Step], notebooks: Mapping[str, str]) -> list[Step]:
+    """Steps of referenced notebooks carry their part and its notebook (the sidebar groups
+    them; Argo gives each part its own DAG template)."""
+    from dataclasses import replace
+
+    from cellpipe.compiling.compose import group_of
+
+    out = []
+    for s in steps:
+        group = group_of(s.name)
+        out.append(replace(s, group=group, notebook=notebooks.get(group)) if group else s)
+    return out
 
 
 def step_script(pipeline: Pipeline, step_name: str, parameters: Mapping[str, Any]) -> str:

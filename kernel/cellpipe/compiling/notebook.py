@@ -21,7 +21,9 @@ from typing import Any
 from cellpipe.core.errors import Diagnostic, NotebookError, ParameterError
 from cellpipe.core.model import Cell, Parameter, Role, StepSettings
 
-STEP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+#: A step name; the dots qualify the steps of a referenced notebook (``notebook_a.train``,
+#: see compose.py), which is where they come from: compose refuses them in a step tag.
+STEP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$")
 #: Name of the step formed by code cells before the first step tag.
 IMPLICIT_STEP = "main"
 #: Name of the step a metrics cell without a step tag starts.
@@ -51,7 +53,7 @@ _SETTING_PREFIXES = (
     "secret:",
     "report:",  # Kale 2.3: per-step HTML report; every cellpipe step writes one anyway
 )
-_KNOWN_PREFIXES = _STEP_PREFIXES + _PREV_PREFIXES + _SETTING_PREFIXES
+_KNOWN_PREFIXES = _STEP_PREFIXES + _PREV_PREFIXES + _SETTING_PREFIXES + ("notebook:",)
 _KNOWN_WORDS = (*_ROLE_TAGS, *_METRICS_TAGS)
 #: Tags of other tools we recognise so they are never mistaken for misspelt ones of ours.
 _FOREIGN_TAGS = frozenset(
@@ -131,7 +133,10 @@ def read_notebook(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any
     for i, c in enumerate(cells):
         if not isinstance(c, dict) or "cell_type" not in c:
             raise NotebookError(f"{label}: cell {i + 1} has no cell_type")
-    if not any(c["cell_type"] == "code" and _source(c).strip() for c in cells):
+    from cellpipe.compiling.compose import reference
+
+    # A cell standing for another notebook counts: Kale's are code cells with no source.
+    if not any(c["cell_type"] == "code" and (_source(c).strip() or reference(c)) for c in cells):
         raise NotebookError(f"{label}: the notebook has no code cells, so there is nothing to run")
     return nb, label
 
@@ -429,18 +434,6 @@ def _cell_id(cell: Mapping[str, Any], index: int, used: set[str]) -> str:
 
 def _check_spelling(tags: tuple[str, ...], number: int, cid: str, diags: list[Diagnostic]) -> None:
     for t in tags:
-        if t.startswith("notebook:"):
-            diags.append(
-                _warn(
-                    "unsupported-tag",
-                    f"tag `{t}`: Kale's sub-notebook steps are not supported; the cell runs "
-                    "as a normal cell of its step",
-                    number,
-                    cid,
-                    name=t,
-                )
-            )
-            continue
         if t in _FOREIGN_TAGS or t in _KNOWN_WORDS or t.startswith(_KNOWN_PREFIXES):
             continue
         if ":" in t:

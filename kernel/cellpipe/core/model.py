@@ -162,10 +162,16 @@ class Step:
     # Names the prelude binds that an earlier step deleted and this step checks for (`try: x
     # except NameError`): unbound after the prelude, as they are top to bottom.
     absent: tuple[str, ...] = ()
+    #: The referenced notebook's part (``notebook_a`` for ``notebook_a.train``, ``a.b`` when
+    #: nested) and that notebook's path relative to the main one; None for the main's steps.
+    group: str | None = None
+    notebook: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "group": self.group,
+            "notebook": self.notebook,
             "cells": list(self.cells),
             "inputs": dict(self.inputs),
             "outputs": list(self.outputs),
@@ -188,6 +194,8 @@ class Step:
             consumers={k: tuple(v) for k, v in d.get("consumers", {}).items()},
             metrics=tuple(d.get("metrics", ())),
             absent=tuple(d.get("absent", ())),
+            group=d.get("group"),
+            notebook=d.get("notebook"),
         )
 
 

@@ -38,12 +38,15 @@ def prepare_run(
     ``serve``); by default it is guessed from the process. ``notify``: where to say that
     the run ended (``--notify``, ``c.CellpipeApp.notify``) unless the notebook's
     ``metadata.cellpipe.notify`` says; see ``cellpipe.driving.notify``."""
-    from cellpipe.compiling.compiler import compile_notebook
+    from cellpipe.compiling.compiler import compile_notebook, inline_references
     from cellpipe.compiling.notebook import notebook_settings, read_notebook, resolve_parameters
 
     nb, _ = read_notebook(notebook)
     name = path if path is not None else (None if isinstance(notebook, Mapping) else str(notebook))
     pipeline = compile_notebook(nb, path=name)
+    # The snapshot is the notebook the pipeline was compiled from: referenced notebooks
+    # inlined (compiling succeeded, so this does too), so resume and --output need only it.
+    nb = inline_references(nb, name).nb
     values = resolve_parameters(list(pipeline.parameters), dict(parameters or {}))
     opts = dict(options or {})
     target = _notify_target(notebook_settings(nb).get("notify"), notify)
@@ -84,7 +87,7 @@ def prepare_resume(
     ``notebook``: the fixed notebook (a path or content); default: the file the run came
     from, else its snapshot. Raises Conflict while the run is still going.
     """
-    from cellpipe.compiling.compiler import compile_notebook
+    from cellpipe.compiling.compiler import compile_notebook, inline_references
     from cellpipe.compiling.notebook import read_notebook, resolve_parameters
 
     rd = RunDir.open(root, run_id)
@@ -101,6 +104,7 @@ def prepare_resume(
     else:
         nb, _ = read_notebook(source)
     pipeline = compile_notebook(nb, path=info.get("notebook"))
+    nb = inline_references(nb, info.get("notebook")).nb
     resolve_parameters(list(pipeline.parameters), info.get("parameters") or {})
     rd.replace_pipeline(pipeline, nb)
     # The old driver is gone; until the new one starts, the run waits (it has not failed).

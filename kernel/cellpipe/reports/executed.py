@@ -92,6 +92,14 @@ def executed_notebook(rd: RunDir) -> dict[str, Any]:
     return nb
 
 
-def write_executed_notebook(rd: RunDir, dest: Path) -> None:
+def write_executed_notebook(rd: RunDir, dest: Path) -> list[Path]:
+    """Write the executed notebook at ``dest``; for a composed notebook, also each
+    referenced notebook, executed, beside it (``<dest stem>.<part>.ipynb``). Returns the
+    files written."""
+    from cellpipe.compiling.compose import split_executed
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    write_text(dest, json.dumps(executed_notebook(rd), indent=1, ensure_ascii=False) + "\n")
+    files = split_executed(executed_notebook(rd), dest)
+    for file, nb in files.items():
+        write_text(file, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    return list(files)
