@@ -212,25 +212,7 @@ class FakeCluster:
             self._bump(ns, name)
             spec = copy.deepcopy(wf["spec"])
         templates = {t["name"]: t for t in spec["templates"]}
-        tasks = templates["main"]["dag"]["tasks"]
-        result: dict[str, str] = {}
-        for task in tasks:  # cellpipe lists tasks in a topological order
-            deps = task.get("dependencies", [])
-            if self._stopped(ns, name) or any(result.get(d) != "Succeeded" for d in deps):
-                result[task["name"]] = "Omitted"
-                self._node(
-                    ns,
-                    name,
-                    f"{name}.{task['name']}",
-                    task["template"],
-                    "Skipped",
-                    "Omitted",
-                    "omitted: depends condition not met",
-                )
-                continue
-            result[task["name"]] = self._run_task(
-                ns, name, spec, templates[task["template"]], task["name"]
-            )
+        result = self._run_dag(ns, name, spec, templates, templates["main"], "")
         with self.lock:
             wf = self.workflows[(ns, name)]
             stopped = wf["spec"].get("shutdown")
@@ -241,6 +223,44 @@ class FakeCluster:
             wf["status"]["finishedAt"] = now()
             wf["status"]["nodes"][name]["phase"] = wf["status"]["phase"]
             self._bump(ns, name)
+
+    def _run_dag(
+        self,
+        ns: str,
+        name: str,
+        spec: dict[str, Any],
+        templates: dict[str, dict[str, Any]],
+        dag: dict[str, Any],
+        prefix: str,
+    ) -> dict[str, str]:
+        """Run a DAG template's tasks; a task whose template is itself a DAG (a composed
+        notebook's part) runs its tasks in turn, as Argo nests them under the task's node."""
+        result: dict[str, str] = {}
+        for task in dag["dag"]["tasks"]:  # cellpipe lists tasks in a topological order
+            deps = task.get("dependencies", [])
+            path = f"{prefix}{task['name']}"
+            if self._stopped(ns, name) or any(result.get(d) != "Succeeded" for d in deps):
+                result[task["name"]] = "Omitted"
+                self._node(
+                    ns,
+                    name,
+                    f"{name}.{path}",
+                    task["template"],
+                    "Skipped",
+                    "Omitted",
+                    "omitted: depends condition not met",
+                )
+                continue
+            template = templates[task["template"]]
+            if "dag" in template:
+                self._node(ns, name, f"{name}.{path}", template["name"], "DAG", "Running")
+                inner = self._run_dag(ns, name, spec, templates, template, f"{path}.")
+                phase = "Succeeded" if all(r == "Succeeded" for r in inner.values()) else "Failed"
+                self._node(ns, name, f"{name}.{path}", template["name"], "DAG", phase)
+                result[task["name"]] = phase
+                continue
+            result[task["name"]] = self._run_task(ns, name, spec, template, path)
+        return result
 
     def _stopped(self, ns: str, name: str) -> bool:
         with self.lock:

@@ -348,7 +348,7 @@ def workflow_spec(
             {"name": "run", "emptyDir": {}},
             {"name": "tmp", "emptyDir": {}},
         ],
-        "templates": [_dag(run_steps, skip)]
+        "templates": _dags(run_steps, skip)
         + [_step_template(pipeline, s, settings, images[s.name], key) for s in run_steps],
     }
     if not spec["arguments"]["parameters"]:
@@ -507,6 +507,94 @@ def _dag(steps: list[Step], skip: set[str]) -> dict[str, Any]:
         tasks.append(task)
     # Independent branches go on after a failure, as they do on the local backend.
     return {"name": "main", "dag": {"tasks": tasks, "failFast": False}}
+
+
+def _dags(steps: list[Step], skip: set[str]) -> list[dict[str, Any]]:
+    """The DAG templates: ``main``, and for a composed notebook one per referenced notebook
+    (as Kale makes a sub-pipeline of each), its task in the enclosing DAG depending on the
+    parts and steps its steps need. Argo lets a task depend only on tasks of its own DAG,
+    so a part waits for everything its steps read. A part's cells are contiguous in the
+    inlined notebook, so that coarser order has no cycle; should one appear all the same
+    (a ``prev:`` pointing out of a part), the DAG is flat rather than wrong."""
+    if not any(s.group for s in steps):
+        return [_dag(steps, skip)]
+    parts = sorted(
+        {
+            ".".join(s.group.split(".")[: n + 1])
+            for s in steps
+            if s.group
+            for n in range(s.group.count(".") + 1)
+        }
+    )
+    templates = []
+    for scope in [None, *parts]:
+        dag = _scoped_dag(steps, skip, scope)
+        if dag is None:
+            return [_dag(steps, skip)]
+        templates.append(dag)
+    return templates
+
+
+def part_template(part: str) -> str:
+    """The DAG template (and task) name of a referenced notebook's part."""
+    return "part-" + k8s_name(part)
+
+
+def _stable_order(order: list[str], deps: Mapping[str, list[str]]) -> list[str] | None:
+    """``order`` sorted so each task follows what it depends on, else kept as it is (the
+    notebook's order); None when the dependencies have a cycle."""
+    done: list[str] = []
+    left = list(order)
+    while left:
+        ready = next((t for t in left if all(d in done for d in deps[t])), None)
+        if ready is None:
+            return None
+        done.append(ready)
+        left.remove(ready)
+    return done
+
+
+def _scoped_dag(steps: list[Step], skip: set[str], scope: str | None) -> dict[str, Any] | None:
+    def member(step: Step) -> str | None:
+        """The task that stands for ``step`` in ``scope``'s DAG; None: outside ``scope``."""
+        group = step.group or ""
+        if scope is not None and not (group == scope or group.startswith(scope + ".")):
+            return None
+        rest = group[len(scope) + 1 :] if scope else group
+        if not rest:
+            return task_name(step.name)
+        child = f"{scope}.{rest.split('.')[0]}" if scope else rest.split(".")[0]
+        return part_template(child)
+
+    by_name = {s.name: s for s in steps}
+    order: list[str] = []
+    deps: dict[str, list[str]] = {}
+    template: dict[str, str] = {}
+    for s in steps:
+        task = member(s)
+        if task is None:
+            continue
+        if task not in deps:
+            order.append(task)
+            deps[task] = []
+            template[task] = task
+        for u in s.after:
+            if u in skip or u not in by_name:
+                continue
+            up = member(by_name[u])
+            if up is not None and up != task and up not in deps[task]:
+                deps[task].append(up)
+    ranked = _stable_order(order, deps)
+    if ranked is None:
+        return None
+    tasks = []
+    for t in ranked:
+        task: dict[str, Any] = {"name": t, "template": template[t]}
+        if deps[t]:
+            task["dependencies"] = deps[t]
+        tasks.append(task)
+    name = "main" if scope is None else part_template(scope)
+    return {"name": name, "dag": {"tasks": tasks, "failFast": False}}
 
 
 def _step_template(
