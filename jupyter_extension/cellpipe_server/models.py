@@ -53,6 +53,9 @@ class DescribeStep(BaseModel):
         None, description="Part of a composed notebook (`notebook_a`); None: the main's."
     )
     notebook: str | None = Field(None, description="That part's notebook, relative to the main.")
+    iterations: dict[str, int] | None = Field(
+        None, description="A foreach step's progress: `{done, total}` (shown as 7/20)."
+    )
 
 
 class DescribeRun(BaseModel):

@@ -296,7 +296,11 @@ def _early_backend(name: str) -> Any:
 def _status_json(status: Any) -> dict[str, Any]:
     d = status.to_json()
     d["steps"] = {
-        name: {k: s[k] for k in ("state", "duration_s", "attempts", "cached", "message")}
+        name: {
+            k: s[k]
+            for k in ("state", "duration_s", "attempts", "cached", "message", "iterations")
+            if k in s  # iterations: a foreach step's {done, total}
+        }
         for name, s in d["steps"].items()
     }
     return d

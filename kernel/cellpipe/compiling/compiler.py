@@ -10,6 +10,7 @@ from typing import Any
 from cellpipe._version import __version__
 from cellpipe.compiling.compose import ORIGIN, Inlined, inline, locate, part_notebooks
 from cellpipe.compiling.dataflow import resolve
+from cellpipe.compiling.foreach import check_cells as check_foreach
 from cellpipe.compiling.notebook import notebook_sha256, parse_cells, read_notebook
 from cellpipe.core.errors import CompileError, Diagnostic
 from cellpipe.core.model import Cell, Pipeline, Role, Step
@@ -40,7 +41,7 @@ def compile_notebook(
     nb = composed.nb
     tagged = parse_cells(nb)
     flow = resolve(tagged.cells, tagged.step_order, tagged.prev, tagged.settings)
-    diags = tagged.diagnostics + flow.diagnostics
+    diags = tagged.diagnostics + flow.diagnostics + check_foreach(tagged.cells)
     if composed.composed or any(c.get("metadata", {}).get(ORIGIN) for c in nb["cells"]):
         # Told in the notebook a person edits, not by the flat notebook's numbering.
         diags = [locate(nb, d) for d in diags]

@@ -54,7 +54,7 @@ _SETTING_PREFIXES = (
     "report:",  # Kale 2.3: per-step HTML report; every cellpipe step writes one anyway
 )
 _KNOWN_PREFIXES = _STEP_PREFIXES + _PREV_PREFIXES + _SETTING_PREFIXES + ("notebook:",)
-_KNOWN_WORDS = (*_ROLE_TAGS, *_METRICS_TAGS)
+_KNOWN_WORDS = (*_ROLE_TAGS, *_METRICS_TAGS, "foreach")  # foreach: see compiling/foreach.py
 #: Tags of other tools we recognise so they are never mistaken for misspelt ones of ours.
 _FOREIGN_TAGS = frozenset(
     {

@@ -182,7 +182,10 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
 
         for cell in pipeline.step_cells(step_name):
             writer.current = cell.id
-            failure = _run_cell(shell, cell.id, cell.source, records, cell)
+            if "foreach" in cell.tags:  # iterations on worker processes: execution/fanout.py
+                failure = _run_foreach(rd, step, cell, shell, records, attempt, log)
+            else:
+                failure = _run_cell(shell, cell.id, cell.source, records, cell)
             writer.flush()
             if failure:
                 return finish(State.FAILED, failure)
@@ -248,6 +251,31 @@ def _run_cell(
     return Failure(
         cell, err.get("ename", "Error"), err.get("evalue", ""), list(err.get("traceback", []))
     )
+
+
+def _run_foreach(
+    rd: RunDir,
+    step: Any,
+    cell: Cell,
+    shell: Any,
+    records: dict[str, CellRecord],
+    attempt: int,
+    log: TextIO,
+) -> Failure | None:
+    from cellpipe.execution.fanout import run_foreach
+
+    res = run_foreach(rd, step, cell, shell, attempt=attempt, log=log)
+    status = "error" if res.error else "ok"
+    records[cell.id] = CellRecord(res.outputs, res.execution_count, status, res.duration_s)
+    if res.total:
+        log.write(
+            f"--- cellpipe: foreach in cell {cell.number}: {res.total} iterations, "
+            f"{res.ran} run, {res.cached} from the cache ---\n"
+        )
+    if not res.error:
+        return None
+    err = res.error
+    return Failure(cell, err.get("ename", "Error"), err.get("evalue", ""), err.get("traceback", []))
 
 
 def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) -> Failure | None:

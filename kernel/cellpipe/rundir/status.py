@@ -69,9 +69,11 @@ class StepStatus:
     message: str = ""
     cell: int | None = None
     cell_id: str | None = None
+    iterations: dict[str, int] | None = None  # a foreach step's {"done", "total"}
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **({"iterations": self.iterations} if self.iterations else {}),
             "state": self.state.value,
             "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
             "attempts": self.attempts,
@@ -170,6 +172,8 @@ def derive(
         st.state, st.message = ev.state, ev.message
         st.attempts = max(st.attempts, ev.attempt)
         st.cached = ev.state is State.CACHED
+        if "iterations" in ev.extra:  # a foreach step's progress (execution/fanout.py)
+            st.iterations = ev.extra["iterations"]
         if ev.state is State.RUNNING:
             if st.started_at is None or st.ended_at is not None:
                 st.started_at, st.ended_at = ev.ts, None
