@@ -374,3 +374,21 @@ def test_a_composed_notebook_runs_on_argo_with_a_pod_per_qualified_step(
         assert {s.state.value for s in steps.values()} == {"succeeded"}
         assert "notebook_c.predict" in steps
         assert "prediction at 10 -> 74.25" in rd.log_path("notebook_c.predict").read_text()
+
+
+@pytest.mark.slow
+def test_a_composed_notebook_under_docker_equals_the_inlined_top_to_bottom_run(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_docker_backend import USER, _give
+
+    monkeypatch.setenv("CELLPIPE_DOCKER_USER", USER)
+    _give(tmp_path)
+    expected = _inlined_top_to_bottom(project / "main_mixed.ipynb")
+    _give(tmp_path)
+    _, proc = run_pipeline(
+        project / "main_mixed.ipynb", tmp_path, extra=("--backend", "docker", "--jobs", "4")
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    actual = _executed_inlined(tmp_path / "main_mixed.executed.ipynb")
+    assert differences(expected, actual) == []

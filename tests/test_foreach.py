@@ -289,3 +289,28 @@ def test_a_retried_step_reruns_only_the_failed_iteration(cli, tmp_path: Path) ->
     assert status["steps"]["loop"]["state"] == "succeeded"
     assert status["steps"]["loop"]["attempts"] == 2
     assert _runs(tmp_path) == {1: 1, 2: 2, 3: 1}
+
+
+# -- Docker ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_foreach_under_docker_equals_the_top_to_bottom_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step's container runs the iterations on its warm workers (parallel processes in
+    the step's container, not a container each: see docs/design.md)."""
+    from test_docker_backend import USER, _give
+
+    monkeypatch.setenv("CELLPIPE_DOCKER_USER", USER)
+    (tmp_path / "tb").mkdir()
+    (tmp_path / "pipe").mkdir()
+    write(tmp_path / "tb" / "sweep.ipynb", SWEEP)
+    write(tmp_path / "pipe" / "sweep.ipynb", SWEEP)
+    _give(tmp_path)
+    expected = run_top_to_bottom(tmp_path / "tb" / "sweep.ipynb")
+    executed, proc = run_pipeline(
+        tmp_path / "pipe" / "sweep.ipynb", tmp_path, extra=("--backend", "docker", "--jobs", "2")
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert differences(expected, executed) == []

@@ -143,10 +143,15 @@ def run_foreach(
     jobs = jobs or opts.get("jobs") or len(os.sched_getaffinity(0))
     keys = _cache_keys(shell, pipeline, plan, items)
     use_cache = step.settings.cache and not opts.get("no_cache")
-    cache_dir = rd.path.parent / _CACHE
+    # The run's own (retries, resume; inside the run directory, which every backend
+    # mounts) and the one runs share (skip-unchanged; beside the runs).
+    own, shared = rd.path / "foreach", rd.path.parent / _CACHE
     done: dict[int, Iteration] = {}
     for i, key in enumerate(keys):
-        hit = _cache_read(cache_dir, key, rd.run_id, use_cache, need_values=i == total - 1)
+        last = i == total - 1
+        hit = _cache_read(own, key, rd.run_id, True, need_values=last)
+        if hit is None and use_cache:
+            hit = _cache_read(shared, key, rd.run_id, True, need_values=last)
         if hit is not None:
             hit.index = i
             done[i] = hit
@@ -162,7 +167,7 @@ def run_foreach(
             min(jobs, len(pending)),
             done,
             progress,
-            lambda it: _cache_write(cache_dir, keys[it.index], rd.run_id, it),
+            lambda it: _keep(own, shared, keys[it.index], rd.run_id, it),
             on_progress,
         )
     # Merge, in iteration order, up to and including the first that failed.
@@ -424,6 +429,11 @@ def _cache_read(
         return None
     it.cached = True
     return it
+
+
+def _keep(own: Path, shared: Path, key: str | None, run_id: str, it: Iteration) -> None:
+    _cache_write(own, key, run_id, it)
+    _cache_write(shared, key, run_id, it)
 
 
 def _cache_write(directory: Path, key: str | None, run_id: str, it: Iteration) -> None:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).parent
-KALE = {"base_image": "python:3.11", "experiment_name": "composed", "volumes": []}
+KALE = {"experiment_name": "composed", "volumes": []}
 
 
 def cell(cid: str, tags: list[str], source: str, **meta: str) -> dict:
@@ -36,12 +36,14 @@ def markdown(cid: str, text: str) -> dict:
     return {"cell_type": "markdown", "id": cid, "metadata": {}, "source": text}
 
 
-def nb(cells: list[dict], name: str) -> dict:
+def nb(cells: list[dict], name: str, image: str = "kale-runtime:2.1.0") -> dict:
+    """A notebook with Kale's metadata; a referenced notebook's (its image among them) is
+    not used: the main notebook's settings are the pipeline's, as in Kale."""
     return {
         "cells": cells,
         "metadata": {
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "kubeflow_notebook": {**KALE, "pipeline_name": name},
+            "kubeflow_notebook": {**KALE, "docker_image": image, "pipeline_name": name},
             "language_info": {"name": "python"},
         },
         "nbformat": 4,
@@ -118,6 +120,7 @@ NOTEBOOKS = {
             ref("ref-c", "notebook_c"),
         ],
         "composed",
+        image="",
     ),
     "main_mixed": nb(
         [
@@ -129,6 +132,7 @@ NOTEBOOKS = {
             cell("final", ["step:final"], "print('final prediction:', prediction, 'scale', scale)"),
         ],
         "composed-mixed",
+        image="",
     ),
     "main_run": nb(
         [
@@ -139,6 +143,7 @@ NOTEBOOKS = {
             cell("final", ["step:final"], "print('final prediction:', prediction)"),
         ],
         "composed-run",
+        image="",
     ),
 }
 
