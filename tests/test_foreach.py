@@ -4,6 +4,9 @@ notebook still computes what its top-to-bottom run computes."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -314,3 +317,82 @@ def test_a_foreach_under_docker_equals_the_top_to_bottom_run(
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert differences(expected, executed) == []
+
+
+# -- Argo: a pod per iteration ------------------------------------------------------------------
+
+
+def test_argo_fans_a_foreach_step_out_with_param_a_pod_per_iteration(tmp_path: Path) -> None:
+    from cellpipe.backends.argo.manifest import ArgoSettings, build_workflow
+    from test_argo_manifest import IMAGES, manifest_problems
+
+    pipeline = compile_notebook(write(tmp_path / "sweep.ipynb", SWEEP))
+    images = {s.name: IMAGES for s in pipeline.steps}
+    doc = build_workflow(pipeline, ArgoSettings.from_notebook(pipeline.settings), images=images)
+    assert manifest_problems(doc) == []
+    [dag] = [t for t in doc["spec"]["templates"] if "dag" in t]
+    tasks = {t["name"]: t for t in dag["dag"]["tasks"]}
+    assert [t["name"] for t in dag["dag"]["tasks"]] == [
+        "setup",
+        "sweep-items",
+        "sweep-iteration",
+        "sweep",
+        "report",
+    ]
+    assert tasks["sweep-items"]["dependencies"] == ["setup"]
+    assert tasks["sweep-iteration"]["withParam"] == "{{tasks.sweep-items.outputs.result}}"
+    assert tasks["sweep"]["dependencies"] == ["sweep-iteration"]
+    by_name = {t["name"]: t for t in doc["spec"]["templates"]}
+    assert by_name["sweep-iteration"]["container"]["args"][-2:] == [
+        "--foreach-iteration",
+        "{{inputs.parameters.index}}",
+    ]
+    assert by_name["sweep-items"]["container"]["args"][-1] == "--foreach-items"
+
+
+def test_argo_with_parallelism_bounds_the_iteration_pods(tmp_path: Path) -> None:
+    from cellpipe.backends.argo.manifest import ArgoSettings, build_workflow
+    from test_argo_manifest import IMAGES, manifest_problems
+
+    nb = json.loads(json.dumps(SWEEP))
+    nb["metadata"]["cellpipe"] = {"argo": {"parallelism": 3}}
+    pipeline = compile_notebook(write(tmp_path / "sweep.ipynb", nb))
+    images = {s.name: IMAGES for s in pipeline.steps}
+    doc = build_workflow(pipeline, ArgoSettings.from_notebook(pipeline.settings), images=images)
+    assert manifest_problems(doc) == []
+    assert doc["spec"]["parallelism"] == 3
+
+
+def test_the_pods_of_a_fan_out_leave_each_iteration_for_the_step_to_merge(tmp_path: Path) -> None:
+    """What the Argo fan-out's pods run, run here one after another in the run directory
+    (whose data the workflow's volume shares between pods)."""
+    from cellpipe.driving.driver import prepare_run
+
+    write(tmp_path / "sweep.ipynb", SWEEP)
+    rd = prepare_run(tmp_path / "runs", tmp_path / "sweep.ipynb")
+
+    def runner(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cellpipe.runner", "--run-dir", str(rd.path), *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(Path(__file__).parents[1] / "kernel"),
+            },
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    runner("--step", "setup")
+    assert json.loads(runner("--step", "sweep", "--foreach-items")) == [0, 1, 2, 3, 4, 5, 6]
+    for i in (0, 2, 5, 6):
+        assert runner("--step", "sweep", "--foreach-iteration", str(i)) == ""
+    assert json.loads(runner("--step", "sweep", "--foreach-items")) == [1, 3, 4]
+    for i in (1, 3, 4):
+        runner("--step", "sweep", "--foreach-iteration", str(i))
+    runner("--step", "sweep")
+    log = rd.log_path("sweep").read_text()
+    assert "7 iterations, 0 run, 7 from the cache" in log
+    assert "alpha=3.5 score=150.41" in log

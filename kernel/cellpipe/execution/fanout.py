@@ -33,7 +33,7 @@ from multiprocessing.connection import Connection, Pipe, wait
 from pathlib import Path
 from typing import Any
 
-from cellpipe.compiling.foreach import LoopPlan, plan_loop, random_imports
+from cellpipe.compiling.foreach import FOREACH, LoopPlan, plan_loop, random_imports
 from cellpipe.core.model import Cell, Role, State, Step
 
 #: The names an iteration's item and the iterable's items have in the shell meanwhile.
@@ -118,43 +118,16 @@ def run_foreach(
     for an error in the notebook's code: the result's ``error`` holds it.
     """
     started = time.perf_counter()
-    pipeline = rd.pipeline()
-    plan = plan_loop(
-        cell.source, random_imports([c.source for c in pipeline.cells if c.kind == "code"])
-    )
-    made = shell.execute(f"{_ITEMS} = ({plan.iterable})")
-    if not made.success:
-        return FanoutResult(made.outputs, made.execution_count, made.error)
-    iterable = shell.user_ns.pop(_ITEMS)
-    if isinstance(iterable, types.GeneratorType):
-        why = (
-            f"the iterable `{plan.iterable}` is a generator: its items exist only while a "
-            "loop consumes it, so they cannot be handed out to parallel tasks; make it a list"
-        )
-        return FanoutResult(
-            [], made.execution_count, {"ename": "ForeachError", "evalue": why, "traceback": []}
-        )
-    items = list(iterable)
+    prep = _prepare(rd, step, cell, shell)
+    if isinstance(prep, FanoutResult):
+        return prep
+    plan, items, keys, (own, shared), done, count = prep
     total = len(items)
-    result = FanoutResult([], made.execution_count, None, total=total)
+    result = FanoutResult([], count, None, total=total)
     if total == 0:
         return result
     opts = rd.info().get("options") or {}
     jobs = jobs or opts.get("jobs") or len(os.sched_getaffinity(0))
-    keys = _cache_keys(shell, pipeline, plan, items)
-    use_cache = step.settings.cache and not opts.get("no_cache")
-    # The run's own (retries, resume; inside the run directory, which every backend
-    # mounts) and the one runs share (skip-unchanged; beside the runs).
-    own, shared = rd.path / "foreach", rd.path.parent / _CACHE
-    done: dict[int, Iteration] = {}
-    for i, key in enumerate(keys):
-        last = i == total - 1
-        hit = _cache_read(own, key, rd.run_id, True, need_values=last)
-        if hit is None and use_cache:
-            hit = _cache_read(shared, key, rd.run_id, True, need_values=last)
-        if hit is not None:
-            hit.index = i
-            done[i] = hit
     pending = [i for i in range(total) if i not in done]
     progress = _Progress(rd, step.name, attempt, total)
     progress.update(len(done), force=True)
@@ -198,6 +171,88 @@ def run_foreach(
     progress.update(len([i for i in done if done[i].ok]), force=True)
     result.duration_s = time.perf_counter() - started
     return result
+
+
+def _prepare(rd: Any, step: Step, cell: Cell, shell: Any) -> Any:
+    """Plan the loop, evaluate its iterable in the step's shell, key each item and take
+    what the caches hold: ``(plan, items, keys, (own, shared), done, execution_count)``,
+    or a FanoutResult carrying the error."""
+    pipeline = rd.pipeline()
+    randoms = random_imports([c.source for c in pipeline.cells if c.kind == "code"])
+    plan = plan_loop(cell.source, randoms)
+    made = shell.execute(f"{_ITEMS} = ({plan.iterable})")
+    if not made.success:
+        return FanoutResult(made.outputs, made.execution_count, made.error)
+    iterable = shell.user_ns.pop(_ITEMS)
+    if isinstance(iterable, types.GeneratorType):
+        why = (
+            f"the iterable `{plan.iterable}` is a generator: its items exist only while a "
+            "loop consumes it, so they cannot be handed out to parallel tasks; make it a list"
+        )
+        error = {"ename": "ForeachError", "evalue": why, "traceback": []}
+        return FanoutResult([], made.execution_count, error)
+    items = list(iterable)
+    total = len(items)
+    keys = _cache_keys(shell, pipeline, plan, items)
+    opts = rd.info().get("options") or {}
+    use_cache = step.settings.cache and not opts.get("no_cache")
+    # The run's own (retries, resume, an Argo fan-out's pods: inside the run's data, which
+    # every backend shares between a run's steps) and the one runs share (skip-unchanged).
+    own, shared = rd.path / "data" / ".foreach" / step.name, rd.path.parent / _CACHE
+    done: dict[int, Iteration] = {}
+    for i, key in enumerate(keys):
+        last = i == total - 1
+        hit = _cache_read(own, key, rd.run_id, True, need_values=last)
+        if hit is None and use_cache:
+            hit = _cache_read(shared, key, rd.run_id, True, need_values=last)
+        if hit is not None:
+            hit.index = i
+            done[i] = hit
+    return plan, items, keys, (own, shared), done, made.execution_count
+
+
+def pod_main(rd: Any, step_name: str, *, items_only: bool, index: int | None) -> int:
+    """What an Argo fan-out's pods run (``python -m cellpipe.runner --foreach-items`` /
+    ``--foreach-iteration N``): the step's prelude, inputs and cells before its foreach
+    cell, then either print the indices of the iterations still to run (a JSON list, the
+    task's ``outputs.result`` that ``withParam`` reads) or run iteration ``index`` and keep
+    it in the run's own cache. The step's own pod then finds every iteration there and
+    merges them. Exits 0 whatever the notebook's code does: an iteration that failed is
+    simply not kept, and the step's pod runs it again and reports the failure."""
+    from cellpipe.execution.runner import _load_inputs, warm_up
+
+    pipeline = rd.pipeline()
+    step = pipeline.step(step_name)
+    nothing = "[]"
+    warm = warm_up(rd, None)
+    shell = warm.shell
+    if warm.failure or _load_inputs(rd, step, shell, warm.references):
+        print(nothing)
+        return 0
+    for cell in pipeline.step_cells(step_name):
+        if FOREACH in cell.tags:
+            break
+        if not shell.execute(cell.source).success:
+            print(nothing)
+            return 0
+    else:
+        print(nothing)
+        return 0
+    prep = _prepare(rd, step, cell, shell)
+    if isinstance(prep, FanoutResult):
+        print(nothing)
+        return 0
+    plan, items, keys, (own, shared), done, _ = prep
+    if items_only:
+        print(json.dumps([i for i in range(len(items)) if i not in done]))
+        return 0
+    if index is None or not 0 <= index < len(items) or index in done:
+        return 0
+    it = _iterate(shell, plan, plan.iteration_source(_ITEM), items[index], index,
+                  index == len(items) - 1)  # fmt: skip
+    if it.ok:
+        _keep(own, shared, keys[index], rd.run_id, it)
+    return 0
 
 
 def _fan_out(

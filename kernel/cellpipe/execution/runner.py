@@ -516,6 +516,19 @@ def main(argv: list[str] | None = None) -> int:
         f"not appear within {START_WAIT_LIMIT_S // 3600} h (how the Docker backend starts a "
         "step's container while its upstream steps still run)",
     )
+    parser.add_argument(
+        "--foreach-items",
+        action="store_true",
+        help="an Argo fan-out's first pod: print the step's foreach iterations still to run "
+        "as a JSON list (see cellpipe.execution.fanout)",
+    )
+    parser.add_argument(
+        "--foreach-iteration",
+        type=int,
+        metavar="N",
+        help="an Argo fan-out's pod: run iteration N of the step's foreach cell and keep it "
+        "for the step's own pod",
+    )
     args = parser.parse_args(argv)
     if args.start_when and args.result_trailer:
         parser.error("--start-when and --result-trailer cannot be combined")
@@ -534,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
             rd.update_info(parameters=parse_overrides(rd.pipeline(), args.parameter))
         except ValueError as exc:
             parser.error(str(exc))
+    if args.foreach_items or args.foreach_iteration is not None:
+        from cellpipe.execution.fanout import pod_main
+
+        return pod_main(rd, args.step, items_only=args.foreach_items, index=args.foreach_iteration)
     if args.result_trailer:
         return _run_in_pod(rd, args.step, args.attempt)
     if args.start_when:

@@ -351,6 +351,9 @@ def workflow_spec(
         "templates": _dags(run_steps, skip)
         + [_step_template(pipeline, s, settings, images[s.name], key) for s in run_steps],
     }
+    fanned = fanned_out(pipeline, run_steps, settings)
+    if fanned:
+        _add_fan_out(spec["templates"], fanned)
     if not spec["arguments"]["parameters"]:
         del spec["arguments"]
     if settings.service_account:
@@ -533,6 +536,72 @@ def _dags(steps: list[Step], skip: set[str]) -> list[dict[str, Any]]:
             return [_dag(steps, skip)]
         templates.append(dag)
     return templates
+
+
+def fanned_out(pipeline: Pipeline, steps: list[Step], settings: ArgoSettings) -> list[str]:
+    """The steps whose ``foreach`` loop becomes a ``withParam`` fan-out, a pod per
+    iteration: those with one foreach cell, when the run's data is on the workflow's
+    volume (the iteration pods leave their results there for the step's pod). With S3
+    data, or two foreach cells in a step, the step's pod runs the iterations on its own
+    warm workers instead."""
+    if settings.s3 is not None:
+        return []
+    out = []
+    for s in steps:
+        own = set(s.cells)
+        loops = [c for c in pipeline.cells if c.id in own and "foreach" in c.tags]
+        if len(loops) == 1:
+            out.append(s.name)
+    return out
+
+
+def _add_fan_out(templates: list[dict[str, Any]], steps: list[str]) -> None:
+    """Before each fanned-out step's task: ``<task>-items`` (prints the iterations to run)
+    and ``<task>-iteration`` (``withParam`` over them, a pod each); the step's own task
+    then merges what they kept. The iteration template is the step's (image, resources,
+    GPU, node selection, per-step limits apply per iteration); its pods never fail for the
+    notebook's code, so a failed iteration is run again, and reported, by the step."""
+    import copy
+
+    by_name = {t["name"]: t for t in templates}
+    for step in steps:
+        name = task_name(step)
+        base = by_name[name]
+        args = [a for a in base["container"]["args"] if a != "--result-trailer"]
+        items = copy.deepcopy(base)
+        items["name"] = f"{name}-items"
+        items["container"]["args"] = [*args, "--foreach-items"]
+        items.pop("retryStrategy", None)
+        items.pop("outputs", None)
+        iteration = copy.deepcopy(base)
+        iteration["name"] = f"{name}-iteration"
+        iteration["inputs"]["parameters"] = [{"name": "index"}]
+        iteration["container"]["args"] = [
+            *args,
+            "--foreach-iteration",
+            "{{inputs.parameters.index}}",
+        ]
+        iteration.pop("outputs", None)
+        templates += [items, iteration]
+        for dag in templates:
+            tasks = (dag.get("dag") or {}).get("tasks")
+            if not tasks:
+                continue
+            for i, task in enumerate(tasks):
+                if task["template"] != name:
+                    continue
+                first = {"name": f"{name}-items", "template": f"{name}-items"}
+                if task.get("dependencies"):
+                    first["dependencies"] = task["dependencies"]
+                fan = {
+                    "name": f"{name}-iteration",
+                    "template": f"{name}-iteration",
+                    "dependencies": [f"{name}-items"],
+                    "withParam": f"{{{{tasks.{name}-items.outputs.result}}}}",
+                    "arguments": {"parameters": [{"name": "index", "value": "{{item}}"}]},
+                }
+                tasks[i : i + 1] = [first, fan, {**task, "dependencies": [f"{name}-iteration"]}]
+                break
 
 
 def part_template(part: str) -> str:
