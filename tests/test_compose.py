@@ -392,3 +392,15 @@ def test_a_composed_notebook_under_docker_equals_the_inlined_top_to_bottom_run(
     assert proc.returncode == 0, proc.stderr + proc.stdout
     actual = _executed_inlined(tmp_path / "main_mixed.executed.ipynb")
     assert differences(expected, actual) == []
+
+
+def test_the_run_report_shows_every_part_with_its_outputs(
+    cli, project: Path, tmp_path: Path
+) -> None:
+    """Kale-shaped notebooks keep their sources as lists of lines, as Jupyter saves them."""
+    status = json.loads(cli("run", str(project / "main.ipynb"), "--json").stdout)
+    proc = cli("report", status["run_id"], "--output", str(tmp_path / "r.html"))
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "notebook_b.model" in page and "notebook_c.predict" in page
+    assert "prediction at 10 -&gt; 49.5" in page or "prediction at 10 -> 49.5" in page

@@ -389,7 +389,10 @@ def ansi_to_html(text: str) -> str:
 def render_report(rd: RunDir) -> str:
     """The run as one HTML page: summary, DAG, parameters, metrics, then every step's
     header followed by its cells as nbconvert renders them."""
+    import copy
+
     import nbformat
+    from nbformat.v4.rwbase import rejoin_lines
 
     from cellpipe.reports.executed import executed_notebook
 
@@ -457,7 +460,10 @@ def render_report(rd: RunDir) -> str:
         },
     }
     with _EXPORTER_LOCK:  # an exporter registers per-notebook filters on itself
-        body, _ = _exporter().from_notebook_node(nbformat.from_dict(nb), resources=resources)
+        # Sources and texts saved as lists of lines (as Jupyter writes files) become strings,
+        # as nbformat's reader makes them; nbconvert's preprocessors expect strings.
+        node = rejoin_lines(nbformat.from_dict(copy.deepcopy(nb)))
+        body, _ = _exporter().from_notebook_node(node, resources=resources)
     return re.sub(f"<!--cellpipe-{token}-([0-9]+)-->", lambda m: inserts[int(m[1])], body)
 
 
