@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -396,3 +397,42 @@ def test_the_pods_of_a_fan_out_leave_each_iteration_for_the_step_to_merge(tmp_pa
     log = rd.log_path("sweep").read_text()
     assert "7 iterations, 0 run, 7 from the cache" in log
     assert "alpha=3.5 score=150.41" in log
+
+
+def test_cancel_ends_the_workers_too(cli, tmp_path: Path, runs_root: Path) -> None:
+    """Workers have sessions of their own (for their CPU share), so the step's group kill
+    does not reach them: they die with the step's process instead."""
+    from test_local_backend import _start, _wait_for_step
+
+    write(
+        tmp_path / "s.ipynb",
+        notebook(
+            ("imports", "import os, time"),
+            ("step:setup", "xs = [1, 2]\nr = {}"),
+            (
+                "step:loop foreach",
+                "for x in xs:\n    open(f'pid-{x}', 'w').write(str(os.getpid()))\n"
+                "    time.sleep(300)\n    r[x] = x",
+            ),
+        ),
+    )
+    proc = _start(tmp_path, runs_root, "s.ipynb")
+    rd = _wait_for_step(runs_root, "loop")
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.glob("pid-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = [int(p.read_text()) for p in tmp_path.glob("pid-*")]
+    assert len(pids) == 2
+    assert cli("cancel", rd.run_id).returncode == 0
+    proc.communicate(timeout=30)
+    assert rd.status().steps["loop"].state.value == "cancelled"
+    time.sleep(0.5)
+    alive = [p for p in pids if Path(f"/proc/{p}").exists() and _state(p) != "Z"]
+    assert alive == []
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -271,12 +271,13 @@ def _fan_out(
     batch = max(1, min(64, len(pending) // (workers * 4)))
     queue = list(pending)
     procs: dict[Connection, tuple[int, list[int]]] = {}  # conn -> (pid, its unfinished batch)
+    step_pid = os.getpid()
     for _ in range(workers):
         mine, theirs = Pipe()
         pid = os.fork()
         if pid == 0:  # the worker
             mine.close()
-            _worker(shell, plan, items, theirs, last)
+            _worker(shell, plan, items, theirs, last, step_pid)
         theirs.close()
         procs[mine] = (pid, [])
     first_failure: int | None = None
@@ -335,10 +336,13 @@ def _fan_out(
             _reap(conn, pid)
 
 
-def _worker(shell: Any, plan: LoopPlan, items: list[Any], conn: Connection, last: int) -> None:
+def _worker(
+    shell: Any, plan: LoopPlan, items: list[Any], conn: Connection, last: int, parent: int
+) -> None:
     """A forked worker's life: run the iterations it is handed, send each one back."""
     code = 0
     try:
+        _own_session(parent)
         shell.step_log = None  # the step's process writes the log, in iteration order
         shell.on_output = None
         source = plan.iteration_source(_ITEM)
@@ -352,6 +356,23 @@ def _worker(shell: Any, plan: LoopPlan, items: list[Any], conn: Connection, last
         code = 1
     finally:
         os._exit(code)
+
+
+def _own_session(parent: int) -> None:
+    """A worker gets a session of its own, as each step has: Linux's autogroup scheduling
+    shares the CPU between sessions, so workers left in the step's session would split one
+    step's share however many cores are free. It still dies with the step (cancel, timeout,
+    a crash), by the parent-death signal, since the step's process-group kill no longer
+    reaches it."""
+    with contextlib.suppress(OSError):
+        os.setsid()
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the step ended before the signal was armed
+        os._exit(1)
 
 
 def _iterate(
