@@ -21,9 +21,10 @@ from typing import Any
 from cellpipe.core.errors import Diagnostic, NotebookError, ParameterError
 from cellpipe.core.model import Cell, Parameter, Role, StepSettings
 
-#: A step name; the dots qualify the steps of a referenced notebook (``notebook_a.train``,
-#: see compose.py), which is where they come from: compose refuses them in a step tag.
-STEP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$")
+STEP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+#: The name of a referenced notebook's step, qualified by its part (``notebook_a.train``):
+#: only cells compose.py inlined carry one.
+QUALIFIED_STEP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$")
 #: Name of the step formed by code cells before the first step tag.
 IMPLICIT_STEP = "main"
 #: Name of the step a metrics cell without a step tag starts.
@@ -243,7 +244,8 @@ def parse_cells(nb: Mapping[str, Any]) -> TaggedNotebook:
                     )
                 )
             name = step_tags[0]
-            if not STEP_NAME.match(name):
+            inlined = "cellpipe_origin" in (c.get("metadata") or {})  # see compose.py
+            if not (QUALIFIED_STEP_NAME if inlined else STEP_NAME).match(name):
                 diags.append(
                     _err(
                         "invalid-step-name",
