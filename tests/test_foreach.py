@@ -436,3 +436,27 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_a_notebook_generator_function_as_the_iterable_is_refused(tmp_path: Path) -> None:
+    message = _refusal(
+        tmp_path,
+        "for x in evens():\n    parts.append(x)",
+        ("functions", "def evens():\n    for v in xs:\n        yield v * 2"),
+    )
+    assert message.startswith("foreach: line 1: the iterable is a generator:")
+
+
+def test_a_generator_object_as_the_iterable_fails_the_step_with_the_reason(
+    cli, tmp_path: Path
+) -> None:
+    write(
+        tmp_path / "g.ipynb",
+        notebook(
+            ("step:loop", "xs = [1, 2]\nparts = []\ngen = (x for x in xs)"),
+            ("step:loop foreach", "for x in gen:\n    parts.append(x)"),
+        ),
+    )
+    status = run_json(cli, "g.ipynb")
+    assert status["steps"]["loop"]["state"] == "failed"
+    assert "the iterable `gen` is a generator" in status["steps"]["loop"]["message"]

@@ -64,11 +64,16 @@ class LoopPlan:
         return f"for {self.target} in [{item_name}]:\n" + textwrap.indent(self.body, "    ")
 
 
-def plan_loop(source: str, random_names: frozenset[str] = frozenset()) -> LoopPlan:
+def plan_loop(
+    source: str,
+    random_names: frozenset[str] = frozenset(),
+    generator_functions: frozenset[str] = frozenset(),
+) -> LoopPlan:
     """The plan of a ``foreach`` cell's loop. Raises LoopError with the reason.
 
     ``random_names``: names the notebook imported from ``random``/``numpy.random`` (``from
     random import choice``): calling them uses the global generator too.
+    ``generator_functions``: functions the notebook defines with ``yield``.
     """
     from cellpipe.compiling.analysis import CellSyntaxError, transform
 
@@ -86,7 +91,7 @@ def plan_loop(source: str, random_names: frozenset[str] = frozenset()) -> LoopPl
     loop = tree.body[0]
     if loop.orelse:
         raise LoopError("`for ... else` is not supported in a `foreach` cell", loop.lineno)
-    _check_iterable(loop, tree)
+    _check_iterable(loop, generator_functions)
     lines = code.splitlines()
     first, last = loop.body[0].lineno, loop.body[-1].end_lineno or loop.body[-1].lineno
     # Comments just above the first statement belong to the body too.
@@ -109,6 +114,28 @@ def plan_loop(source: str, random_names: frozenset[str] = frozenset()) -> LoopPl
     )
 
 
+def generator_functions(sources: list[str]) -> frozenset[str]:
+    """Top-level functions the notebook defines with ``yield``: calling one makes a
+    generator."""
+    found: set[str] = set()
+    for src in sources:
+        try:
+            tree = ast.parse(src)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and any(
+                isinstance(n, (ast.Yield, ast.YieldFrom)) for n in _walk_outside_scopes_body(node)
+            ):
+                found.add(node.name)
+    return frozenset(found)
+
+
+def _walk_outside_scopes_body(fn: ast.FunctionDef):
+    for stmt in fn.body:
+        yield from _walk_outside_scopes(stmt)
+
+
 def random_imports(sources: list[str]) -> frozenset[str]:
     """Names the notebook binds with ``from random import ...`` or ``from numpy.random
     import ...`` (the functions of the global generator)."""
@@ -128,9 +155,14 @@ def random_imports(sources: list[str]) -> frozenset[str]:
 # -- the checks -----------------------------------------------------------------------------
 
 
-def _check_iterable(loop: ast.For, tree: ast.Module) -> None:
+def _check_iterable(loop: ast.For, generator_functions: frozenset[str]) -> None:
     it = loop.iter
-    if isinstance(it, ast.GeneratorExp):
+    calls_generator = (
+        isinstance(it, ast.Call)
+        and isinstance(it.func, ast.Name)
+        and it.func.id in generator_functions
+    )
+    if isinstance(it, ast.GeneratorExp) or calls_generator:
         raise LoopError(
             "the iterable is a generator: its items exist only while the loop consumes it, "
             "so they cannot be handed out to parallel tasks; iterate over a list "
@@ -431,7 +463,8 @@ def check_cells(cells: list[Any]) -> list[Diagnostic]:
     tagged = [c for c in cells if c.kind == "code" and FOREACH in c.tags]
     if not tagged:
         return []
-    randoms = random_imports([c.source for c in cells if c.kind == "code"])
+    sources = [c.source for c in cells if c.kind == "code"]
+    randoms, generators = random_imports(sources), generator_functions(sources)
     out = []
     for cell in tagged:
         if cell.role is not Role.STEP:
@@ -447,7 +480,7 @@ def check_cells(cells: list[Any]) -> list[Diagnostic]:
             )
             continue
         try:
-            plan_loop(cell.source, randoms)
+            plan_loop(cell.source, randoms, generators)
         except LoopError as exc:
             where = f"line {exc.line}: " if exc.line else ""
             out.append(

@@ -55,12 +55,14 @@ class PipelineService:
     """Runs one notebook's pipeline on request, with warm processes and the cache."""
 
     def __init__(self, notebook: str | Path, runs_root: Path, *, max_concurrent: int = 2):
-        from cellpipe.compiling.compiler import compile_notebook
+        from cellpipe.compiling.compiler import compile_notebook, inline_references
         from cellpipe.compiling.notebook import read_notebook
 
         self.path = Path(notebook).resolve()
         self.nb, _ = read_notebook(self.path)
         self.pipeline = compile_notebook(self.nb, path=str(self.path))
+        # Runs keep the notebook they were compiled from: references inlined (compose.py).
+        self.nb = inline_references(self.nb, str(self.path)).nb
         self.runs_root = Path(runs_root)
         self._writers = _last_writers(self.pipeline)
         self.preload = preload_modules(self.pipeline, self.path.parent)
