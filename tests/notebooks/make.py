@@ -678,6 +678,35 @@ CASES: dict[str, Case] = {
             code("print(x)", "step:c"),
         ],
     ),
+    # -- fan-out -----------------------------------------------------------------------------
+    "foreach_accumulators": Case(
+        "A `foreach` loop whose iterations run on parallel workers: dict, list, set and "
+        "`.update` accumulators, tuple unpacking, `continue`, prints and displays per item, "
+        "and the loop's names after it.",
+        [
+            code("import math\nfrom IPython.display import Markdown, display", "imports"),
+            code("alphas = [0.5, 1.0, 1.5, 2.0, 2.5]", "parameters"),
+            code("results = {}\nscores = []\nbest = {}\nseen = set()", "step:setup"),
+            code(
+                "for i, alpha in enumerate(alphas):\n"
+                "    score = round(math.log(alpha + 1) * 100, 2)\n"
+                "    if i == 2:\n"
+                "        continue\n"
+                "    results[alpha] = score\n"
+                "    scores.append(score)\n"
+                "    best.update({f'a{i}': score})\n"
+                "    seen.add(int(score) % 7)\n"
+                "    print(f'alpha={alpha} score={score}')\n"
+                "    display(Markdown(f'**{alpha}**'))",
+                "step:sweep",
+                "foreach",
+            ),
+            code(
+                "print(results, scores, best, sorted(seen))\nprint(i, alpha, score)",
+                "step:report",
+            ),
+        ],
+    ),
 }
 
 
