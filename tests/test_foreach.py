@@ -460,3 +460,23 @@ def test_a_generator_object_as_the_iterable_fails_the_step_with_the_reason(
     status = run_json(cli, "g.ipynb")
     assert status["steps"]["loop"]["state"] == "failed"
     assert "the iterable `gen` is a generator" in status["steps"]["loop"]["message"]
+
+
+def test_an_addition_that_fails_when_merged_fails_the_step_naming_the_item(
+    cli, tmp_path: Path
+) -> None:
+    """`slots[x] = ...` on a list too short fails in that iteration of a real loop; merged
+    afterwards, it still fails the step, naming the iteration."""
+    write(
+        tmp_path / "m.ipynb",
+        notebook(
+            ("step:setup", "xs = [0, 1, 5]\nslots = [None, None]"),
+            ("step:loop foreach", "for x in xs:\n    slots[x] = x * 10"),
+        ),
+    )
+    loop = run_json(cli, "m.ipynb")["steps"]["loop"]
+    assert loop["state"] == "failed"
+    assert loop["message"] == (
+        "cell 2: IndexError: list assignment index out of range (adding to the accumulator: "
+        "`slots[5] = ...`) (in iteration 3 of 3, x = 5)"
+    )

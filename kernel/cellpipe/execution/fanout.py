@@ -109,13 +109,11 @@ def run_foreach(
     attempt: int = 1,
     jobs: int | None = None,
     log: Any = None,
-    on_progress: Any = None,
 ) -> FanoutResult:
     """Run ``cell``'s loop with its iterations spread over worker processes.
 
     ``rd``: the run directory; ``shell``: the step's shell, every earlier cell of the step
-    run. ``on_progress(outputs)`` is called with the outputs merged so far. Never raises
-    for an error in the notebook's code: the result's ``error`` holds it.
+    run. Never raises for an error in the notebook's code: the result's ``error`` holds it.
     """
     started = time.perf_counter()
     prep = _prepare(rd, step, cell, shell)
@@ -141,7 +139,6 @@ def run_foreach(
             done,
             progress,
             lambda it: _keep(own, shared, keys[it.index], rd.run_id, it),
-            on_progress,
         )
     # Merge, in iteration order, up to and including the first that failed.
     ns = shell.user_ns
@@ -154,12 +151,11 @@ def run_foreach(
             for o in it.outputs:
                 if o.get("output_type") == "stream":
                     log.write(o["text"] if isinstance(o["text"], str) else "".join(o["text"]))
-        for name, method, args, kwargs in it.ops:
-            getattr(ns[name], method)(*args, **kwargs)
+        replayed = _replay(ns, it)
         result.cached += it.cached
         result.ran += not it.cached
-        if not it.ok:
-            err = dict(it.error or {})
+        if not it.ok or replayed is not None:
+            err = dict(replayed or it.error or {})
             err["evalue"] = (
                 f"{err.get('evalue', '')} (in iteration {i + 1} of {total}, "
                 f"{plan.target} = {_short(items[i])})"
@@ -171,6 +167,22 @@ def run_foreach(
     progress.update(len([i for i in done if done[i].ok]), force=True)
     result.duration_s = time.perf_counter() - started
     return result
+
+
+def _replay(ns: dict[str, Any], it: Iteration) -> dict[str, Any] | None:
+    """Apply what the iteration added to the real accumulators; the error a real loop
+    would have raised in that iteration (``lst[9] = x`` on a short list), if any."""
+    for name, method, args, kwargs in it.ops:
+        try:
+            getattr(ns[name], method)(*args, **kwargs)
+        except Exception as exc:
+            shown = f"{name}[{args[0]!r}] = ..." if method == "__setitem__" else f"{name}.{method}"
+            return {
+                "ename": type(exc).__name__,
+                "evalue": f"{exc} (adding to the accumulator: `{shown}`)",
+                "traceback": [],
+            }
+    return None
 
 
 def _prepare(rd: Any, step: Step, cell: Cell, shell: Any) -> Any:
@@ -264,7 +276,6 @@ def _fan_out(
     done: dict[int, Iteration],
     progress: _Progress,
     keep: Any,
-    on_progress: Any,
 ) -> None:
     """Run the ``pending`` iterations on ``workers`` forked processes; fill ``done``."""
     last = len(items) - 1
@@ -326,8 +337,6 @@ def _fan_out(
                 elif first_failure is None or it.index < first_failure:
                     first_failure = it.index
                 progress.update(sum(1 for d in done.values() if d.ok))
-                if on_progress is not None:
-                    on_progress(done)
                 hand_out(conn)
     finally:
         for conn, (pid, _) in list(procs.items()):
