@@ -480,3 +480,38 @@ def test_an_addition_that_fails_when_merged_fails_the_step_naming_the_item(
         "cell 2: IndexError: list assignment index out of range (adding to the accumulator: "
         "`slots[5] = ...`) (in iteration 3 of 3, x = 5)"
     )
+
+
+def test_a_memory_limit_applies_to_each_iteration(cli, tmp_path: Path) -> None:
+    """Each worker is a process under the step's `limit:memory`: the iteration that
+    allocates past it fails, naming its item, the small ones succeed."""
+    write(
+        tmp_path / "l.ipynb",
+        notebook(
+            ("step:setup", "sizes = [10, 10, 400]\nmade = {}"),
+            (
+                "step:loop foreach limit:memory:200Mi",
+                "for i, mb in enumerate(sizes):\n"
+                "    block = bytearray(mb * 2**20)\n"
+                "    made[i] = len(block)",
+            ),
+        ),
+    )
+    loop = run_json(cli, "l.ipynb", "--jobs", "2")["steps"]["loop"]
+    assert loop["state"] == "failed"
+    assert loop["message"].startswith("cell 2: MemoryError")
+    assert loop["message"].endswith("(in iteration 3 of 3, i, mb = (2, 400))")
+
+
+def test_a_module_the_body_imports_is_bound_after_the_loop(cli, tmp_path: Path) -> None:
+    write(
+        tmp_path / "i.ipynb",
+        notebook(
+            ("step:setup", "xs = [4, 9]\nroots = []"),
+            ("step:loop foreach", "for x in xs:\n    import math\n    roots.append(math.sqrt(x))"),
+            ("step:show", "print(roots, math.pi > 3)"),
+        ),
+    )
+    cli("run", "i.ipynb", "--output", "out.ipynb", check=True)
+    out = json.loads((tmp_path / "out.ipynb").read_text())
+    assert out["cells"][2]["outputs"][0]["text"] == "[2.0, 3.0] True\n"

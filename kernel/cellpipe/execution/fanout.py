@@ -163,7 +163,7 @@ def run_foreach(
             result.error = err
             break
         if i == total - 1:
-            ns.update(it.values or {})
+            ns.update({k: _received(v) for k, v in (it.values or {}).items()})
     progress.update(len([i for i in done if done[i].ok]), force=True)
     result.duration_s = time.perf_counter() - started
     return result
@@ -400,7 +400,7 @@ def _iterate(
         ns.pop(_ITEM, None)
     values = None
     if last and run.success:
-        values = {n: ns[n] for n in plan.names if n in ns}
+        values = {n: _sendable(ns[n]) for n in plan.names if n in ns}
     it = Iteration(index, run.success, run.outputs, ops, values, run.error)
     try:
         pickle.dumps(it, protocol=pickle.HIGHEST_PROTOCOL)
@@ -411,6 +411,25 @@ def _iterate(
             "traceback": [],
         })  # fmt: skip
     return it
+
+
+@dataclass(frozen=True)
+class _ModuleRef:
+    """A module the body imported, sent by name (modules do not pickle)."""
+
+    name: str
+
+
+def _sendable(value: Any) -> Any:
+    return _ModuleRef(value.__name__) if isinstance(value, types.ModuleType) else value
+
+
+def _received(value: Any) -> Any:
+    if isinstance(value, _ModuleRef):
+        import importlib
+
+        return importlib.import_module(value.name)
+    return value
 
 
 def _reap(conn: Connection, pid: int) -> None:
