@@ -292,3 +292,18 @@ async def test_a_composed_notebook_gives_each_step_its_group_in_compile_and_run(
         ("part.make", "part"),
         ("use", None),
     ]
+
+
+async def test_a_foreach_step_reports_its_iteration_progress(jp_fetch, jp_root_dir) -> None:
+    write(
+        jp_root_dir / "fan.ipynb",
+        notebook(
+            ("step:setup", "xs = list(range(7))\nr = {}"),
+            ("step:loop foreach", "for x in xs:\n    r[x] = x * x"),
+        ),
+    )
+    run = await call(jp_fetch, "POST", "runs", body={"path": "fan.ipynb"})
+    done = await wait_for(jp_fetch, run["run_id"])
+    steps = {s["name"]: s for s in done["steps"]}
+    assert steps["loop"]["iterations"] == {"done": 7, "total": 7}
+    assert steps["setup"]["iterations"] is None
