@@ -134,10 +134,13 @@ def read_notebook(source: str | Path | Mapping[str, Any]) -> tuple[dict[str, Any
     for i, c in enumerate(cells):
         if not isinstance(c, dict) or "cell_type" not in c:
             raise NotebookError(f"{label}: cell {i + 1} has no cell_type")
-    from cellpipe.compiling.compose import reference
-
-    # A cell standing for another notebook counts: Kale's are code cells with no source.
-    if not any(c["cell_type"] == "code" and (_source(c).strip() or reference(c)) for c in cells):
+    # A cell standing for another notebook counts: Kale's are code cells with no source
+    # (see compose.py; `%run x.ipynb` cells have source anyway).
+    if not any(
+        c["cell_type"] == "code"
+        and (_source(c).strip() or any(t.startswith("notebook:") for t in _tags(c)))
+        for c in cells
+    ):
         raise NotebookError(f"{label}: the notebook has no code cells, so there is nothing to run")
     return nb, label
 

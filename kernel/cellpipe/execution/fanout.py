@@ -210,7 +210,7 @@ def _prepare(rd: Any, step: Step, cell: Cell, shell: Any) -> Any:
     use_cache = step.settings.cache and not opts.get("no_cache")
     # The run's own (retries, resume, an Argo fan-out's pods: inside the run's data, which
     # every backend shares between a run's steps) and the one runs share (skip-unchanged).
-    own, shared = rd.path / "data" / ".foreach" / step.name, rd.path.parent / _CACHE
+    own, shared = rd.foreach_dir(step.name), rd.path.parent / _CACHE
     done: dict[int, Iteration] = {}
     for i, key in enumerate(keys):
         last = i == total - 1
@@ -223,22 +223,30 @@ def _prepare(rd: Any, step: Step, cell: Cell, shell: Any) -> Any:
     return plan, items, keys, (own, shared), done, made.execution_count
 
 
-def pod_main(rd: Any, step_name: str, *, items_only: bool, index: int | None) -> int:
+def pod_main(
+    rd: Any,
+    step_name: str,
+    *,
+    items_only: bool,
+    index: int | None,
+    warm_up: Any,
+    load_inputs: Any,
+) -> int:
     """What an Argo fan-out's pods run (``python -m cellpipe.runner --foreach-items`` /
     ``--foreach-iteration N``): the step's prelude, inputs and cells before its foreach
     cell, then either print the indices of the iterations still to run (a JSON list, the
     task's ``outputs.result`` that ``withParam`` reads) or run iteration ``index`` and keep
     it in the run's own cache. The step's own pod then finds every iteration there and
     merges them. Exits 0 whatever the notebook's code does: an iteration that failed is
-    simply not kept, and the step's pod runs it again and reports the failure."""
-    from cellpipe.execution.runner import _load_inputs, warm_up
-
+    simply not kept, and the step's pod runs it again and reports the failure.
+    ``warm_up`` and ``load_inputs`` are the runner's (passed in: the runner imports this
+    module)."""
     pipeline = rd.pipeline()
     step = pipeline.step(step_name)
     nothing = "[]"
     warm = warm_up(rd, None)
     shell = warm.shell
-    if warm.failure or _load_inputs(rd, step, shell, warm.references):
+    if warm.failure or load_inputs(rd, step, shell, warm.references):
         print(nothing)
         return 0
     for cell in pipeline.step_cells(step_name):

@@ -550,7 +550,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.foreach_items or args.foreach_iteration is not None:
         from cellpipe.execution.fanout import pod_main
 
-        return pod_main(rd, args.step, items_only=args.foreach_items, index=args.foreach_iteration)
+        return pod_main(
+            rd,
+            args.step,
+            items_only=args.foreach_items,
+            index=args.foreach_iteration,
+            warm_up=warm_up,
+            load_inputs=_load_inputs,
+        )
     if args.result_trailer:
         return _run_in_pod(rd, args.step, args.attempt)
     if args.start_when:

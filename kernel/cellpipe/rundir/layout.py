@@ -135,6 +135,13 @@ def data_dir(run: P, step: str) -> P:
     return run / DATA / step
 
 
+def foreach_dir(run: P, step: str) -> P:
+    """A foreach step's finished iterations (cellpipe.execution.fanout), under the data,
+    which every backend shares between a run's steps and pods; beside, not inside,
+    ``data_dir`` (which a step empties before it saves)."""
+    return run / DATA / ".foreach" / step
+
+
 def metrics_file(run: P) -> P:
     return run / METRICS
 

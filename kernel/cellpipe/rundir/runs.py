@@ -278,6 +278,10 @@ class RunDir:
     def data_dir(self, step: str) -> Path:
         return layout.data_dir(self.path, step)
 
+    def foreach_dir(self, step: str) -> Path:
+        """Where a foreach step keeps the iterations it finished (retries, resume, pods)."""
+        return layout.foreach_dir(self.path, step)
+
     def has_data(self, step: str) -> bool:
         """Whether ``step`` saved its values completely (its manifest is written last)."""
         return has_manifest(self.data_dir(step))
