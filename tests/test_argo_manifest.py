@@ -19,6 +19,7 @@ from cellpipe.backends.argo.manifest import (
     Schedule,
     build_cron_workflow,
     build_workflow,
+    fanned_out,
     file_warnings,
     label_value,
     to_yaml,
@@ -105,7 +106,9 @@ def test_every_example_and_adversarial_notebook_gives_a_valid_workflow(
         assert SECRET_SENTINEL not in to_yaml(doc)
     tasks = _tasks(docs[0])
     assert sorted(tasks) == sorted(_template(docs[0], t)["name"] for t in tasks)
-    assert len(tasks) == len(pipeline.steps)
+    # A task per step; a foreach step fans out with two more (<step>-items, -iteration).
+    fanned = fanned_out(pipeline, list(pipeline.steps), settings)
+    assert len(tasks) == len(pipeline.steps) + 2 * len(fanned)
 
 
 def test_a_step_runs_the_runner_on_its_own_step_with_the_run_files_inline(tmp_path: Path) -> None:
