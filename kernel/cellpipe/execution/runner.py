@@ -175,10 +175,14 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
         if warm.failure:
             return finish(State.FAILED, warm.failure)
 
+        from cellpipe.execution import hidden_state
+
+        tracker = hidden_state.Tracker.after_prelude()
         with shell.kernel_context():  # libraries imported by unpickling see a kernel
             failure = _load_inputs(rd, step, shell, warm.references)
         if failure:
             return finish(State.FAILED, failure)
+        hidden_state.enter_step(rd, step_name, tracker)
 
         for cell in pipeline.step_cells(step_name):
             writer.current = cell.id
@@ -186,6 +190,7 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
             writer.flush()
             if failure:
                 return finish(State.FAILED, failure)
+        tracker.leave()
 
         metrics = _metric_values(shell.user_ns, step.metrics) if step.metrics else None
         if metrics is not None:
@@ -200,6 +205,7 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
                 return finish(State.FAILED, Failure(None, "GateError", str(exc)), str(exc))
         try:
             _save_outputs(rd, step, shell.user_ns, warm.references, log)
+            hidden_state.save_step(rd.data_dir(step_name), tracker)
         except UnpicklableValue as exc:
             log.write(str(exc) + "\n")
             return finish(State.FAILED, Failure(None, "UnpicklableValue", str(exc)), str(exc))
