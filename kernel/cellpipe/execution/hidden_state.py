@@ -297,7 +297,13 @@ def _environ_fp() -> str:
 # -- IPython's output history ------------------------------------------------------------------
 
 
+#: The IPython shell the step's cells run in (it is ``get_ipython()`` only while one runs).
+_SHELL: Any = None
+
+
 def _shell() -> Any:
+    if _SHELL is not None:
+        return _SHELL
     from IPython.core.getipython import get_ipython
 
     return get_ipython()
@@ -307,13 +313,20 @@ def _history_get() -> dict[str, Any]:
     shell = _shell()
     if shell is None:
         return {}
+    import cloudpickle
+
+    def keeps(value: Any) -> bool:  # a figure or a generator shown earlier must not fail it
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            return False
+        return True
+
     ns = shell.user_ns
-    return {
-        "_": ns.get("_", ""),
-        "__": ns.get("__", ""),
-        "___": ns.get("___", ""),
-        "Out": dict(ns.get("Out", {})),
-    }
+    state = {k: ns.get(k, "") for k in ("_", "__", "___")}
+    state = {k: (v if keeps(v) else "") for k, v in state.items()}
+    state["Out"] = {n: v for n, v in dict(ns.get("Out", {})).items() if keeps(v)}
+    return state
 
 
 def _history_set(state: dict[str, Any]) -> None:
@@ -521,7 +534,10 @@ class Tracker:
     exit: dict[str, str | None] | None = None
 
     @classmethod
-    def after_prelude(cls) -> Tracker:
+    def after_prelude(cls, shell: Any = None) -> Tracker:
+        """Start tracking a step whose prelude has run in ``shell`` (an IPython shell)."""
+        global _SHELL
+        _SHELL = shell
         mark_environ_base()
         return cls(fingerprints())
 
