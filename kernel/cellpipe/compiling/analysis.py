@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from cellpipe.core.pseudo import file_name as pseudo_file_name
+
 __all__ = [
     "BUILTINS",
     "MUTATING_FUNCTIONS",
@@ -1533,11 +1535,7 @@ _FILE_METHODS = {  # df.to_csv("x.csv"), fig.savefig("x.png"), Path("x").read_te
 _PATH_METHODS = {"read_text": False, "read_bytes": False, "write_text": True, "write_bytes": True}
 
 
-def file_name(path: str) -> str:
-    """The pseudo-variable for a file a cell reads or writes (relative to the notebook)."""
-    import posixpath
-
-    return "@file:" + posixpath.normpath(path.replace("\\", "/"))
+file_name = pseudo_file_name  # the pseudo-variable for a file a cell reads or writes
 
 
 def _file_effects(func: ast.expr, path: str | None, node: ast.Call) -> list[tuple[str, bool]]:

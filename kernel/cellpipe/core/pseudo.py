@@ -12,7 +12,18 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-__all__ = ["HIDDEN", "HIDDEN_STATE", "IMPLICIT", "Hidden", "Pseudo", "file_name", "parse"]
+__all__ = [
+    "HIDDEN",
+    "HIDDEN_STATE",
+    "IMPLICIT",
+    "Hidden",
+    "Pseudo",
+    "file_name",
+    "file_path",
+    "is_file",
+    "is_pseudo",
+    "parse",
+]
 
 PREFIX = "@"
 FILE_PREFIX = "@file:"
@@ -34,6 +45,7 @@ class Hidden:
     implicit: bool
     drawn: bool = False
     module: str | None = None
+    imports: bool = False  # what an import finds depends on it
 
 
 #: Every kind of hidden state, by pseudo-variable. ``cellpipe.execution.hidden_state`` has a
@@ -42,9 +54,9 @@ HIDDEN: dict[str, Hidden] = {
     h.name: h
     for h in (
         Hidden("@random", "state of the random generators", implicit=False, drawn=True),
-        Hidden("@environ", "os.environ", implicit=True),
-        Hidden("@sys.path", "sys.path", implicit=True),
-        Hidden("@cwd", "working directory", implicit=True),
+        Hidden("@environ", "os.environ", implicit=True, imports=True),
+        Hidden("@sys.path", "sys.path", implicit=True, imports=True),
+        Hidden("@cwd", "working directory", implicit=True, imports=True),
         Hidden("@sys.recursionlimit", "sys.setrecursionlimit", implicit=True),
         Hidden("@warnings.filters", "warnings filters", implicit=True, module="warnings"),
         Hidden("@logging", "logging configuration", implicit=True, module="logging"),

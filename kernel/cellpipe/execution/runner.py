@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from cellpipe.core.atomic import write_json
 from cellpipe.core.errors import CellpipeError, UnpicklableValue
 from cellpipe.core.model import Cell, Role, State
+from cellpipe.core.pseudo import is_file, is_pseudo
 from cellpipe.reports.report import (
     write_step_report,  # here, so forked steps inherit it already imported
 )
@@ -284,7 +285,7 @@ def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) 
                 "LoadError",
                 f"cannot load input `{name}` ({record.type}) from step {producer}: {exc}",
             )
-        if name.startswith("@"):
+        if is_pseudo(name):
             restore(name, value)
         else:
             shell.user_ns[name] = value
@@ -305,9 +306,9 @@ def _save_outputs(
     records = []
     grouped = _save_alias_groups(step, ns, directory, references, records, log or sys.stderr)
     for name in step.outputs:
-        if name.startswith("@file:") or name in grouped:
+        if is_file(name) or name in grouped:
             continue  # a file is its own hand-off (it only orders the steps)
-        if name.startswith("@"):
+        if is_pseudo(name):
             value = capture(name)
         elif name in ns:
             value = ns[name]

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from cellpipe.compiling.gates import closed_upstream
 from cellpipe.core.errors import Conflict
 from cellpipe.core.model import State, Step
+from cellpipe.core.pseudo import file_path
 from cellpipe.execution.cache import file_hash, files_read, step_key
 from cellpipe.rundir.runs import CacheIndex, RunDir
 
@@ -365,7 +366,7 @@ class Scheduler:
         # Files count by their content: a changed data.csv must not give a stale cache hit.
         workdir = Path(self.rd.info().get("workdir") or ".")
         for name in files_read(self.pipeline, step, workdir):
-            hashes[name] = file_hash(workdir / name[len("@file:") :])
+            hashes[name] = file_hash(workdir / file_path(name))
         return hashes
 
     async def _get_launcher(self) -> Launcher:
