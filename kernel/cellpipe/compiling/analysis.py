@@ -500,6 +500,8 @@ def _displays_result(source: str, tree: ast.Module) -> bool:
         func = value.func
         if isinstance(func, ast.Name) and func.id in ("print", "display"):
             return False
+        if isinstance(func, ast.Attribute) and _mutating_method(func.attr):
+            return False  # `acc.append(1)`: returns None, shows nothing
         if _is_get_ipython_call(func.value if isinstance(func, ast.Attribute) else func):
             return False  # a magic or shell command
     lines = [ln.split("#")[0].rstrip() for ln in source.rstrip().splitlines()]
