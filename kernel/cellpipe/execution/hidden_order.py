@@ -108,8 +108,10 @@ class HiddenOrder:
         must run again, with why (at most the first one found: later ones wait for it)."""
         chain: dict[str, tuple[str, str | None]] = {}  # provider -> (step, exit fingerprint)
         for step in self.order:
-            if not states.get(step, State.PENDING).terminal or step not in self.records:
+            if not states.get(step, State.PENDING).terminal:
                 return []
+            # Skipped or cancelled without running (no task reported it): hands nothing on.
+            self.records.setdefault(step, None)
             rec = self.records[step]
             if rec and step not in self.verified:
                 why = self._mismatch(step, rec, chain, self._declared_rank)

@@ -32,8 +32,8 @@ from cellpipe.rundir import layout
 
 #: os.environ as the step's process had it after the prelude: ``@environ`` is saved as the
 #: difference from it, so the environment the process inherited (the server's secrets among
-#: it) never reaches the disk.
-_ENVIRON_BASE: dict[str, str] | None = None
+#: it) never reaches the disk. Until the runner marks it, the environment this module found.
+_ENVIRON_BASE: dict[str, str] = dict(os.environ)
 
 
 def _digest(*parts: bytes | str) -> str:
@@ -267,10 +267,7 @@ def mark_environ_base() -> None:
 
 
 def _environ_get() -> dict[str, Any]:
-    base = _ENVIRON_BASE if _ENVIRON_BASE is not None else {}
-    if _ENVIRON_BASE is None:
-        mark_environ_base()
-    now = os.environ
+    base, now = _ENVIRON_BASE, os.environ
     return {
         "set": {k: v for k, v in now.items() if base.get(k) != v},
         "unset": sorted(k for k in base if k not in now),
@@ -278,8 +275,7 @@ def _environ_get() -> dict[str, Any]:
 
 
 def _environ_set(state: dict[str, Any]) -> None:
-    base = _ENVIRON_BASE if _ENVIRON_BASE is not None else dict(os.environ)
-    target = dict(base)
+    target = dict(_ENVIRON_BASE)
     target.update(state["set"])
     for k in state["unset"]:
         target.pop(k, None)
