@@ -185,3 +185,16 @@ def test_a_step_using_eval_or_globals_gets_every_earlier_name_with_a_warning(
     assert pipeline.step("use").inputs == {"a": "make", "b": "make"}
     (warning,) = [d for d in pipeline.diagnostics if d.code == "dynamic-names"]
     assert (warning.severity, warning.cell, warning.step) == ("warning", 2, "use")
+
+
+def test_torch_generator_and_default_dtype_are_restored_exactly() -> None:
+    out = _python(
+        "import torch\n"
+        "from cellpipe.execution import hidden_state as h\n"
+        "rng, dtype = h.capture('@random'), h.capture('@torch.default_dtype')\n"
+        "first = torch.rand(2).tolist()\n"
+        "torch.set_default_dtype(torch.float64)\n"
+        "h.restore('@random', rng); h.restore('@torch.default_dtype', dtype)\n"
+        "print(torch.rand(2).tolist() == first, torch.get_default_dtype())"
+    )
+    assert out == "True torch.float32"
