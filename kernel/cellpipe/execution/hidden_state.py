@@ -138,7 +138,7 @@ class _CurrentStream:
     restored before the cells run."""
 
     def __init__(self, name: str):
-        self.name = f"<{name}>"
+        self.name = name  # as ipykernel's streams (and the step shell's) are named
         self._which = name
 
     def write(self, text: str) -> int:
