@@ -643,7 +643,7 @@ CASES: dict[str, Case] = {
     ),
     "names_reached_dynamically": Case(
         "Names reached only through `vars()`, `locals()`, `exec` and `'name' in globals()`, "
-        "and IPython's `_` two steps after the result it holds.",
+        "and IPython's `_`, `Out[n]` and `_n` steps after the result they hold.",
         [
             code("alpha = 1\nbeta = 2", "step:make"),
             code("6 * 7", "step:result"),
@@ -653,6 +653,7 @@ CASES: dict[str, Case] = {
                 "print('gamma' in globals(), _)",
                 "step:use",
             ),
+            code("print(Out[2], _2, sorted(Out))", "step:numbered"),
         ],
     ),
     "seed_in_imports": Case(

@@ -38,6 +38,7 @@ __all__ = [
     "CellSyntaxError",
     "FunctionInfo",
     "analyse_cell",
+    "is_history_name",
     "transform",
 ]
 
@@ -236,6 +237,13 @@ _SETTINGS_OBJECTS = {
 }
 #: Calls that reach names the source does not spell out: the cell may read any global.
 _DYNAMIC_CALLS = frozenset({"globals", "locals", "vars", "eval", "exec"})
+
+
+def is_history_name(name: str) -> bool:
+    """Whether ``name`` is one IPython's output history binds (``_``, ``Out``, ``_3``)."""
+    return name in _HISTORY_NAMES or bool(_HISTORY_NUMBERED.fullmatch(name))
+
+
 #: IPython's output history: reading these reads `@history`.
 _HISTORY_NAMES = frozenset({"_", "__", "___", "Out", "_oh"})
 _HISTORY_NUMBERED = re.compile(r"_\d+")
@@ -1692,7 +1700,7 @@ class _CellWalker(_Walker):
             return
         if name not in self.reads:
             self.reads[name] = self.line
-            if name in _HISTORY_NAMES or _HISTORY_NUMBERED.fullmatch(name):
+            if is_history_name(name):
                 self.global_load("@history")
         if not any(g is None or name in g for g in self.name_guards):
             self.unguarded.add(name)

@@ -20,6 +20,7 @@ from cellpipe.compiling.analysis import (
     CellSyntaxError,
     FunctionInfo,
     analyse_cell,
+    is_history_name,
 )
 from cellpipe.core.errors import Diagnostic
 from cellpipe.core.model import Cell, Edge, Role, Step, StepSettings
@@ -167,7 +168,13 @@ def resolve(
             optional = name in carried or name in implicit or guarded or name in dynamic
             w = writers.get(name)
             if w is None:
-                if optional or name in BUILTINS or is_pseudo(name) or name in binds:
+                if (
+                    optional
+                    or name in BUILTINS
+                    or is_pseudo(name)
+                    or is_history_name(name)
+                    or name in binds
+                ):
                     continue
                 if stars:
                     if name not in warned_star:

@@ -332,7 +332,8 @@ def _history_set(state: dict[str, Any]) -> None:
     hook = shell.displayhook
     hook._, hook.__, hook.___ = state["_"], state["__"], state["___"]  # shifted on next result
     shell.user_ns.update({k: state[k] for k in ("_", "__", "___")})
-    shell.user_ns.setdefault("Out", {}).update(state["Out"])
+    shell.user_ns.setdefault("Out", {}).update(state["Out"])  # the history manager's dict
+    shell.user_ns.update({f"_{n}": v for n, v in state["Out"].items()})
 
 
 def _history_fp() -> str:
@@ -340,6 +341,26 @@ def _history_fp() -> str:
     if shell is None:
         return ""
     return _digest(repr(sorted(shell.user_ns.get("Out", {}))))
+
+
+def execution_counts(pipeline: Any, parameters: dict[str, Any]) -> dict[str, int]:
+    """Cell id -> the execution count "Restart and Run All" gives it: code cells are
+    numbered in notebook order, ``skip`` cells not, and injected parameters take the number
+    after the last parameters cell. A step's cells run with these numbers, so ``Out[n]``,
+    ``_n`` and ``In[n]`` mean what they mean top to bottom."""
+    from cellpipe.core.model import Role
+
+    counts: dict[str, int] = {}
+    n = 0
+    last_params = max((c.index for c in pipeline.cells if c.role is Role.PARAMETERS), default=None)
+    for cell in pipeline.cells:
+        if cell.kind != "code" or cell.role in (Role.SKIP, Role.MARKDOWN):
+            continue
+        n += 1
+        counts[cell.id] = n
+        if parameters and cell.index == last_params:
+            n += 1
+    return counts
 
 
 # -- the registry ------------------------------------------------------------------------------

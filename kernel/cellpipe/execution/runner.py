@@ -184,9 +184,12 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
         if failure:
             return finish(State.FAILED, failure)
         hidden_state.enter_step(rd, step_name, tracker)
+        counts = hidden_state.execution_counts(pipeline, rd.info().get("parameters") or {})
 
         for cell in pipeline.step_cells(step_name):
             writer.current = cell.id
+            if hasattr(shell, "ipython"):  # numbered as top to bottom: Out[n] means the same
+                shell.ipython.execution_count = counts.get(cell.id, shell.ipython.execution_count)
             failure = _run_cell(shell, cell.id, cell.source, records, cell)
             writer.flush()
             if failure:
