@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -549,22 +550,33 @@ class Tracker:
     declared: dict[str, str | None] | None = None  # after the declared inputs' restore
     entry: dict[str, str | None] | None = None
     exit: dict[str, str | None] | None = None
+    seconds: float = 0.0  # what tracking cost the step (fingerprints, restoring, saving)
+
+    def timed_fingerprints(self) -> dict[str, str | None]:
+        t = time.perf_counter()
+        try:
+            return fingerprints()
+        finally:
+            self.seconds += time.perf_counter() - t
 
     @classmethod
     def after_prelude(cls, shell: Any = None) -> Tracker:
         """Start tracking a step whose prelude has run in ``shell`` (an IPython shell)."""
         global _SHELL
         _SHELL = shell
+        t = time.perf_counter()
         mark_environ_base()
-        return cls(fingerprints())
+        tracker = cls(fingerprints())
+        tracker.seconds = time.perf_counter() - t
+        return tracker
 
     def enter(self) -> None:
-        self.entry = fingerprints()
+        self.entry = self.timed_fingerprints()
 
     def leave(self) -> list[str]:
         """Take the exit fingerprints; the providers the step changed (active at its entry
         and different now: a library merely imported by the step is not a change)."""
-        self.exit = fingerprints()
+        self.exit = self.timed_fingerprints()
         return self.changed()
 
     def changed(self) -> list[str]:
@@ -578,6 +590,7 @@ class Tracker:
             "entry": self.entry,
             "exit": self.exit,
             "changed": self.changed(),
+            "seconds": round(self.seconds, 6),
         }
 
 
@@ -595,7 +608,8 @@ def enter_step(rd: Any, step: str, tracker: Tracker) -> None:
     check), the step starts from what its declared inputs restored."""
     import json
 
-    tracker.declared = fingerprints()
+    tracker.declared = tracker.timed_fingerprints()
+    t = time.perf_counter()
     path = rd.hidden_entry_path(step)
     if path.is_file():
         sources: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
@@ -605,6 +619,7 @@ def enter_step(rd: Any, step: str, tracker: Tracker) -> None:
         for producer, names in by_producer.items():
             states = load_states(rd.data_dir(producer))
             set_states({n: states[n] for n in names if n in states})
+    tracker.seconds += time.perf_counter() - t
     tracker.enter()
 
 
@@ -615,6 +630,7 @@ def save_step(directory: Any, tracker: Tracker) -> None:
 
     from cellpipe.core.atomic import write_json
 
+    t = time.perf_counter()
     states: dict[str, Any] = {}
     for name, state in get_states(tracker.changed()).items():
         try:
@@ -626,6 +642,7 @@ def save_step(directory: Any, tracker: Tracker) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(blob)
+    tracker.seconds += time.perf_counter() - t
     record = tracker.to_json()
     record["saved"] = sorted(states)
     write_json(directory / FINGERPRINTS_FILE, record)
