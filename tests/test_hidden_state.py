@@ -198,3 +198,25 @@ def test_torch_generator_and_default_dtype_are_restored_exactly() -> None:
         "print(torch.rand(2).tolist() == first, torch.get_default_dtype())"
     )
     assert out == "True torch.float32"
+
+
+def test_branches_that_touch_no_hidden_state_run_in_parallel_beside_a_step_that_draws(
+    cli, tmp_path: Path
+) -> None:
+    nb = notebook(
+        ("imports", "import time\nimport numpy as np\nfrom scipy import stats"),
+        ("step:load", "np.random.seed(0)\ndata = np.arange(4.0)"),
+        ("step:left", "time.sleep(1)\nleft = data.sum()"),
+        ("step:right", "time.sleep(1)\nright = data.max()"),
+        ("step:noise", "noise = stats.norm.rvs(size=2)"),
+        ("step:join", "print(left + right, noise.round(6))"),
+    )
+    rd = _run(cli, tmp_path, nb)
+
+    def interval(step: str) -> tuple[float, float]:
+        ts = {e["state"]: e["ts"] for e in _events(rd, step)}
+        return ts["running"], ts["succeeded"]
+
+    (l0, l1), (r0, r1) = interval("left"), interval("right")
+    assert r0 < l1 and l0 < r1, "the two branches did not overlap"
+    assert not [e for e in _events(rd, "left") + _events(rd, "right") if "again" in e["message"]]

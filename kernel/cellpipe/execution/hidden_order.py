@@ -62,16 +62,17 @@ class HiddenOrder:
         rec = self.records.get(step)
         return list(rec.get("changed") or ()) if rec else []
 
-    def hidden_free(self, step: str) -> bool:
-        """It found every provider as the prelude left it and changed none."""
-        rec = self.records.get(step)
-        if rec is None:
-            return step in self.records  # failed or skipped: hands nothing on
-        return not rec.get("changed") and rec.get("entry") == rec.get("prelude")
+    def drew(self, step: str) -> bool:
+        """It changed a generator: it drew from it, so its outputs depend on the state it
+        started from, which only the in-order check can confirm."""
+        return any(HIDDEN[BY_NAME[p].pseudo].drawn for p in self._changed(step) if p in BY_NAME)
 
     def usable(self, step: str) -> bool:
-        """Whether steps downstream of ``step`` may use its outputs now."""
-        return step in self.verified or (step in self.records and self.hidden_free(step))
+        """Whether steps downstream of ``step`` may use its outputs now: once verified, or
+        at once when it drew from no generator (then only a setting changed where the
+        analysis could not see it can make it run again, and the scheduler then runs
+        again what already used it)."""
+        return step in self.verified or (step in self.records and not self.drew(step))
 
     def unblock(self, states: dict[str, State]) -> bool:
         """Nothing runs and nothing can start: a `prev:` edge against notebook order waits

@@ -254,8 +254,8 @@ class Scheduler:
             return
         for name, why in self.hidden.verify(self.state):
             self._run_again(name, why)
-            # Only a step that changed no hidden state hands on its outputs unverified; if
-            # it must run again (a setting changed where the analysis could not see it), so
+            # A step that drew from no generator hands on its outputs unverified; if it
+            # must run again (a setting changed where the analysis could not see it), so
             # must whatever already used them.
             for later in self._downstream(name):
                 if later in tasks.values():
