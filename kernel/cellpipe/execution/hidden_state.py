@@ -395,7 +395,7 @@ PROVIDERS: tuple[Provider, ...] = (
         lambda: _mod("torch").cuda.get_rng_state_all(),
         lambda s: _mod("torch").cuda.set_rng_state_all(s),
         lambda: _digest(*(t.numpy().tobytes() for t in _mod("torch").cuda.get_rng_state_all())),
-        module="torch.cuda",  # refined by Tracker: only once CUDA is initialised
+        module="torch.cuda",  # and active only once CUDA is initialised (see _active)
     ),
     Provider("environ", "@environ", _environ_get, _environ_set, _environ_fp),
     Provider(
