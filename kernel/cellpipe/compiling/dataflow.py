@@ -350,7 +350,7 @@ class _Sharing:
                 continue  # a maybe-write keeps the old value on some paths
             self._drop(name)
         for holder, held in flow.links:
-            if holder.startswith("@") or held.startswith("@"):
+            if is_pseudo(holder) or is_pseudo(held):
                 continue
             self.edges.setdefault(holder, set()).add(held)
             self.edges.setdefault(held, set()).add(holder)

@@ -346,7 +346,7 @@ def _save_alias_groups(
     from cellpipe.execution.aliasing import alias_groups
     from cellpipe.execution.marshal import save_group
 
-    names = [n for n in (*step.outputs, *step.inputs) if not n.startswith("@") and n in ns]
+    names = [n for n in (*step.outputs, *step.inputs) if not is_pseudo(n) and n in ns]
     sharing = alias_groups({n: ns[n] for n in dict.fromkeys(names)})
     grouped: set[str] = set()
     for group in sharing.groups:
