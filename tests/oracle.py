@@ -238,22 +238,7 @@ def differences(
 
 #: Notebooks on which the engine is known to compute something else, and why. Strict xfail:
 #: when the engine is fixed the test passes, fails as XPASS, and the entry must go.
-KNOWN_DISCREPANCIES = {
-    "dynamic_names": (
-        "names read through `globals()[...]` and `eval('...')` are invisible to the analysis, "
-        "so step use gets no inputs and fails at run time with KeyError: 'alpha' (exit 1); "
-        "compile says nothing, though it cannot guarantee the invariant here"
-    ),
-    "library_options": (
-        "settings kept inside libraries are not carried from step to step: "
-        "`np.set_printoptions`, `pd.set_option` and `warnings.filterwarnings` made by step "
-        "configure are gone in step show, which prints full precision and the warning"
-    ),
-    "output_history": (
-        "IPython's `_` is not data: step b gets a fresh shell whose `_` is '' and prints an "
-        "empty line, with no compile error or warning (top to bottom: 42)"
-    ),
-}
+KNOWN_DISCREPANCIES: dict[str, str] = {}
 
 
 #: Notebooks compile must refuse, with the diagnostic code it must give.

@@ -604,23 +604,23 @@ def test_the_environment_is_restored_exactly(monkeypatch) -> None:
     monkeypatch.setenv("CELLPIPE_KEPT", "1")
     monkeypatch.setenv("CELLPIPE_CHANGED", "before")
     monkeypatch.delenv("CELLPIPE_ADDED", raising=False)
-    state = hidden_state.capture("@environ")
+    state, captured = hidden_state.capture("@environ"), dict(os.environ)
     monkeypatch.setenv("CELLPIPE_ADDED", "2")
     monkeypatch.setenv("CELLPIPE_CHANGED", "after")
     monkeypatch.delenv("CELLPIPE_KEPT")
     hidden_state.restore("@environ", state)
-    assert dict(os.environ) == state
+    assert dict(os.environ) == captured
     assert "CELLPIPE_ADDED" not in os.environ and os.environ["CELLPIPE_CHANGED"] == "before"
 
 
 def test_sys_path_is_restored_in_place(monkeypatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
-    state = hidden_state.capture("@sys.path")
+    state, captured = hidden_state.capture("@sys.path"), list(sys.path)
     path_object = sys.path
     sys.path.append("/nowhere")
     sys.path.pop(0)
     hidden_state.restore("@sys.path", state)
-    assert sys.path is path_object and sys.path == state
+    assert sys.path is path_object and sys.path == captured
 
 
 def test_the_working_directory_is_restored(tmp_path: Path, monkeypatch) -> None:

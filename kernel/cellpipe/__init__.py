@@ -137,6 +137,7 @@ def load(run_id: str, step: str, name: str, *, runs_root: str | Path | None = No
     Only names a later step reads are saved. Raises RunNotFound / KeyError with the names
     that exist.
     """
+    from cellpipe.core.pseudo import is_pseudo
     from cellpipe.execution.marshal import load_value
     from cellpipe.rundir.runs import RunDir, default_root
 
@@ -149,7 +150,7 @@ def load(run_id: str, step: str, name: str, *, runs_root: str | Path | None = No
     if name not in manifest:
         raise KeyError(
             f"step {step} of run {run_id} saved no `{name}`; it saved: "
-            + (", ".join(n for n in manifest if not n.startswith("@")) or "nothing")
+            + (", ".join(n for n in manifest if not is_pseudo(n)) or "nothing")
         )
     return load_value(manifest[name], directory)
 

@@ -562,6 +562,100 @@ CASES: dict[str, Case] = {
             code("print(a, b, r1, r2, g1, g2)", "step:show"),
         ],
     ),
+    "rng_inside_libraries": Case(
+        "The global generator seeded in one step, then drawn from inside libraries that are "
+        "given no random_state: scikit-learn's train_test_split, a random forest's fit, "
+        "KFold(shuffle=True), FastICA, and scipy.stats rvs. Most of these steps may run in "
+        "parallel, and the source of none says it draws.",
+        [
+            code(
+                "import numpy as np\nfrom scipy import stats\n"
+                "from sklearn.decomposition import FastICA\n"
+                "from sklearn.ensemble import RandomForestClassifier\n"
+                "from sklearn.model_selection import KFold, train_test_split",
+                "imports",
+            ),
+            code("np.random.seed(0)", "step:seed"),
+            code(
+                "X = np.column_stack([np.linspace(0, 1, 40) ** k for k in range(1, 5)])\n"
+                "y = (np.arange(40) % 3 == 0).astype(int)",
+                "step:data",
+            ),
+            code(
+                "X_train, X_test, y_train, y_test = train_test_split(X, y)\nprint(y_train)",
+                "step:split",
+            ),
+            code(
+                "forest = RandomForestClassifier(n_estimators=5).fit(X_train, y_train)\n"
+                "print(forest.feature_importances_.round(6))",
+                "step:forest",
+            ),
+            code(
+                "folds = [test.tolist() for _, test in KFold(3, shuffle=True).split(X)]\n"
+                "print(folds[0])",
+                "step:kfold",
+            ),
+            code("print(stats.norm.rvs(size=3).round(6))", "step:rvs"),
+            code(
+                "ica = FastICA(n_components=2, whiten='unit-variance', max_iter=500)\n"
+                "print(abs(ica.fit_transform(X)[:2]).round(4))",
+                "step:ica",
+            ),
+            code("print(float(np.random.rand()))", "step:last"),
+        ],
+    ),
+    "library_settings": Case(
+        "Settings of libraries made by one step, used by later ones: scikit-learn's "
+        "transform_output, matplotlib rc and rcParams, pandas display options, logging, "
+        "the recursion limit.",
+        [
+            code(
+                "import logging\nimport sys\nimport matplotlib\nimport matplotlib.pyplot as plt\n"
+                "import pandas as pd\nimport sklearn\n"
+                "from sklearn.preprocessing import StandardScaler",
+                "imports",
+            ),
+            code("sklearn.set_config(transform_output='pandas')", "step:sklearn_config"),
+            code(
+                "matplotlib.rc('font', size=15)\nplt.rcParams['lines.linewidth'] = 3",
+                "step:plot_config",
+            ),
+            code("pd.set_option('display.max_rows', 4)", "step:pandas_config"),
+            code(
+                "logging.basicConfig(level=logging.INFO, format='%(levelname)s|%(message)s', "
+                "force=True)",
+                "step:logging_config",
+            ),
+            code("sys.setrecursionlimit(2345)", "step:limit"),
+            code(
+                "scaled = StandardScaler().fit_transform(pd.DataFrame({'a': [1.0, 2.0, 3.0]}))\n"
+                "print(type(scaled).__name__, list(scaled.columns))",
+                "step:scale",
+            ),
+            code(
+                "print(plt.rcParams['font.size'], plt.rcParams['lines.linewidth'])\n"
+                "print(pd.DataFrame({'v': range(10)}))\nprint(sys.getrecursionlimit())",
+                "step:show",
+            ),
+            # Its own step: how a kernel interleaves stderr with stdout is timing.
+            code("logging.info('logged')\nlogging.debug('not shown')", "step:log"),
+        ],
+    ),
+    "names_reached_dynamically": Case(
+        "Names reached only through `vars()`, `locals()`, `exec` and `'name' in globals()`, "
+        "and IPython's `_`, `Out[n]` and `_n` steps after the result they hold.",
+        [
+            code("alpha = 1\nbeta = 2", "step:make"),
+            code("6 * 7", "step:result"),
+            code("gamma = 3", "step:quiet"),
+            code(
+                "print(vars()['alpha'] + locals()['beta'])\nexec('print(alpha * 10)')\n"
+                "print('gamma' in globals(), _)",
+                "step:use",
+            ),
+            code("print(Out[2], _2, sorted(Out))", "step:numbered"),
+        ],
+    ),
     "seed_in_imports": Case(
         "Global RNGs seeded once in the `imports` cell, drawn from in two steps.",
         [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import dataclasses
 import re
 import string
 import warnings
@@ -25,6 +26,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+from cellpipe.core.pseudo import file_name as pseudo_file_name
 
 __all__ = [
     "BUILTINS",
@@ -35,6 +38,7 @@ __all__ = [
     "CellSyntaxError",
     "FunctionInfo",
     "analyse_cell",
+    "is_history_name",
     "transform",
 ]
 
@@ -198,6 +202,51 @@ _SKLEARN_RANDOM = frozenset(
     }
 )
 _ENVIRON_READERS = frozenset({"get", "copy", "items", "keys", "values", "__getitem__"})
+#: Calls that change a library's settings, by dotted path: the hidden state they write.
+_SETTINGS_CALLS = {
+    "sklearn.set_config": "@sklearn.config",
+    "matplotlib.rc": "@matplotlib.rcParams",
+    "matplotlib.rcdefaults": "@matplotlib.rcParams",
+    "matplotlib.rc_file": "@matplotlib.rcParams",
+    "matplotlib.pyplot.rc": "@matplotlib.rcParams",
+    "matplotlib.pyplot.rcdefaults": "@matplotlib.rcParams",
+    "matplotlib.style.use": "@matplotlib.rcParams",
+    "matplotlib.pyplot.style.use": "@matplotlib.rcParams",
+    "matplotlib.rcParams.update": "@matplotlib.rcParams",
+    "matplotlib.pyplot.rcParams.update": "@matplotlib.rcParams",
+    "seaborn.set": "@matplotlib.rcParams",
+    "seaborn.set_theme": "@matplotlib.rcParams",
+    "seaborn.set_style": "@matplotlib.rcParams",
+    "seaborn.set_context": "@matplotlib.rcParams",
+    "pandas.set_option": "@pandas.options",
+    "pandas.reset_option": "@pandas.options",
+    "numpy.set_printoptions": "@numpy.printoptions",
+    "warnings.filterwarnings": "@warnings.filters",
+    "warnings.simplefilter": "@warnings.filters",
+    "warnings.resetwarnings": "@warnings.filters",
+    "logging.basicConfig": "@logging",
+    "logging.disable": "@logging",
+    "torch.set_default_dtype": "@torch.default_dtype",
+    "sys.setrecursionlimit": "@sys.recursionlimit",
+}
+#: Objects whose items or attributes are settings: storing into them writes that state.
+_SETTINGS_OBJECTS = {
+    "matplotlib.rcParams": "@matplotlib.rcParams",
+    "matplotlib.pyplot.rcParams": "@matplotlib.rcParams",
+    "pandas.options": "@pandas.options",
+}
+#: Calls that reach names the source does not spell out: the cell may read any global.
+_DYNAMIC_CALLS = frozenset({"globals", "locals", "vars", "eval", "exec"})
+
+
+def is_history_name(name: str) -> bool:
+    """Whether ``name`` is one IPython's output history binds (``_``, ``Out``, ``_3``)."""
+    return name in _HISTORY_NAMES or bool(_HISTORY_NUMBERED.fullmatch(name))
+
+
+#: IPython's output history: reading these reads `@history`.
+_HISTORY_NAMES = frozenset({"_", "__", "___", "Out", "_oh"})
+_HISTORY_NUMBERED = re.compile(r"_\d+")
 _SYS_PATH_READERS = frozenset({"index", "count", "copy"})
 
 # Magics whose argument is Python code run in the user namespace (IPython does not
@@ -295,6 +344,9 @@ class CellFlow:
     lines: dict[str, int]
     guarded: frozenset[str] = frozenset()
     links: tuple[tuple[str, str], ...] = ()
+    #: Line of a ``globals()``, ``locals()``, ``vars()``, ``eval`` or ``exec`` call, if any:
+    #: names reached that way are invisible here.
+    dynamic: int | None = None
 
 
 class CellSyntaxError(Exception):
@@ -425,7 +477,43 @@ def _analyse(source: str, modules: tuple[tuple[str, str], ...]) -> CellFlow:
     cell = _CellWalker(dict(modules), offset)
     for stmt in tree.body:
         cell.top_level(stmt)
-    return cell.result()
+    if _displays_result(source, tree):
+        cell.definite.add("@history")  # Out[n] and `_` get the cell's result
+    dynamic = next(
+        (
+            n.lineno - offset
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name)
+            and n.func.id in _DYNAMIC_CALLS
+            and not (n.func.id == "vars" and n.args)
+        ),
+        None,
+    )
+    flow = cell.result()
+    if dynamic is not None:
+        flow = dataclasses.replace(flow, dynamic=dynamic)
+    return flow
+
+
+def _displays_result(source: str, tree: ast.Module) -> bool:
+    """Whether the cell's last statement is an expression IPython shows (and so stores in its
+    output history): not ending in ``;``, and not a call that returns None by habit."""
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return False
+    value = tree.body[-1].value
+    if isinstance(value, ast.Constant) and value.value is None:
+        return False
+    if isinstance(value, ast.Call):
+        func = value.func
+        if isinstance(func, ast.Name) and func.id in ("print", "display"):
+            return False
+        if isinstance(func, ast.Attribute) and _mutating_method(func.attr):
+            return False  # `acc.append(1)`: returns None, shows nothing
+        if _is_get_ipython_call(func.value if isinstance(func, ast.Attribute) else func):
+            return False  # a magic or shell command
+    lines = [ln.split("#")[0].rstrip() for ln in source.rstrip().splitlines()]
+    return not (lines and lines[-1].endswith(";"))
 
 
 # -- small AST helpers ---------------------------------------------------------------------------
@@ -848,6 +936,10 @@ class _Walker:
             self.hidden("@environ", write)
         elif path == "sys.path":
             self.hidden("@sys.path", write)
+        else:
+            for prefix, name in _SETTINGS_OBJECTS.items():
+                if path == prefix or path.startswith(prefix + "."):
+                    self.hidden(name, write)
 
     def store(self, name: str, walrus: bool = False, augmented: bool = False) -> None:
         crossed_function = False
@@ -1453,11 +1545,7 @@ _FILE_METHODS = {  # df.to_csv("x.csv"), fig.savefig("x.png"), Path("x").read_te
 _PATH_METHODS = {"read_text": False, "read_bytes": False, "write_text": True, "write_bytes": True}
 
 
-def file_name(path: str) -> str:
-    """The pseudo-variable for a file a cell reads or writes (relative to the notebook)."""
-    import posixpath
-
-    return "@file:" + posixpath.normpath(path.replace("\\", "/"))
+file_name = pseudo_file_name  # the pseudo-variable for a file a cell reads or writes
 
 
 def _file_effects(func: ast.expr, path: str | None, node: ast.Call) -> list[tuple[str, bool]]:
@@ -1504,6 +1592,8 @@ def _file_effects(func: ast.expr, path: str | None, node: ast.Call) -> list[tupl
 def _hidden_effects(path: str, parts: list[str], node: ast.Call) -> list[tuple[str, bool]]:
     """Hidden state (name, written?) a call of the imported object ``path`` touches."""
     head, n = parts[0], len(parts)
+    if path in _SETTINGS_CALLS:
+        return [(_SETTINGS_CALLS[path], True)]
     if head == "random" and n == 2 and parts[1] not in ("Random", "SystemRandom"):
         return [("@random", True)]
     if head == "numpy" and n == 3 and parts[1] == "random":
@@ -1610,6 +1700,8 @@ class _CellWalker(_Walker):
             return
         if name not in self.reads:
             self.reads[name] = self.line
+            if is_history_name(name):
+                self.global_load("@history")
         if not any(g is None or name in g for g in self.name_guards):
             self.unguarded.add(name)
 

@@ -20,13 +20,16 @@ from cellpipe.compiling.analysis import (
     CellSyntaxError,
     FunctionInfo,
     analyse_cell,
+    is_history_name,
 )
 from cellpipe.core.errors import Diagnostic
 from cellpipe.core.model import Cell, Edge, Role, Step, StepSettings
+from cellpipe.core.pseudo import IMPLICIT, is_pseudo
 
 #: Hidden state every step implicitly depends on once a step has changed it: imports follow
-#: sys.path, relative paths follow the working directory, libraries read the environment.
-_IMPLICIT = ("@cwd", "@sys.path", "@environ")
+#: sys.path, relative paths follow the working directory, libraries read the environment and
+#: their own settings (display options, rcParams, warning filters, ...).
+_IMPLICIT = IMPLICIT
 
 
 @dataclass
@@ -133,15 +136,45 @@ def resolve(
         implicit = [
             n for n in _IMPLICIT if step and n in writers and writers[n].step not in (None, step)
         ]
+        dynamic: list[str] = []
+        if flow.dynamic is not None and step:
+            # `globals()["x"]`, `eval("x")`: any name defined before may be read.
+            dynamic = [
+                n
+                for n, w in writers.items()
+                if not is_pseudo(n)
+                and not w.deleted
+                and not w.is_import
+                and w.step not in (None, step)
+                and n not in reads
+            ]
+            diags.append(
+                Diagnostic(
+                    "dynamic-names",
+                    "uses globals(), locals(), vars(), eval or exec: it is given every name "
+                    "earlier steps define, since the names it reaches cannot be seen",
+                    "warning",
+                    cell.number,
+                    cell.id,
+                    step,
+                    line=flow.dynamic,
+                )
+            )
 
-        for name in [*reads, *carried, *implicit]:
+        for name in [*reads, *carried, *implicit, *dynamic]:
             # A guarded read (`try: x` / `except NameError:`) takes the value when there is
             # one, and is no error when there is none, as top to bottom.
             guarded = name in flow.guarded
-            optional = name in carried or name in implicit or guarded
+            optional = name in carried or name in implicit or guarded or name in dynamic
             w = writers.get(name)
             if w is None:
-                if optional or name in BUILTINS or name.startswith("@") or name in binds:
+                if (
+                    optional
+                    or name in BUILTINS
+                    or is_pseudo(name)
+                    or is_history_name(name)
+                    or name in binds
+                ):
                     continue
                 if stars:
                     if name not in warned_star:
@@ -241,10 +274,7 @@ def resolve(
             flows[step].metrics.extend(
                 n
                 for n in flow.reads
-                if not n.startswith("@")
-                and n in writers
-                and not writers[n].is_import
-                and n not in funcs
+                if not is_pseudo(n) and n in writers and not writers[n].is_import and n not in funcs
             )
         if step is None:
             prelude_names |= binds
@@ -320,7 +350,7 @@ class _Sharing:
                 continue  # a maybe-write keeps the old value on some paths
             self._drop(name)
         for holder, held in flow.links:
-            if holder.startswith("@") or held.startswith("@"):
+            if is_pseudo(holder) or is_pseudo(held):
                 continue
             self.edges.setdefault(holder, set()).add(held)
             self.edges.setdefault(held, set()).add(holder)
@@ -503,8 +533,8 @@ def _edges(
     for pair in sorted(set(data) | set(explicit), key=lambda p: (step_order.index(p[1]), p[0])):
         src, dst = pair
         upstream[dst].add(src)
-        names = tuple(n for n in data.get(pair, ()) if not n.startswith("@")) + tuple(
-            n for n in data.get(pair, ()) if n.startswith("@")
+        names = tuple(n for n in data.get(pair, ()) if not is_pseudo(n)) + tuple(
+            n for n in data.get(pair, ()) if is_pseudo(n)
         )
         kind = "data" if names else "prev"
         edges.append(Edge(src, dst, kind, names, first_cell.get(pair) or explicit.get(pair)))

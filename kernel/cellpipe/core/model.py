@@ -11,10 +11,12 @@ from enum import Enum
 from typing import Any
 
 from cellpipe.core.errors import Diagnostic
+from cellpipe.core.pseudo import HIDDEN_STATE as _HIDDEN_STATE
 
 #: Names that are not Python identifiers stand for hidden interpreter state a top-to-bottom
-#: run carries from cell to cell; the data flow treats them like variables.
-HIDDEN_STATE = ("@random", "@environ", "@sys.path", "@cwd")
+#: run carries from cell to cell; the data flow treats them like variables. Listed once, in
+#: cellpipe.core.pseudo (re-exported here for code that imports it from the model).
+HIDDEN_STATE = _HIDDEN_STATE
 
 
 class State(str, Enum):

@@ -38,6 +38,7 @@ from typing import Any
 
 from cellpipe.core.errors import CellpipeError, ParameterError
 from cellpipe.core.model import State
+from cellpipe.core.pseudo import HIDDEN, is_pseudo
 from cellpipe.rundir.runs import RunDir
 
 _MAX_BODY = 1 << 20  # parameters are small; a bigger body is a mistake
@@ -297,7 +298,7 @@ def preload_modules(pipeline: Any, workdir: Path) -> list[str]:
             flow = analyse_cell(cell.source)
         except CellSyntaxError:
             return []
-        if flow.mutates & {"@environ", "@sys.path", "@cwd"}:
+        if any(HIDDEN[n].imports for n in flow.mutates if n in HIDDEN):
             return []
         for dotted in flow.imports.values():
             top = dotted.split(".")[0]
@@ -324,7 +325,7 @@ def _last_writers(pipeline: Any) -> dict[str, str]:
         except CellSyntaxError:
             continue
         for name in flow.writes | flow.maybe_writes:
-            if not name.startswith("@") and name not in flow.imports:
+            if not is_pseudo(name) and name not in flow.imports:
                 out[name] = cell.step
     return out
 

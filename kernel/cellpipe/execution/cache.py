@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.core.model import Pipeline, Step
+from cellpipe.core.pseudo import file_name, is_file
 from cellpipe.rundir.runs import CacheIndex
 
 __all__ = ["CacheIndex", "file_hash", "files_read", "normalized", "step_key"]
@@ -76,13 +77,13 @@ def files_read(pipeline: Pipeline, step: Step, workdir: Path) -> list[str]:
         except CellSyntaxError:
             continue
         if cell.id in mine:
-            names.update(n for n in flow.reads if n.startswith("@file:"))
+            names.update(n for n in flow.reads if is_file(n))
             for module in flow.imports.values():
                 top = module.split(".")[0]
                 if (workdir / f"{top}.py").is_file():
-                    names.add(f"@file:{top}.py")
+                    names.add(file_name(f"{top}.py"))
                 elif (workdir / top / "__init__.py").is_file():
-                    names.add(f"@file:{top}/__init__.py")
+                    names.add(file_name(f"{top}/__init__.py"))
         modules.update(flow.imports)
     return sorted(names)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.core.model import Pipeline, Step
+from cellpipe.core.pseudo import is_file, is_pseudo
 from cellpipe.rundir import layout
 from cellpipe.rundir.runs import RunDir, effective_parameters
 
@@ -228,7 +229,7 @@ def _origin(rd: RunDir, step: str, name: str, seen: set[tuple[str, str]]) -> Ori
             "step reads anything it defines)"
         ) from None
     if name not in manifest:
-        saved = ", ".join(n for n in manifest if not n.startswith("@")) or "nothing"
+        saved = ", ".join(n for n in manifest if not is_pseudo(n)) or "nothing"
         raise KeyError(f"step {step} of run {rd.run_id} saved no `{name}`; it saved: {saved}")
     lineage = rd.lineage(step)
     if not lineage:
@@ -254,7 +255,7 @@ def _origin(rd: RunDir, step: str, name: str, seen: set[tuple[str, str]]) -> Ori
             continue  # a cycle cannot happen in a DAG; guard against a hand-edited record
         if source.get("sha256") is None:
             # A file hand-off (the file is the value), or a name the producer left unset.
-            kind = "file" if input_name.startswith("@file:") else "unset on this run"
+            kind = "file" if is_file(input_name) else "unset on this run"
             node.inputs.append(
                 Origin(
                     input_name,

@@ -104,7 +104,7 @@ def save_value(
     OSError
         The disk refused the write. No partial file is left behind.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     base = directory / file_stem(name)
     if isinstance(value, types.ModuleType):
         return _save_module(name, value, producer, consumers)
@@ -306,7 +306,8 @@ def _atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A binary file that becomes ``path`` when the block succeeds and vanishes otherwise."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the file from a container's user
+        # mkstemp's 0600 is kept: values are the user's own data (step containers run as the
+        # same uid, see cellpipe.backends.docker.backend).
         with os.fdopen(fd, "wb") as f:
             yield f
         os.replace(tmp, path)

@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from cellpipe.core.atomic import write_json
 from cellpipe.core.errors import CellpipeError, UnpicklableValue
 from cellpipe.core.model import Cell, Role, State
+from cellpipe.core.pseudo import is_file, is_pseudo
 from cellpipe.reports.report import (
     write_step_report,  # here, so forked steps inherit it already imported
 )
@@ -175,13 +176,20 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
         if warm.failure:
             return finish(State.FAILED, warm.failure)
 
+        from cellpipe.execution import hidden_state
+
+        tracker = hidden_state.Tracker.after_prelude(getattr(shell, "ipython", None))
         with shell.kernel_context():  # libraries imported by unpickling see a kernel
             failure = _load_inputs(rd, step, shell, warm.references)
         if failure:
             return finish(State.FAILED, failure)
+        hidden_state.enter_step(rd, step_name, tracker)
+        counts = hidden_state.execution_counts(pipeline, rd.info().get("parameters") or {})
 
         for cell in pipeline.step_cells(step_name):
             writer.current = cell.id
+            if hasattr(shell, "ipython"):  # numbered as top to bottom: Out[n] means the same
+                shell.ipython.execution_count = counts.get(cell.id, shell.ipython.execution_count)
             if "foreach" in cell.tags:  # iterations on worker processes: execution/fanout.py
                 failure = _run_foreach(rd, step, cell, shell, records, attempt, log)
             else:
@@ -189,6 +197,7 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
             writer.flush()
             if failure:
                 return finish(State.FAILED, failure)
+        tracker.leave()
 
         metrics = _metric_values(shell.user_ns, step.metrics) if step.metrics else None
         if metrics is not None:
@@ -203,6 +212,7 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
                 return finish(State.FAILED, Failure(None, "GateError", str(exc)), str(exc))
         try:
             _save_outputs(rd, step, shell.user_ns, warm.references, log)
+            hidden_state.save_step(rd.data_dir(step_name), tracker)
         except UnpicklableValue as exc:
             log.write(str(exc) + "\n")
             return finish(State.FAILED, Failure(None, "UnpicklableValue", str(exc)), str(exc))
@@ -306,7 +316,7 @@ def _load_inputs(rd: RunDir, step: Any, shell: Any, references: dict[int, str]) 
                 "LoadError",
                 f"cannot load input `{name}` ({record.type}) from step {producer}: {exc}",
             )
-        if name.startswith("@"):
+        if is_pseudo(name):
             restore(name, value)
         else:
             shell.user_ns[name] = value
@@ -327,9 +337,9 @@ def _save_outputs(
     records = []
     grouped = _save_alias_groups(step, ns, directory, references, records, log or sys.stderr)
     for name in step.outputs:
-        if name.startswith("@file:") or name in grouped:
+        if is_file(name) or name in grouped:
             continue  # a file is its own hand-off (it only orders the steps)
-        if name.startswith("@"):
+        if is_pseudo(name):
             value = capture(name)
         elif name in ns:
             value = ns[name]
@@ -364,7 +374,7 @@ def _save_alias_groups(
     from cellpipe.execution.aliasing import alias_groups
     from cellpipe.execution.marshal import save_group
 
-    names = [n for n in (*step.outputs, *step.inputs) if not n.startswith("@") and n in ns]
+    names = [n for n in (*step.outputs, *step.inputs) if not is_pseudo(n) and n in ns]
     sharing = alias_groups({n: ns[n] for n in dict.fromkeys(names)})
     grouped: set[str] = set()
     for group in sharing.groups:

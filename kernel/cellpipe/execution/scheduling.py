@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from cellpipe.compiling.gates import closed_upstream
 from cellpipe.core.errors import Conflict
 from cellpipe.core.model import State, Step
+from cellpipe.core.pseudo import file_path
 from cellpipe.execution.cache import file_hash, files_read, step_key
 from cellpipe.rundir.runs import CacheIndex, RunDir
 
@@ -152,6 +153,12 @@ class Scheduler:
         self.launcher: Launcher | None = None
         self._escalation: asyncio.Task[None] | None = None
         self._launcher_lock = asyncio.Lock()
+        from cellpipe.execution.hidden_order import HiddenOrder
+
+        self.hidden = HiddenOrder(rd, self.pipeline)
+        self._again: set[str] = set()  # to run again (hidden state): never from the cache
+        self._stale: set[str] = set()  # running on outputs of a step that runs again
+        self._attempts: dict[str, int] = {}  # attempts made so far, for numbering re-runs
         self._log = open(rd.run_log_path(), "a", buffering=1, encoding="utf-8")  # noqa: SIM115
 
     def note(self, text: str) -> None:
@@ -193,6 +200,7 @@ class Scheduler:
     async def _loop(self, previous: dict[str, Any]) -> None:
         tasks: dict[asyncio.Task[State], str] = {}
         while True:
+            self._verify_hidden(tasks)
             for name, step in self.steps.items():
                 if self.state[name] is not State.PENDING or name in tasks.values():
                     continue
@@ -219,17 +227,59 @@ class Scheduler:
                 ):
                     self.gate_closed[name] = why
                     self._settle(name, State.SKIPPED, why)
+                elif not all(self.hidden.usable(u) for u in step.after if self.state[u].ok):
+                    continue  # an upstream step's hidden state is not verified yet
                 elif all(u.ok for u in ups) and len(tasks) < self.options.max_jobs:
                     task = asyncio.create_task(self._run_step(step, previous.get(name)))
                     tasks[task] = name
             if not tasks:
                 if all(s.terminal for s in self.state.values()):
                     return
-                continue  # states settled this round may have made more steps ready
+                if not self.hidden.unblock(self.state):
+                    continue  # states settled this round may have made more steps ready
+                self.note("hidden state: ordering by `prev:` blocks the check; not waiting")
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 name = tasks.pop(task)
                 self.state[name] = task.result()
+                self.hidden.finished(name, self.state[name])
+                if name in self._stale:  # it used outputs of a step that runs again
+                    self._stale.discard(name)
+                    self._run_again(name, "a step it depends on runs again")
+
+    def _verify_hidden(self, tasks: dict[asyncio.Task[State], str]) -> None:
+        """Steps that started from another hidden state than notebook order gives, and used
+        it, run again before anything downstream starts (see cellpipe.execution.hidden_order)."""
+        if self.cancelled:
+            return
+        for name, why in self.hidden.verify(self.state):
+            self._run_again(name, why)
+            # A step that drew from no generator hands on its outputs unverified; if it
+            # must run again (a setting changed where the analysis could not see it), so
+            # must whatever already used them.
+            for later in self._downstream(name):
+                if later in tasks.values():
+                    self._stale.add(later)
+                elif self.state[later].ok:
+                    self._run_again(later, f"step {name}, which it depends on, runs again")
+
+    def _run_again(self, name: str, why: str) -> None:
+        self.note(f"step {name} runs again: {why}")
+        self.hidden.forget(name)
+        self._again.add(name)
+        self.state[name] = State.PENDING
+        self.rd.emit(State.PENDING, name, message=f"runs again: {why}")
+
+    def _downstream(self, name: str) -> list[str]:
+        found: list[str] = []
+        frontier = [name]
+        while frontier:
+            current = frontier.pop()
+            for s in self.steps.values():
+                if current in s.after and s.name not in found:
+                    found.append(s.name)
+                    frontier.append(s.name)
+        return found
 
     def _params_seen(self, step: Step) -> dict[str, Any]:
         """The parameter values the step can observe: a new value of one it never reads
@@ -247,13 +297,17 @@ class Scheduler:
 
     async def _run_step(self, step: Step, before: Any) -> State:
         key = None
-        if step.settings.cache:
+        rerun = step.name in self._again
+        self._again.discard(step.name)
+        if step.settings.cache and not rerun:
             key = step_key(self.pipeline, step, self._params_seen(step), self._input_hashes(step))
             kept = self._from_cache(step, key, before)
             if kept is not None:
                 return kept
         attempts = step.settings.retry + 1
-        for attempt in range(1, attempts + 1):
+        base = self._attempts.get(step.name, 0)
+        for attempt in range(base + 1, base + attempts + 1):
+            self._attempts[step.name] = attempt
             state, reason, again = await self._attempt(step, attempt)
             if state is State.SUCCEEDED:
                 if key:
@@ -262,19 +316,19 @@ class Scheduler:
                 return state
             if state is State.CANCELLED or self.cancelled:
                 return State.CANCELLED
-            if attempt < attempts and again:
+            if attempt < base + attempts and again:
                 delay = retry_delay(attempt)
                 self.rd.emit(
                     State.PENDING,
                     step.name,
                     attempt=attempt,
                     message=f"attempt {attempt} failed ({reason}); retry {attempt + 1} of "
-                    f"{attempts} in {delay:g} s",
+                    f"{base + attempts} in {delay:g} s",
                 )
                 await asyncio.sleep(delay)
                 if self.cancelled:
                     return State.CANCELLED
-            elif attempt < attempts:
+            elif attempt < base + attempts:
                 break  # another attempt cannot start either
         return State.FAILED
 
@@ -312,7 +366,7 @@ class Scheduler:
         # Files count by their content: a changed data.csv must not give a stale cache hit.
         workdir = Path(self.rd.info().get("workdir") or ".")
         for name in files_read(self.pipeline, step, workdir):
-            hashes[name] = file_hash(workdir / name[len("@file:") :])
+            hashes[name] = file_hash(workdir / file_path(name))
         return hashes
 
     async def _get_launcher(self) -> Launcher:
@@ -328,6 +382,7 @@ class Scheduler:
         if self.cancelled:
             self.rd.emit(State.CANCELLED, step.name, attempt=attempt, message="run cancelled")
             return State.CANCELLED, "cancelled", False
+        self.hidden.write_entry(step.name)
         try:
             proc = await launcher.launch(step, attempt)
         except LaunchError as exc:

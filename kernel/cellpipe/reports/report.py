@@ -35,6 +35,7 @@ from typing import Any
 from cellpipe._version import __version__
 from cellpipe.core.atomic import write_text
 from cellpipe.core.model import Pipeline, Role, State, Step
+from cellpipe.core.pseudo import parse
 from cellpipe.rundir.runs import RunDir, StepStatus
 
 #: A report fetches nothing and runs nothing: inline styles and data: images are all it uses.
@@ -44,13 +45,6 @@ CSP = (
 )
 #: Anchor of a step's section in a page: ``#step-<name>``.
 STEP_ANCHOR = "step-"
-
-_HIDDEN = {
-    "@random": "state of the random generators",
-    "@environ": "os.environ",
-    "@sys.path": "sys.path",
-    "@cwd": "working directory",
-}
 
 
 # -- what a page says about a step ---------------------------------------------------------------
@@ -199,10 +193,11 @@ def _outputs_table(facts: StepFacts, link: Callable[[str], str]) -> str:
 
 
 def _name_cell(name: str) -> str:
-    if name.startswith("@file:"):
-        return f"file {_code(name[len('@file:') :])}"
-    if name in _HIDDEN:
-        return f"{_code(name)} <small>({_HIDDEN[name]})</small>"
+    pseudo = parse(name)
+    if pseudo is not None and pseudo.kind == "file":
+        return f"file {_code(pseudo.path)}"
+    if pseudo is not None and pseudo.hidden is not None:
+        return f"{_code(name)} <small>({pseudo.hidden.description})</small>"
     return _code(name)
 
 

@@ -60,7 +60,7 @@ class ValueRecord:
 
 def write_manifest(directory: Path, records: Iterable[ValueRecord]) -> None:
     """Write ``directory/manifest.json`` listing ``records`` by name, atomically."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_json(directory / MANIFEST, {r.name: r.to_json() for r in records})
 
 

@@ -23,7 +23,9 @@ name below is spelled out anywhere else.
         outputs/<step>.json   nbformat outputs of each cell, by cell id
         data/<step>/          the step's values (files named by cellpipe.execution.marshal),
                               manifest.json listing them, and beside them the step's
-                              cache_key, gate.json, lineage.json and metrics.json
+                              cache_key, gate.json, lineage.json and metrics.json, and
+                              hidden.json / hidden-state.pkl (cellpipe.execution.hidden_state)
+        hidden/<step>.json    whose hidden state each step starts from (the scheduler's)
         metrics.json          metrics by step
         reports/<step>.html   step reports;  report.html  the run's report
         .go/<step>-<attempt>  go files of containers started ahead (Docker backend)
@@ -56,6 +58,7 @@ REPORTS = "reports"
 #: Not under ``reports/``, where a step called ``index`` or ``run`` would clash with it.
 RUN_REPORT = "report.html"
 GO = ".go"
+HIDDEN_ENTRIES = "hidden"
 
 #: The engine's own logs in ``logs/`` (a step's log is ``logs/<step>.log``).
 DRIVER_LOG = "_driver.log"
@@ -69,6 +72,8 @@ CACHE_KEY = "cache_key"
 GATE = "gate.json"
 LINEAGE = "lineage.json"
 STEP_METRICS = METRICS  # the step's own metrics, carried along when the step is cached
+HIDDEN_FINGERPRINTS = "hidden.json"  # fingerprints of hidden state around the step
+HIDDEN_STATES = "hidden-state.pkl"  # the states of the hidden state the step changed
 
 #: Folders every run directory has (a directory from ``cellpipe compile -o`` gets them when
 #: its first step runs).
@@ -152,6 +157,10 @@ def report_file(run: P, step: str) -> P:
 
 def run_report_file(run: P) -> P:
     return run / RUN_REPORT
+
+
+def hidden_entry_file(run: P, step: str) -> P:
+    return run / HIDDEN_ENTRIES / f"{step}.json"
 
 
 def go_dir(run: P) -> P:

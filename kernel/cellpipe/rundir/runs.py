@@ -161,7 +161,9 @@ class RunDir:
     def ensure_folders(self, *, parents: bool = False) -> None:
         """Make the folders a step writes to (absent when run by hand after ``compile -o``)."""
         for folder in layout.FOLDERS:
-            (self.path / folder).mkdir(parents=parents, exist_ok=True)
+            # data/ holds the user's values (and environment variables a step set): 0700
+            mode = 0o700 if folder == layout.DATA else 0o777
+            (self.path / folder).mkdir(parents=parents, exist_ok=True, mode=mode)
 
     def info(self) -> dict[str, Any]:
         if self._info is None:
@@ -254,6 +256,11 @@ class RunDir:
     def outputs_path(self, step: str) -> Path:
         return layout.outputs_file(self.path, step)
 
+    def hidden_entry_path(self, step: str) -> Path:
+        """Which finished steps' hidden state ``step`` starts from (written by the scheduler,
+        read by the runner; see cellpipe.execution.hidden_state)."""
+        return layout.hidden_entry_file(self.path, step)
+
     def read_outputs(self, step: str) -> dict[str, Any] | None:
         try:
             return json.loads(self.outputs_path(step).read_text())
@@ -293,7 +300,7 @@ class RunDir:
         directory = self.data_dir(step)
         if directory.exists():
             shutil.rmtree(directory)
-        directory.mkdir(parents=True)
+        directory.mkdir(parents=True, mode=0o700)  # the user's data: owner-only, as files are
         return directory
 
     def write_manifest(self, step: str, records: Iterable[ValueRecord]) -> None:

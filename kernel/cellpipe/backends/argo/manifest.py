@@ -30,6 +30,7 @@ from cellpipe.backends.argo.errors import ArgoSettingsError
 from cellpipe.compiling.notebook import k8s_name
 from cellpipe.core.errors import Diagnostic
 from cellpipe.core.model import Pipeline, Step
+from cellpipe.core.pseudo import file_path
 from cellpipe.rundir import layout
 
 API_VERSION = "argoproj.io/v1alpha1"
@@ -834,7 +835,7 @@ def file_warnings(pipeline: Pipeline, workdir: Path, settings: ArgoSettings) -> 
     out = []
     for step in pipeline.steps:
         for name in files_read(pipeline, step, workdir):
-            rel = name[len("@file:") :]
+            rel = file_path(name)
             handed = name in step.inputs
             if Path(rel).is_absolute():
                 continue
