@@ -1,0 +1,3 @@
+module cellpipe.invalid/cluster-tools
+
+go 1.24
