@@ -114,7 +114,7 @@ def test_every_example_and_adversarial_notebook_gives_a_valid_workflow(
 def test_a_step_runs_the_runner_on_its_own_step_with_the_run_files_inline(tmp_path: Path) -> None:
     doc = _workflow(tmp_path, notebook(("step:load", "x = 1"), ("step:train_model", "y = x + 1")))
     t = _template(doc, "train-model")
-    assert t["container"]["command"] == ["python", "-m", "cellpipe.runner"]
+    assert t["container"]["command"] == ["python3", "-m", "cellpipe.runner"]
     assert t["container"]["args"][:5] == [
         "--run-dir",
         "/cellpipe/run",

@@ -757,7 +757,7 @@ def _step_template(
             mounts.append({"name": secret_volumes[sname], "mountPath": path, "readOnly": True})
     container: dict[str, Any] = {
         "image": image,
-        "command": ["python", "-m", "cellpipe.runner"],
+        "command": ["python3", "-m", "cellpipe.runner"],
         "args": args,
         "workingDir": WORK_DIR,
         "env": env,
