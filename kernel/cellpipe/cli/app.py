@@ -261,7 +261,8 @@ def run(
     if progress:
         progress.start()
     try:
-        state = drive(rd, resume=bool(resume), backend=backend)
+        # A resumed run goes on with its own backend (drive reads it from the run), not --backend's.
+        state = drive(rd, resume=bool(resume), backend=None if resume else backend)
     finally:
         if progress:
             progress.stop()
