@@ -23,9 +23,7 @@ import pytest
 from nbbuild import notebook, write
 from oracle import REPO, differences, run_pipeline, run_top_to_bottom
 
-DEFAULT_ENV = Path(
-    os.environ.get("CELLPIPE_CLUSTER_STATE", "/var/lib/cellpipe-cluster")
-) / "env.sh"
+DEFAULT_ENV = Path(os.environ.get("CELLPIPE_CLUSTER_STATE", "/var/lib/cellpipe-cluster")) / "env.sh"
 
 
 def _env_file() -> Path | None:
@@ -58,7 +56,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     env = _load(path)
     saved = dict(os.environ)
     keep = ("KUBECONFIG", "PATH")
-    os.environ.update({k: v for k, v in env.items() if k.startswith("CELLPIPE_CLUSTER_") or k in keep})
+    os.environ.update(
+        {k: v for k, v in env.items() if k.startswith("CELLPIPE_CLUSTER_") or k in keep}
+    )
     os.environ["CELLPIPE_ARGO_POLL"] = "2"
     probe = _kubectl("get", "--raw", "/readyz", admin=True, check=False)
     if probe.returncode != 0:
@@ -68,7 +68,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     os.environ.update(saved)
 
 
-def _kubectl(*args: str, admin: bool = False, check: bool = True) -> subprocess.CompletedProcess[str]:
+def _kubectl(
+    *args: str, admin: bool = False, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     config = os.environ["CELLPIPE_CLUSTER_ADMIN_KUBECONFIG" if admin else "KUBECONFIG"]
     return subprocess.run(
         ["kubectl", "--kubeconfig", config, "-n", os.environ["CELLPIPE_CLUSTER_NAMESPACE"], *args],
@@ -79,7 +81,9 @@ def _kubectl(*args: str, admin: bool = False, check: bool = True) -> subprocess.
     )
 
 
-def _cellpipe(*args: str, cwd: Path, timeout: float = 420, **env: str) -> subprocess.CompletedProcess[str]:
+def _cellpipe(
+    *args: str, cwd: Path, timeout: float = 420, **env: str
+) -> subprocess.CompletedProcess[str]:
     full = dict(os.environ, CELLPIPE_RUNS_ROOT=str(cwd / "runs"), **env)
     full["PYTHONPATH"] = str(REPO / "kernel") + os.pathsep + full.get("PYTHONPATH", "")
     return subprocess.run(
@@ -95,14 +99,21 @@ def _cellpipe(*args: str, cwd: Path, timeout: float = 420, **env: str) -> subpro
 def _push_images(nb: Path) -> None:
     """`cellpipe image build --registry ... --push`, as a user does before a run."""
     proc = _cellpipe(
-        "image", "build", "--registry", os.environ["CELLPIPE_CLUSTER_REGISTRY"], "--push", str(nb),
+        "image",
+        "build",
+        "--registry",
+        os.environ["CELLPIPE_CLUSTER_REGISTRY"],
+        "--push",
+        str(nb),
         cwd=nb.parent,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr + proc.stdout
 
 
-def _run(nb: Path, *extra: str, **env: str) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+def _run(
+    nb: Path, *extra: str, **env: str
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
     proc = _cellpipe("run", str(nb), "--backend", "argo", "--json", *extra, cwd=nb.parent, **env)
     assert proc.stdout, proc.stderr
     return json.loads(proc.stdout), proc
@@ -148,7 +159,10 @@ def test_a_step_over_its_memory_limit_fails_saying_oomkilled(cluster, tmp_path: 
     nb = write(
         tmp_path / "oom.ipynb",
         notebook(
-            ("step:fill limit:memory:64Mi", "blob = bytearray(400 * 1024 * 1024)\nprint(len(blob))"),
+            (
+                "step:fill limit:memory:64Mi",
+                "blob = bytearray(400 * 1024 * 1024)\nprint(len(blob))",
+            ),
             ("step:after", "print('never')"),
         ),
     )
@@ -165,10 +179,135 @@ def test_a_user_who_may_not_create_workflows_gets_one_line_naming_verb_and_resou
 ) -> None:
     nb = write(tmp_path / "nope.ipynb", notebook(("step:one", "print(1)")))
     proc = _cellpipe(
-        "run", str(nb), "--backend", "argo", cwd=tmp_path,
+        "run",
+        str(nb),
+        "--backend",
+        "argo",
+        cwd=tmp_path,
         KUBECONFIG=os.environ["CELLPIPE_CLUSTER_VIEWER_KUBECONFIG"],
     )
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if "403" in line]
     assert len(lines) == 1, proc.stderr
     assert "create" in lines[0] and "workflows" in lines[0], lines[0]
+
+
+def _workflows(run_id: str) -> list[dict[str, Any]]:
+    out = _kubectl(
+        "get", "workflows", "-l", f"cellpipe.io/run-id={run_id}", "-o", "json", admin=True
+    ).stdout
+    return json.loads(out)["items"]
+
+
+def _pods(run_id: str, *selectors: str) -> list[dict[str, Any]]:
+    """The pods of every Workflow of the run (its pods carry only the step's label, not the
+    run's: Argo does not copy a Workflow's labels to its pods)."""
+    pods = []
+    for wf in _workflows(run_id):
+        selector = ",".join(
+            [f"workflows.argoproj.io/workflow={wf['metadata']['name']}", *selectors]
+        )
+        out = _kubectl("get", "pods", "-l", selector, "-o", "json", admin=True).stdout
+        pods += json.loads(out)["items"]
+    return pods
+
+
+def _wait(what: str, seconds: float, check) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"{what}: not within {seconds:.0f} s")
+
+
+def test_cancel_mid_run_stops_the_pods_and_the_workflow_and_marks_the_step_cancelled(
+    cluster, tmp_path: Path
+) -> None:
+    nb = write(
+        tmp_path / "slow.ipynb",
+        notebook(
+            ("step:slow", "import time\nprint('started', flush=True)\ntime.sleep(300)\ny = 1"),
+            ("step:after", "print(y)"),
+        ),
+    )
+    _push_images(nb)
+    env = dict(os.environ, CELLPIPE_RUNS_ROOT=str(tmp_path / "runs"))
+    env["PYTHONPATH"] = str(REPO / "kernel") + os.pathsep + env.get("PYTHONPATH", "")
+    with subprocess.Popen(
+        [sys.executable, "-m", "cellpipe", "run", str(nb), "--backend", "argo", "--json"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as run:
+        runs = tmp_path / "runs"
+        run_id = _wait(
+            "the run directory", 60, lambda: runs.exists() and next(runs.iterdir(), None)
+        ).name
+        _wait(
+            "the step's pod running",
+            180,
+            lambda: any(p["status"].get("phase") == "Running" for p in _pods(run_id)),
+        )
+        cancel = _cellpipe("cancel", run_id, cwd=tmp_path)
+        assert cancel.returncode == 0, cancel.stderr
+        out, err = run.communicate(timeout=180)
+    assert run.returncode != 0, out + err
+    states = _step_states(runs / run_id)
+    assert states["slow"]["state"] == "cancelled", states
+    assert states["after"]["state"] in ("cancelled", "skipped"), states
+    _wait(
+        "no pod of the run running",
+        90,
+        lambda: (
+            not [p for p in _pods(run_id) if p["status"].get("phase") in ("Pending", "Running")]
+        ),
+    )
+    (wf,) = _workflows(run_id)
+    assert wf["spec"].get("shutdown") == "Terminate", wf["spec"]
+    assert wf["status"]["phase"] in ("Failed", "Error"), wf["status"].get("phase")
+
+
+def test_resume_after_a_failure_reruns_only_what_failed_on_the_same_volume(
+    cluster, tmp_path: Path
+) -> None:
+    nb = write(
+        tmp_path / "flaky.ipynb",
+        notebook(
+            ("step:first", "x = 21\nprint('first ran')"),
+            (
+                "step:second",
+                "import os\n"
+                "if not os.path.exists('tried'):\n"
+                "    open('tried', 'w').close()\n"
+                "    raise RuntimeError('fails the first time')\n"
+                "print('x is', x * 2)",
+            ),
+        ),
+    )
+    _push_images(nb)
+    failed, proc = _run(nb)
+    assert proc.returncode != 0
+    run_id = failed["run_id"]
+    states = _step_states(tmp_path / "runs" / run_id)
+    assert (states["first"]["state"], states["second"]["state"]) == ("succeeded", "failed"), states
+
+    resumed, proc = _cellpipe_json("run", "--resume", run_id, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    rd = tmp_path / "runs" / resumed["run_id"]
+    states = _step_states(rd)
+    assert states["second"]["state"] == "succeeded", states
+    assert "x is 42" in (rd / "logs" / "second.log").read_text()
+    # the step that had succeeded ran in one pod only: the failed run's
+    assert len(_pods(run_id, "cellpipe.io/step=first")) == 1
+
+
+def _cellpipe_json(
+    *args: str, cwd: Path
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    proc = _cellpipe(*args, cwd=cwd)
+    assert proc.stdout, proc.stderr
+    return json.loads(proc.stdout), proc
