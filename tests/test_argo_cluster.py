@@ -311,3 +311,94 @@ def _cellpipe_json(
     proc = _cellpipe(*args, cwd=cwd)
     assert proc.stdout, proc.stderr
     return json.loads(proc.stdout), proc
+
+
+def test_a_step_that_fails_once_with_retry_succeeds_on_its_second_attempt(
+    cluster, tmp_path: Path
+) -> None:
+    nb = write(
+        tmp_path / "retry.ipynb",
+        notebook(
+            (
+                "step:flaky retry:2",
+                "import os\n"
+                "if not os.path.exists('attempted'):\n"
+                "    open('attempted', 'w').close()\n"
+                "    raise RuntimeError('first attempt')\n"
+                "print('second attempt')",
+            ),
+        ),
+    )
+    _push_images(nb)
+    result, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    steps = _step_states(tmp_path / "runs" / result["run_id"])
+    assert steps["flaky"]["state"] == "succeeded", steps
+    assert steps["flaky"]["attempts"] == 2, steps
+
+
+def test_a_step_over_its_timeout_is_killed_and_fails_saying_so(cluster, tmp_path: Path) -> None:
+    nb = write(
+        tmp_path / "deadline.ipynb",
+        notebook(("step:slow timeout:10", "import time\ntime.sleep(300)")),
+    )
+    _push_images(nb)
+    started = time.monotonic()
+    result, proc = _run(nb)
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 150
+    steps = _step_states(tmp_path / "runs" / result["run_id"])
+    assert steps["slow"]["state"] == "failed", steps
+    assert "deadline" in (steps["slow"]["message"] or "").lower(), steps["slow"]
+
+
+def test_a_step_whose_image_is_missing_fails_with_the_pull_error_within_pending_timeout(
+    cluster, tmp_path: Path
+) -> None:
+    nb = write(
+        tmp_path / "noimage.ipynb",
+        notebook(
+            ("step:one image:127.0.0.1:5000/no-such-base:1", "print(1)"),
+            metadata={"cellpipe": {"argo": {"pending_timeout": 30}}},
+        ),
+    )
+    started = time.monotonic()
+    result, proc = _run(nb)  # its image was never built nor pushed
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 150
+    steps = _step_states(tmp_path / "runs" / result["run_id"])
+    assert steps["one"]["state"] == "failed", steps
+    assert any(w in (steps["one"]["message"] or "") for w in ("ImagePullBackOff", "ErrImagePull"))
+
+
+def test_a_killed_cellpipe_run_is_followed_again_by_resume_while_the_workflow_runs(
+    cluster, tmp_path: Path
+) -> None:
+    nb = write(
+        tmp_path / "follow.ipynb",
+        notebook(("step:slow", "import time\ntime.sleep(40)\nprint('done sleeping')")),
+    )
+    _push_images(nb)
+    env = dict(os.environ, CELLPIPE_RUNS_ROOT=str(tmp_path / "runs"))
+    env["PYTHONPATH"] = str(REPO / "kernel") + os.pathsep + env.get("PYTHONPATH", "")
+    runs = tmp_path / "runs"
+    with subprocess.Popen(
+        [sys.executable, "-m", "cellpipe", "run", str(nb), "--backend", "argo", "--json"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as run:
+        run_id = _wait(
+            "the run directory", 60, lambda: runs.exists() and next(runs.iterdir(), None)
+        ).name
+        _wait(
+            "the step's pod running",
+            180,
+            lambda: any(p["status"].get("phase") == "Running" for p in _pods(run_id)),
+        )
+        run.kill()
+    _, proc = _cellpipe_json("run", "--resume", run_id, "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert len(_workflows(run_id)) == 1  # followed again, not submitted again
+    assert "done sleeping" in (runs / run_id / "logs" / "slow.log").read_text()
