@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 CLASS = "cellpipe-hostpath"
 PROVISIONER = "cellpipe.io/hostpath"
@@ -26,7 +27,7 @@ PROVISIONER = "cellpipe.io/hostpath"
 
 def main(api: str, ca: str, token_file: str, root: str) -> None:
     ctx = ssl.create_default_context(cafile=ca)
-    token = open(token_file).read().strip()
+    token = Path(token_file).read_text().strip()
 
     def call(method: str, path: str, body: dict | None = None) -> dict:
         req = urllib.request.Request(
