@@ -402,3 +402,57 @@ def test_a_killed_cellpipe_run_is_followed_again_by_resume_while_the_workflow_ru
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert len(_workflows(run_id)) == 1  # followed again, not submitted again
     assert "done sleeping" in (runs / run_id / "logs" / "slow.log").read_text()
+
+
+def test_labels_annotations_cpu_limit_and_secrets_are_on_the_pod_the_cluster_ran(
+    cluster, tmp_path: Path
+) -> None:
+    _kubectl("delete", "secret", "api-creds", "--ignore-not-found", admin=True)
+    _kubectl("create", "secret", "generic", "api-creds", "--from-literal=token=s3cr3t", admin=True)
+    nb = write(
+        tmp_path / "podmeta.ipynb",
+        notebook(
+            (
+                "step:a annotation:team.io/owner:ml label:tier:gold limit:cpu:500m "
+                "secret:api-creds:token:API_TOKEN",
+                "import os\nprint('token has', len(os.environ['API_TOKEN']), 'characters')",
+            ),
+        ),
+    )
+    _push_images(nb)
+    result, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    rd = tmp_path / "runs" / result["run_id"]
+    assert "token has 6 characters" in (rd / "logs" / "a.log").read_text()
+    (pod,) = _pods(result["run_id"], "cellpipe.io/step=a")
+    assert pod["metadata"]["labels"]["tier"] == "gold"
+    assert pod["metadata"]["annotations"]["team.io/owner"] == "ml"
+    (main,) = [c for c in pod["spec"]["containers"] if c["name"] == "main"]
+    assert main["resources"]["limits"]["cpu"] == "500m"
+    assert main["resources"]["requests"]["cpu"] == "500m"
+    (token,) = [e for e in main["env"] if e["name"] == "API_TOKEN"]
+    assert token == {
+        "name": "API_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "api-creds", "key": "token"}},
+    }
+    assert "s3cr3t" not in json.dumps(pod)
+
+
+def test_a_gpu_step_on_a_node_without_gpus_fails_unschedulable_within_pending_timeout(
+    cluster, tmp_path: Path
+) -> None:
+    nb = write(
+        tmp_path / "gpu.ipynb",
+        notebook(
+            ("step:train gpu:1", "print('no')"),
+            metadata={"cellpipe": {"argo": {"pending_timeout": 20}}},
+        ),
+    )
+    _push_images(nb)
+    started = time.monotonic()
+    result, proc = _run(nb)
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 120
+    steps = _step_states(tmp_path / "runs" / result["run_id"])
+    assert steps["train"]["state"] == "failed", steps
+    assert "Unschedulable" in (steps["train"]["message"] or ""), steps["train"]
