@@ -502,11 +502,18 @@ def _both_ways_on_argo(name: str, workdir: Path) -> tuple[Any, Any, Any]:
 
 
 @pytest.fixture(scope="module")
-def argo_both_ways(cluster, tmp_path_factory: pytest.TempPathFactory):
+def argo_both_ways(cluster, request: pytest.FixtureRequest, tmp_path_factory):
+    # only the cases this session selected (`-k`), three at a time
+    chosen = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == _ADVERSARIAL and hasattr(item, "callspec")
+    ]
     with ThreadPoolExecutor(3) as pool:
-        yield {
-            n: pool.submit(_both_ways_on_argo, n, tmp_path_factory.mktemp(n)) for n in ARGO_CASES
-        }
+        yield {n: pool.submit(_both_ways_on_argo, n, tmp_path_factory.mktemp(n)) for n in chosen}
+
+
+_ADVERSARIAL = "test_adversarial_notebook_on_argo_gives_the_outputs_of_a_top_to_bottom_run"
 
 
 @pytest.mark.slow
