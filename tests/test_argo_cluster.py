@@ -525,3 +525,24 @@ def test_adversarial_notebook_on_argo_gives_the_outputs_of_a_top_to_bottom_run(
     assert proc.returncode == 0, proc.stderr + proc.stdout
     problems = differences(expected, executed)
     assert not problems, "argo outputs differ from top to bottom:\n" + "\n".join(problems)
+
+
+def test_a_run_on_an_existing_claim_passes_values_between_steps_on_it(
+    cluster, tmp_path: Path
+) -> None:
+    claim = os.environ["CELLPIPE_CLUSTER_CLAIM"]
+    nb = write(
+        tmp_path / "claim.ipynb",
+        notebook(
+            ("step:make", "x = list(range(5))"),
+            ("step:use", "print('sum is', sum(x))"),
+            metadata={"cellpipe": {"argo": {"existing_claim": claim}}},
+        ),
+    )
+    _push_images(nb)
+    result, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    rd = tmp_path / "runs" / result["run_id"]
+    assert "sum is 10" in (rd / "logs" / "use.log").read_text()
+    (wf,) = _workflows(result["run_id"])
+    assert not wf["spec"].get("volumeClaimTemplates")
