@@ -169,6 +169,10 @@ class RunManager:
         self._dispatch()
         return await self.describe(run_id)
 
+    def queued(self) -> int:
+        """Runs waiting for a free slot."""
+        return len(self._queue)
+
     async def cancel(self, run_id: str) -> DescribeRun:
         self._ensure_watching()
         rd = await asyncio.to_thread(self._open, run_id)
