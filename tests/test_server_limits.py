@@ -119,3 +119,27 @@ async def test_the_report_keeps_its_sandbox_under_an_admin_set_csp(jp_fetch, jp_
     # Elsewhere the admin's policy stands as it is.
     other = await jp_fetch("cellpipe", "api", "backends")
     assert "sandbox allow-scripts allow-same-origin" in other.headers["Content-Security-Policy"]
+
+
+def test_a_run_id_must_match_the_whole_pattern() -> None:
+    from cellpipe.rundir.runs import RUN_ID
+
+    assert RUN_ID.match("20990101-000000-abcdef")
+    assert not RUN_ID.match("20990101-000000-abcdef\n")  # `$` let this one through
+
+
+def test_opening_a_run_id_with_a_trailing_newline_says_it_is_not_one(tmp_path: Path) -> None:
+    from cellpipe.core.errors import RunNotFound
+    from cellpipe.rundir.runs import RunDir
+
+    with pytest.raises(RunNotFound, match="is not a run id"):
+        RunDir.open(tmp_path, "20990101-000000-abcdef\n")
+
+
+async def test_an_unknown_run_is_a_404_that_does_not_show_where_runs_are_stored(
+    jp_fetch, tmp_path: Path
+) -> None:
+    code, body = await error_of(jp_fetch, "GET", "runs", "20990101-000000-abcdef")
+    assert code == 404
+    assert body["message"] == "no run 20990101-000000-abcdef"
+    assert str(tmp_path) not in json.dumps(body)

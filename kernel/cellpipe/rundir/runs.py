@@ -58,7 +58,8 @@ __all__ = [
     "run_summary",
 ]
 
-RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+# \Z, not $: `$` also matches before a trailing newline. Use with .match or .fullmatch.
+RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\Z")
 
 
 def new_run_id() -> str:
@@ -134,7 +135,8 @@ class RunDir:
             raise RunNotFound(f"`{run_id}` is not a run id (they look like 20261124-013324-ab12cd)")
         rd = cls(Path(root) / run_id)
         if not rd.exists():
-            raise RunNotFound(f"no run {run_id} under {root}")
+            # Not where: the runs root's absolute path is not the API client's business.
+            raise RunNotFound(f"no run {run_id}")
         return rd
 
     @classmethod
