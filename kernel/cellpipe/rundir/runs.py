@@ -535,7 +535,12 @@ class RunDir:
 
 
 class CacheIndex:
-    """``<runs root>/.cache/<key>.json`` -> the run directory and step that produced it."""
+    """``<runs root>/.cache/<key>.json`` -> the run directory and step that produced it.
+
+    An entry is only a pointer, and reusing it unpickles what it points at: so only a run
+    directory directly under this runs root (by its real path, symlinks resolved) and a
+    plain step name are accepted. Anything else, written by whoever could write the
+    index, is ignored like a missing entry."""
 
     def __init__(self, runs_root: Path):
         self.root = layout.cache_index(Path(runs_root))
@@ -544,18 +549,40 @@ class CacheIndex:
     def lookup(self, key: str) -> tuple[RunDir, str] | None:
         try:
             entry = json.loads(layout.cache_entry(self._runs_root, key).read_text())
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             return None
-        rd, step = RunDir(Path(entry["run_dir"])), entry["step"]
-        if not rd.has_data(step):
-            return None  # that run was deleted or its data is incomplete
+        if not isinstance(entry, dict):
+            return None
+        run_dir, step = entry.get("run_dir"), entry.get("step")
+        if not isinstance(run_dir, str) or not isinstance(step, str):
+            return None
+        rd = self._confined(Path(run_dir), step)
+        if rd is None or not rd.has_data(step):
+            return None  # that run was deleted, its data is incomplete, or it is elsewhere
         return rd, step
+
+    def _confined(self, run_dir: Path, step: str) -> RunDir | None:
+        if not RUN_ID.match(run_dir.name) or not _plain_name(step):
+            return None
+        try:
+            root = self._runs_root.resolve(strict=True)
+            real = run_dir.resolve(strict=True)
+            data = layout.data_dir(real, step).resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if real.parent != root or data != layout.data_dir(real, step):
+            return None
+        return RunDir(real)
 
     def store(self, key: str, rd: RunDir, step: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(
             layout.cache_entry(self._runs_root, key), {"run_dir": str(rd.path), "step": step}
         )
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
 
 
 def history_db(runs_root: Path) -> Path:
