@@ -291,11 +291,15 @@ class RunDir:
     def fresh_data_dir(self, step: str) -> Path:
         """``step``'s data directory, emptied: an earlier attempt's leftovers must not pass
         for this one's. The values go in (cellpipe.execution.marshal names their files),
-        then :meth:`write_manifest` lists them, last."""
+        then :meth:`write_manifest` lists them, last. The folder itself stays: in a Docker
+        step container it is a mount point (the one writable place of the runs root)."""
         directory = self.data_dir(step)
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        for child in list(directory.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
         return directory
 
     def write_manifest(self, step: str, records: Iterable[ValueRecord]) -> None:
