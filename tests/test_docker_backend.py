@@ -619,3 +619,37 @@ def test_a_step_container_cannot_write_other_runs_nor_other_steps_data(
         "('own data', True), ('runs root', False)]"
     )
     assert not (tmp_path / "runs" / "planted.json").exists()
+
+
+def test_killing_the_driver_outright_removes_the_runs_containers(tmp_path: Path) -> None:
+    from cellpipe.driving.driver import prepare_run, start_detached
+
+    nb = write(
+        _give(tmp_path) / "long.ipynb",
+        notebook(("step:hold", "import time\nprint('holding', flush=True)\ntime.sleep(300)")),
+    )
+    rd = prepare_run(tmp_path / "runs", nb, backend="docker")
+    driver = start_detached(rd)
+    try:
+        deadline = time.monotonic() + 120
+        while "holding" not in _log(rd.path, "hold") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _containers(rd.run_id), "the step's container never started"
+        driver.kill()  # kill -9: the driver cannot remove anything itself
+        driver.wait()
+        deadline = time.monotonic() + 30
+        while _containers(rd.run_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _containers(rd.run_id) == []
+        assert rd.status().state.value == "failed"
+    finally:
+        subprocess.run(
+            ["docker", "rm", "-f", *_containers(rd.run_id)], capture_output=True, check=False
+        )
+
+
+def _log(run_dir: Path, step: str) -> str:
+    try:
+        return (run_dir / "logs" / f"{step}.log").read_text()
+    except FileNotFoundError:
+        return ""

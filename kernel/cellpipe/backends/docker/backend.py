@@ -92,11 +92,15 @@ class DockerBackend:
             # wanted; at most `jobs` wait at once (each holds its prelude's memory).
             return _DockerLauncher(rd, client, pool, user, note, scheduler.state, options.max_jobs)
 
+        from cellpipe.backends.docker import watchdog
+
         scheduler = Scheduler(rd, options, start)
+        guard = watchdog.start(rd.path)  # removes the containers should we be killed
         try:
             return await scheduler.run()
         finally:
             remove_run_containers(rd, client)  # whatever an interrupted run left behind
+            watchdog.stop(guard)
             pool.shutdown(wait=False, cancel_futures=True)
             client.close()
 
