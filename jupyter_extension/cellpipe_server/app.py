@@ -102,4 +102,12 @@ class CellpipeApp(ExtensionApp):
         await self.manager.start()
 
     async def stop_extension(self) -> None:
-        await self.manager.stop()
+        # Also called when loading failed before the manager existed: raising here kept
+        # the server from shutting down (it ignored SIGTERM).
+        manager = getattr(self, "manager", None)
+        if manager is None:
+            return
+        try:
+            await manager.stop()
+        except Exception:
+            self.log.exception("cellpipe: stopping the run manager failed")

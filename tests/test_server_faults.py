@@ -1,0 +1,103 @@
+"""What a broken run folder or a broken index does to the server: nothing to the others.
+Against a real jupyter_server with the extension (pytest-jupyter), plus the index alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import cellpipe
+import pytest
+from nbbuild import notebook, write
+from test_server import call
+
+GARBAGE = b"this is not a database" * 200
+
+
+def _runs(root: Path, runs: Path, n: int = 2) -> list[str]:
+    write(root / "p.ipynb", notebook(("parameters", "k = 1"), ("step:a", "a = k * 10")))
+    return [
+        cellpipe.run(root / "p.ipynb", parameters={"k": k}, runs_root=runs).run_id for k in range(n)
+    ]
+
+
+def test_a_garbage_index_is_moved_aside_and_rebuilt_from_the_run_folders(tmp_path: Path) -> None:
+    from cellpipe_server.history import History
+
+    root, runs = tmp_path / "root", tmp_path / "runs"
+    root.mkdir()
+    ids = _runs(root, runs)
+    db = runs / ".history.sqlite"
+    db.write_bytes(GARBAGE)
+    history = History(db, runs, root)
+    history.sync()
+    rows, total = history.list(None, 0, 10)
+    history.close()
+    assert total == 2 and sorted(r["run_id"] for r in rows) == sorted(ids)
+    (aside,) = runs.glob(".history.sqlite.corrupt-*")
+    assert aside.read_bytes() == GARBAGE  # kept for a post-mortem, not deleted
+
+
+def test_an_index_whose_pages_are_corrupt_is_rebuilt(tmp_path: Path) -> None:
+    from cellpipe_server.history import History
+
+    root, runs = tmp_path / "root", tmp_path / "runs"
+    root.mkdir()
+    ids = _runs(root, runs)
+    db = runs / ".history.sqlite"
+    history = History(db, runs, root)
+    history.sync()
+    history.close()
+    data = bytearray(db.read_bytes())
+    data[100:400] = b"\xff" * 300  # the schema's b-tree page, after the file header
+    db.write_bytes(bytes(data))
+    history = History(db, runs, root)
+    history.sync()
+    rows, total = history.list(None, 0, 10)
+    history.close()
+    assert total == 2 and sorted(r["run_id"] for r in rows) == sorted(ids)
+
+
+def test_an_index_corrupted_while_in_use_is_rebuilt_at_the_next_request(tmp_path: Path) -> None:
+    from cellpipe_server.history import History
+
+    root, runs = tmp_path / "root", tmp_path / "runs"
+    root.mkdir()
+    ids = _runs(root, runs)
+    db = runs / ".history.sqlite"
+    history = History(db, runs, root)
+    history.sync()
+    db.write_bytes(GARBAGE)  # under the open connection
+    rows, total = history.list(None, 0, 10)
+    history.close()
+    assert total == 2 and sorted(r["run_id"] for r in rows) == sorted(ids)
+    assert list(runs.glob(".history.sqlite.corrupt-*"))
+
+
+def test_stopping_an_extension_that_never_finished_loading_does_not_raise() -> None:
+    from cellpipe_server.app import CellpipeApp
+
+    asyncio.run(CellpipeApp().stop_extension())  # no `manager`: it failed to initialize
+
+
+@pytest.fixture
+def jp_server_config(tmp_path: Path) -> dict:
+    runs = tmp_path / "cellpipe-runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / ".history.sqlite").write_bytes(GARBAGE)  # found so when the server starts
+    return {
+        "ServerApp": {"jpserver_extensions": {"cellpipe_server": True}},
+        "CellpipeApp": {"runs_root": str(runs), "poll_interval": 0.05},
+    }
+
+
+async def test_the_extension_loads_and_lists_runs_despite_a_garbage_index(
+    jp_fetch, jp_root_dir, tmp_path: Path
+) -> None:
+    listed = await call(jp_fetch, "GET", "runs")
+    assert listed["total"] == 0 and listed["runs"] == []
+    assert list((tmp_path / "cellpipe-runs").glob(".history.sqlite.corrupt-*"))
+    assert sqlite3.connect(tmp_path / "cellpipe-runs" / ".history.sqlite").execute(
+        "PRAGMA integrity_check"
+    ).fetchone() == ("ok",)
