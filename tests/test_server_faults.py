@@ -101,3 +101,34 @@ async def test_the_extension_loads_and_lists_runs_despite_a_garbage_index(
     assert sqlite3.connect(tmp_path / "cellpipe-runs" / ".history.sqlite").execute(
         "PRAGMA integrity_check"
     ).fetchone() == ("ok",)
+
+
+def test_a_row_of_an_unfinished_run_is_re_derived_though_its_files_did_not_change(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    from cellpipe.core.model import State
+    from cellpipe.driving.driver import prepare_run
+    from cellpipe_server.history import History
+
+    root, runs = tmp_path / "root", tmp_path / "runs"
+    root.mkdir()
+    write(root / "p.ipynb", notebook(("step:a", "a = 1")))
+    rd = prepare_run(runs, root / "p.ipynb")
+    driver = subprocess.Popen(["sleep", "60"])  # stands for the run's driver
+    try:
+        rd.write_driver(driver.pid)
+        rd.emit(State.RUNNING, message="")
+        history = History(runs / ".history.sqlite", runs, root)
+        history.sync()
+        assert history.list(None, 0, 10)[0][0]["state"] == "running"
+        driver.kill()  # the driver dies while nobody watches; no file changes
+        driver.wait()
+        history.sync()
+        (row,) = history.list(None, 0, 10)[0]
+        history.close()
+        assert row["state"] == rd.status().state.value == "failed"
+    finally:
+        driver.kill()
+        driver.wait()

@@ -18,11 +18,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from cellpipe.core.model import State
 from cellpipe.rundir.runs import RunDir, iter_run_dirs
 
 from .paths import relative
 
 _SCHEMA_VERSION = 2
+_ENDED = tuple(s.value for s in State if s.terminal)
 _SCHEMA = """
 CREATE TABLE runs (
     run_id     TEXT PRIMARY KEY,
@@ -135,8 +137,12 @@ class History:
         with self._lock:
             known = {
                 r["run_id"]: r["stamp"]
-                for r in self._conn.execute("SELECT run_id, stamp FROM runs")
+                for r in self._conn.execute("SELECT run_id, stamp, state FROM runs")
+                # A run not ended can change state with no file changing (its driver died
+                # while no server watched): its stamp never counts as unchanged.
+                if r["state"] in _ENDED
             }
+            listed = {r[0] for r in self._conn.execute("SELECT run_id FROM runs")}
         seen = set()
         for rd in iter_run_dirs(self.runs_root):
             seen.add(rd.run_id)
@@ -144,7 +150,7 @@ class History:
             if known.get(rd.run_id) == stamp:
                 continue  # unchanged files, unchanged status (the manager watches live runs)
             self.update(rd, stamp)
-        gone = set(known) - seen
+        gone = listed - seen
         if gone:
             with self._lock:
                 self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(g,) for g in gone])
