@@ -223,3 +223,38 @@ def test_resume_leaves_alone_a_process_that_only_reuses_a_recorded_pid(tmp_path:
     finally:
         other.kill()
         other.wait()
+
+
+# -- run ids ----------------------------------------------------------------------------------
+
+
+def _pipeline(tmp_path: Path) -> tuple[Any, dict[str, Any]]:
+    from cellpipe.compiling.compiler import compile_notebook
+
+    nb = write(tmp_path / "i.ipynb", notebook(("step:a", "a = 1")))
+    return compile_notebook(nb), json.loads(nb.read_text())
+
+
+def test_a_generated_run_id_that_is_taken_is_drawn_again_not_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellpipe.rundir import runs
+
+    pipeline, nb = _pipeline(tmp_path)
+    first = runs.RunDir.create(tmp_path / "runs", pipeline, nb, parameters={"who": "first"})
+    drawn = iter([first.run_id, first.run_id, "20990101-000000-abcdef"])
+    monkeypatch.setattr(runs, "new_run_id", lambda: next(drawn))
+    second = runs.RunDir.create(tmp_path / "runs", pipeline, nb, parameters={"who": "second"})
+    assert second.run_id == "20990101-000000-abcdef"
+    assert first.info()["parameters"] == {"who": "first"}
+    assert json.loads((first.path / "run.json").read_text())["parameters"] == {"who": "first"}
+
+
+def test_creating_a_run_under_an_id_that_exists_is_refused(tmp_path: Path) -> None:
+    from cellpipe.core.errors import Conflict
+    from cellpipe.rundir.runs import RunDir
+
+    pipeline, nb = _pipeline(tmp_path)
+    first = RunDir.create(tmp_path / "runs", pipeline, nb)
+    with pytest.raises(Conflict, match=f"run {first.run_id} already exists"):
+        RunDir.create(tmp_path / "runs", pipeline, nb, run_id=first.run_id)

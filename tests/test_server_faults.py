@@ -132,3 +132,59 @@ def test_a_row_of_an_unfinished_run_is_re_derived_though_its_files_did_not_chang
     finally:
         driver.kill()
         driver.wait()
+
+
+# -- broken run folders, through the REST API ------------------------------------------------
+
+
+async def _finished(jp_fetch, root: Path, **params) -> str:  # type: ignore[no-untyped-def]
+    from test_server import wait_for
+
+    write(root / "q.ipynb", notebook(("parameters", "k = 1"), ("step:a", "a = k * 10")))
+    run = await call(jp_fetch, "POST", "runs", body={"path": "q.ipynb", "parameters": params})
+    await wait_for(jp_fetch, run["run_id"])
+    return run["run_id"]
+
+
+@pytest.mark.parametrize(
+    "record", ["[]", "3", '"text"', '{"ts": "x", "run": 1, "state": "running"}', '{"ts": 1}']
+)
+async def test_a_malformed_event_record_shows_that_run_as_broken_and_hides_no_other(
+    jp_fetch, jp_root_dir, tmp_path: Path, record: str
+) -> None:
+    good = await _finished(jp_fetch, jp_root_dir, k=1)
+    broken = await _finished(jp_fetch, jp_root_dir, k=2)
+    events = tmp_path / "cellpipe-runs" / broken / "events.jsonl"
+    with open(events, "a") as f:
+        f.write(record + "\n")
+    run = await call(jp_fetch, "GET", "runs", broken)
+    assert run["state"] == "failed"
+    assert "events.jsonl" in run["message"] and "line" in run["message"]
+    listed = {r["run_id"]: r for r in (await call(jp_fetch, "GET", "runs"))["runs"]}
+    assert listed[good]["state"] == "succeeded"
+    assert listed[broken]["state"] == "failed" and "events.jsonl" in listed[broken]["message"]
+
+
+async def test_a_deleted_run_folder_does_not_stall_the_queue(
+    jp_fetch, jp_root_dir, tmp_path: Path
+) -> None:
+    import shutil
+
+    from test_server import wait_for
+
+    write(
+        jp_root_dir / "slow.ipynb",
+        notebook(("imports", "import time"), ("step:a", "time.sleep(30)\na = 1")),
+    )
+    write(jp_root_dir / "q.ipynb", notebook(("parameters", "k = 1"), ("step:a", "a = k")))
+    slow = (await call(jp_fetch, "POST", "runs", body={"path": "slow.ipynb"}))["run_id"]
+    await wait_for(jp_fetch, slow, states=("running",))
+    shutil.rmtree(tmp_path / "cellpipe-runs" / slow)
+    ids = [
+        (await call(jp_fetch, "POST", "runs", body={"path": "q.ipynb", "parameters": {"k": k}}))[
+            "run_id"
+        ]
+        for k in range(6)  # more than the 4 slots: some wait in the queue
+    ]
+    for run_id in ids:
+        assert (await wait_for(jp_fetch, run_id, timeout=90))["state"] == "succeeded"

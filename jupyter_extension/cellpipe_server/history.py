@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.core.model import State
+from cellpipe.rundir import layout
 from cellpipe.rundir.runs import RunDir, iter_run_dirs
 
 from .paths import relative
@@ -157,11 +158,16 @@ class History:
                 self._conn.commit()
 
     def update(self, rd: RunDir, stamp: str | None = None) -> None:
+        if not rd.exists():
+            return  # deleted, or not a run (RunDir.create writes run.json last)
         try:
             status = rd.status()
             metrics = rd.metrics()
-        except (OSError, ValueError, KeyError):
-            return  # a run directory being created right now; the next sync sees it whole
+            if not isinstance(metrics, dict):
+                raise ValueError("its metrics are not a JSON object")
+        except Exception as exc:  # one broken run folder must not hide the others
+            self._write(_broken_row(rd, exc))
+            return
         row = (
             rd.run_id,
             relative(self.server_root, status.notebook),
@@ -175,6 +181,9 @@ class History:
             json.dumps(Counter(s.state.value for s in status.steps.values())),
             stamp or rd.stamp(),
         )
+        self._write(row)
+
+    def _write(self, row: tuple[Any, ...]) -> None:
         try:
             with self._lock:
                 self._conn.execute(
@@ -218,3 +227,14 @@ class History:
             }
             for r in rows
         ], total
+
+
+def _broken_row(rd: RunDir, exc: Exception) -> tuple[Any, ...]:
+    """The row of a run whose folder cannot be read: listed as failed, saying why; its
+    stamp never matches, so it is read again on every sync (it may be mid-repair)."""
+    message = f"this run's folder is broken: {type(exc).__name__}: {exc}"
+    try:
+        created: float | None = layout.info_file(rd.path).stat().st_mtime
+    except OSError:
+        created = None
+    return (rd.run_id, None, "", "{}", "failed", message, created, created, "{}", "{}", "broken")

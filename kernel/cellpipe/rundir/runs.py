@@ -28,7 +28,7 @@ from typing import Any
 
 from cellpipe._version import __version__
 from cellpipe.core.atomic import append_line, write_json, write_text
-from cellpipe.core.errors import RunNotFound
+from cellpipe.core.errors import Conflict, RunNotFound
 from cellpipe.core.model import Pipeline, State, Step
 from cellpipe.rundir import layout
 from cellpipe.rundir.data import (
@@ -67,6 +67,22 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+def _new_run_folder(root: Path, run_id: str | None) -> Path:
+    """Create the run's folder exclusively: two runs started in the same second may draw
+    the same id, and the second must not write into the first. A drawn id that is taken is
+    drawn again; a given one is refused."""
+    root.mkdir(parents=True, exist_ok=True)
+    for _ in range(20):
+        path = root / (run_id or new_run_id())
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            if run_id is not None:
+                raise Conflict(f"run {run_id} already exists") from None
+    raise Conflict("could not draw an unused run id in 20 tries")
+
+
 def default_root() -> Path:
     """``$CELLPIPE_RUNS_ROOT``, else ``.cellpipe/runs`` under the current directory."""
     env = os.environ.get("CELLPIPE_RUNS_ROOT")
@@ -97,8 +113,8 @@ class RunDir:
         run_id: str | None = None,
         via: str | None = None,
     ) -> RunDir:
-        run_id = run_id or new_run_id()
-        path = Path(root) / run_id
+        path = _new_run_folder(Path(root), run_id)
+        run_id = path.name
         rd = cls(path)
         rd.ensure_folders(parents=True)
         info = {
@@ -168,7 +184,10 @@ class RunDir:
     def info(self) -> dict[str, Any]:
         if self._info is None:
             try:
-                self._info = json.loads(layout.info_file(self.path).read_text())
+                info = json.loads(layout.info_file(self.path).read_text())
+                if not isinstance(info, dict):
+                    raise ValueError(f"{layout.RUN_INFO} of run {self.run_id} is not an object")
+                self._info = info
             except FileNotFoundError:
                 # A directory from `cellpipe compile -o DIR`, its steps run by hand.
                 nb = self.pipeline().path
@@ -440,20 +459,36 @@ class RunDir:
         return ev
 
     def events(self, since: int = 0) -> list[Event]:
-        """Events in order. ``since`` skips that many (for followers reading incrementally)."""
+        """Events in order. ``since`` skips that many (for followers reading incrementally:
+        it counts events, not lines, so a skipped line never shifts what comes next)."""
+        return self._read_events()[0][since:]
+
+    def _read_events(self) -> tuple[list[Event], str]:
+        """The events, and what is wrong with the file ("" when nothing is).
+
+        A line that is not JSON at all was torn by a crash mid-write (appends start on a
+        fresh line, see append_line): that one record is lost, the rest stands. A line that
+        is JSON but not an event was written by something else: the run is broken, and the
+        problem names the file and the line."""
         try:
-            text = layout.events_file(self.path).read_text(encoding="utf-8")
+            text = layout.events_file(self.path).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines(keepends=True)[since:]:
+            return [], ""
+        out, problem = [], ""
+        for number, line in enumerate(text.splitlines(keepends=True), 1):
             if not line.endswith("\n"):
                 break  # a record being written right now
-            try:
-                out.append(Event.from_json(json.loads(line)))
-            except (ValueError, KeyError):
+            if not line.strip():
                 continue
-        return out
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            try:
+                out.append(Event.from_json(record))
+            except ValueError as exc:
+                problem = problem or f"{layout.EVENTS} line {number}: {exc}"
+        return out, problem
 
     def stamp(self) -> str:
         """Changes whenever the run's status or metrics may have (for indexes over runs)."""
@@ -513,13 +548,15 @@ class RunDir:
         return {Driver.ALIVE: True, Driver.LOST: False}.get(self.driver())
 
     def status(self) -> RunStatus:
+        events, problem = self._read_events()
         return derive(
             self.run_id,
             self.pipeline(),
             self.info(),
-            self.events(),
+            events,
             self.driver,
             path=str(self.path),
+            problem=problem,
         )
 
     def settle_cancelled(self, *, before_start: bool = False) -> None:
