@@ -83,20 +83,34 @@ def test_stopping_an_extension_that_never_finished_loading_does_not_raise() -> N
 
 @pytest.fixture
 def jp_server_config(tmp_path: Path) -> dict:
+    from cellpipe.driving.driver import prepare_run
+
     runs = tmp_path / "cellpipe-runs"
     runs.mkdir(parents=True, exist_ok=True)
-    (runs / ".history.sqlite").write_bytes(GARBAGE)  # found so when the server starts
+    # Found so when the server starts: a garbage index, and a run whose events.jsonl
+    # holds a record that is not an event (the extension did not load at all).
+    (runs / ".history.sqlite").write_bytes(GARBAGE)
+    nb = write(tmp_path / "old.ipynb", notebook(("step:a", "a = 1")))
+    broken = prepare_run(runs, nb)
+    with open(broken.path / "events.jsonl", "a") as f:
+        f.write("[]\n")
+    (tmp_path / "broken-run-id").write_text(broken.run_id)
     return {
         "ServerApp": {"jpserver_extensions": {"cellpipe_server": True}},
         "CellpipeApp": {"runs_root": str(runs), "poll_interval": 0.05},
     }
 
 
-async def test_the_extension_loads_and_lists_runs_despite_a_garbage_index(
+async def test_the_extension_loads_despite_a_garbage_index_and_a_broken_run(
     jp_fetch, jp_root_dir, tmp_path: Path
 ) -> None:
     listed = await call(jp_fetch, "GET", "runs")
-    assert listed["total"] == 0 and listed["runs"] == []
+    broken = (tmp_path / "broken-run-id").read_text()
+    assert [(r["run_id"], r["state"]) for r in listed["runs"]] == [(broken, "failed")]
+    assert listed["runs"][0]["message"] == (
+        "this run's folder is broken: events.jsonl line 1: a record must be a JSON object, "
+        "not a list"
+    )
     assert list((tmp_path / "cellpipe-runs").glob(".history.sqlite.corrupt-*"))
     assert sqlite3.connect(tmp_path / "cellpipe-runs" / ".history.sqlite").execute(
         "PRAGMA integrity_check"
