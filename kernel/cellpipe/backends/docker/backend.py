@@ -28,6 +28,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -92,15 +94,13 @@ class DockerBackend:
             # wanted; at most `jobs` wait at once (each holds its prelude's memory).
             return _DockerLauncher(rd, client, pool, user, note, scheduler.state, options.max_jobs)
 
-        from cellpipe.backends.docker import watchdog
-
         scheduler = Scheduler(rd, options, start)
-        guard = watchdog.start(rd.path)  # removes the containers should we be killed
+        guard = _start_watchdog(rd.path)  # removes the containers should we be killed
         try:
             return await scheduler.run()
         finally:
             remove_run_containers(rd, client)  # whatever an interrupted run left behind
-            watchdog.stop(guard)
+            _stop_watchdog(guard)
             pool.shutdown(wait=False, cancel_futures=True)
             client.close()
 
@@ -108,6 +108,40 @@ class DockerBackend:
         """Ask the driving process to stop (it stops and removes the containers); if it is
         gone, remove the run's containers here."""
         cancel_run(rd, remove_run_containers)
+
+
+def _start_watchdog(run_dir: Path) -> subprocess.Popen[bytes] | None:
+    """Start :mod:`cellpipe.backends.docker.watchdog` for ``run_dir`` (by name: it imports
+    this module); None when it cannot start (the run goes on)."""
+    from cellpipe.execution.warm_ahead import child_env
+
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cellpipe.backends.docker.watchdog", str(run_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=child_env(),
+            start_new_session=True,  # not ended with the driver's group: it outlives it
+        )
+    except OSError:
+        return None
+
+
+def _stop_watchdog(proc: subprocess.Popen[bytes] | None) -> None:
+    """The run ended as it should: tell the watchdog, which then exits doing nothing."""
+    if proc is None or proc.stdin is None:
+        return
+    try:
+        proc.stdin.write(b"done\n")  # watchdog.DONE
+        proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def container_user(rd: RunDir, explicit: str | None = None) -> str:

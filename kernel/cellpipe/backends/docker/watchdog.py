@@ -12,44 +12,10 @@ otherwise every container labelled with the run's id is removed.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-DONE = b"done\n"
-
-
-def start(run_dir: Path) -> subprocess.Popen[bytes] | None:
-    """Start the watchdog of ``run_dir``; None when it cannot start (the run goes on)."""
-    from cellpipe.execution.warm_ahead import child_env
-
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "cellpipe.backends.docker.watchdog", str(run_dir)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=child_env(),
-            start_new_session=True,  # not ended with the driver's group: it outlives it
-        )
-    except OSError:
-        return None
-
-
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
-    """The run ended as it should: tell the watchdog, which then exits doing nothing."""
-    if proc is None or proc.stdin is None:
-        return
-    try:
-        proc.stdin.write(DONE)
-        proc.stdin.close()
-    except OSError:
-        pass
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+DONE = b"done\n"  # what the backend sends when the run ended as it should
 
 
 def main(argv: list[str] | None = None) -> int:
