@@ -171,6 +171,7 @@ def test_every_other_run_completes_through_faults_and_a_server_crash(server: Ser
     assert deleted not in listed
     with pytest.raises(urllib.error.HTTPError) as gone:
         _run(server, deleted)
+    gone.value.close()  # its response holds the connection
     assert gone.value.code == 404
     assert listed[driver_killed]["state"] == "failed"
     assert _run(server, driver_killed)["state"] == "failed"
