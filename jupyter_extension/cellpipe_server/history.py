@@ -137,21 +137,22 @@ class History:
             return
         with self._lock:
             known = {
-                r["run_id"]: r["stamp"]
+                r["run_id"]: (r["stamp"], r["state"])
                 for r in self._conn.execute("SELECT run_id, stamp, state FROM runs")
-                # A run not ended can change state with no file changing (its driver died
-                # while no server watched): its stamp never counts as unchanged.
-                if r["state"] in _ENDED
             }
-            listed = {r[0] for r in self._conn.execute("SELECT run_id FROM runs")}
         seen = set()
         for rd in iter_run_dirs(self.runs_root):
             seen.add(rd.run_id)
             stamp = rd.stamp()
-            if known.get(rd.run_id) == stamp:
+            row = known.get(rd.run_id)
+            if row is not None and row[1] not in _ENDED:
+                # A run not ended can change state with no file changing (its driver died
+                # while no server watched): what is known of its driver counts too.
+                stamp += f"|driver:{rd.driver().value}"
+            if row is not None and row[0] == stamp:
                 continue  # unchanged files, unchanged status (the manager watches live runs)
             self.update(rd, stamp)
-        gone = listed - seen
+        gone = set(known) - seen
         if gone:
             with self._lock:
                 self._conn.executemany("DELETE FROM runs WHERE run_id = ?", [(g,) for g in gone])
