@@ -232,7 +232,7 @@ def test_binding_a_non_loopback_address_without_a_token_is_refused(tmp_path: Pat
 
 # -- load ---------------------------------------------------------------------------------------
 
-LEGIT_P95_S = 2.0  # the documented bound on this machine class: request timeout not involved
+HEALTH_P95_S = 1.0  # the documented bound (SECURITY.md), on a loaded 2-core machine
 
 
 def test_under_load_with_stalled_and_oversized_clients_legit_requests_keep_answering(
@@ -240,8 +240,9 @@ def test_under_load_with_stalled_and_oversized_clients_legit_requests_keep_answe
 ) -> None:
     """300 requests in all: 40 connections that stall (silent or trickling), 60 oversized
     or malformed bodies, 200 legitimate requests (health checks and runs) from 8 clients.
-    Every legitimate one is answered correctly, 95% within LEGIT_P95_S, none later than
-    the request timeout plus a run; the server's threads stay bounded."""
+    Every legitimate one is answered correctly, 95% of the health checks within
+    HEALTH_P95_S and none later than the request timeout; the server's threads stay
+    bounded."""
     s, service = _start(tmp_path, request_timeout=3.0, workers=16, backlog=64)
     threads_before = _server_threads()
     stop = threading.Event()
@@ -270,19 +271,19 @@ def test_under_load_with_stalled_and_oversized_clients_legit_requests_keep_answe
             return 0
         return int(reply.split(b" ", 2)[1]) if reply else 0
 
-    def legit(i: int) -> float:
+    def legit(i: int) -> tuple[str, float]:
         started = time.perf_counter()
         if i % 4:
             status, body = s.request("GET", "/health", timeout=30)
             assert status == 200 and body["status"] == "ok"
-        else:
-            for _ in range(50):  # max_concurrent is 2: a 429 says retry
-                status, body = s.post_run({"parameters": {"x": i % 5}, "return": ["y"]})
-                if status != 429:
-                    break
-                time.sleep(0.05)
-            assert (status, body["values"]) == (200, {"y": 2 * (i % 5)})
-        return time.perf_counter() - started
+            return "health", time.perf_counter() - started
+        for _ in range(200):  # max_concurrent is 2: a 429 says retry
+            status, body = s.post_run({"parameters": {"x": i % 5}, "return": ["y"]})
+            if status != 429:
+                break
+            time.sleep(0.05)
+        assert (status, body["values"]) == (200, {"y": 2 * (i % 5)})
+        return "run", time.perf_counter() - started
 
     try:
         stallers = [
@@ -293,7 +294,7 @@ def test_under_load_with_stalled_and_oversized_clients_legit_requests_keep_answe
             t.start()
         with ThreadPoolExecutor(8, thread_name_prefix="test-client") as pool:
             bad = pool.map(oversized, range(60))
-            latencies = sorted(pool.map(legit, range(200)))
+            answered = list(pool.map(legit, range(200)))
             refused = list(bad)
             server_threads = _server_threads() - threads_before
     finally:
@@ -305,13 +306,17 @@ def test_under_load_with_stalled_and_oversized_clients_legit_requests_keep_answe
         service.close()
     assert all(code in (400, 413, 0) for code in refused), refused
     assert refused.count(413) >= 30  # the rest: reset while still sending, never served
-    p95 = latencies[int(len(latencies) * 0.95)]
+    health = sorted(t for kind, t in answered if kind == "health")
+    runs = sorted(t for kind, t in answered if kind == "run")
+    p95 = health[int(len(health) * 0.95)]
     print(
-        f"\nload: 200 legit, median {latencies[100] * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
-        f"max {latencies[-1] * 1000:.0f} ms; server threads +{server_threads}"
+        f"\nload: {len(health)} health checks, median {health[len(health) // 2] * 1000:.0f} ms, "
+        f"p95 {p95 * 1000:.0f} ms, max {health[-1] * 1000:.0f} ms; {len(runs)} runs "
+        f"(2 at once, 429 retried), median {runs[len(runs) // 2] * 1000:.0f} ms, max "
+        f"{runs[-1] * 1000:.0f} ms; server threads +{server_threads}"
     )
-    assert p95 < LEGIT_P95_S
-    assert latencies[-1] < 3.0 + 10  # request timeout plus a run, at worst
+    assert p95 < HEALTH_P95_S
+    assert health[-1] < 3.0 + 1  # never more than the request timeout behind a stalled client
     assert server_threads <= 16  # 40 stalled connections did not each get a thread
 
 
