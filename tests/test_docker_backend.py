@@ -581,3 +581,75 @@ def test_a_container_started_ahead_for_a_step_skipped_after_a_failure_is_removed
     assert "removed step join's container started ahead: upstream step left failed" in notes
     assert not (_run_dir(nb, result) / "logs" / "join.log").exists()
     assert _containers(result["run_id"]) == []
+
+
+def test_a_step_container_cannot_write_other_runs_nor_other_steps_data(
+    tmp_path: Path,
+) -> None:
+    # The runs root lies in the notebook folder (mounted read-write): a step able to write
+    # it could plant a cache entry or another step's pickle for the next run to load.
+    probe = (
+        "import glob, os\n"
+        "run = glob.glob('runs/2*')[0]\n"
+        "def can_write(path):\n"
+        "    try:\n"
+        "        with open(path, 'a') as f:\n"
+        "            f.write('')\n"
+        "        return True\n"
+        "    except OSError:\n"
+        "        return False\n"
+        "attempts = {\n"
+        "    'runs root': can_write('runs/planted.json'),\n"
+        "    'other step data': can_write(run + '/data/make/x.pkl'),\n"
+        "    'notebook folder': can_write('ok.txt'),\n"
+        "    'own data': can_write(run + '/data/probe/mine.txt'),\n"
+        "}\n"
+        "print('ATTEMPTS', sorted(attempts.items()))"
+    )
+    nb = write(
+        _give(tmp_path) / "confine.ipynb",
+        notebook(("step:make", "x = [1, 2]"), ("step:probe", "print(x)\n" + probe)),
+    )
+    result, proc = _run(nb)
+    assert result["state"] == "succeeded", proc.stderr + proc.stdout
+    log = (_run_dir(nb, result) / "logs" / "probe.log").read_text()
+    (line,) = [ln for ln in log.splitlines() if ln.startswith("ATTEMPTS")]
+    assert line == (
+        "ATTEMPTS [('notebook folder', True), ('other step data', False), "
+        "('own data', True), ('runs root', False)]"
+    )
+    assert not (tmp_path / "runs" / "planted.json").exists()
+
+
+def test_killing_the_driver_outright_removes_the_runs_containers(tmp_path: Path) -> None:
+    from cellpipe.driving.driver import prepare_run, start_detached
+
+    nb = write(
+        _give(tmp_path) / "long.ipynb",
+        notebook(("step:hold", "import time\nprint('holding', flush=True)\ntime.sleep(300)")),
+    )
+    rd = prepare_run(tmp_path / "runs", nb, backend="docker")
+    driver = start_detached(rd)
+    try:
+        deadline = time.monotonic() + 120
+        while "holding" not in _log(rd.path, "hold") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _containers(rd.run_id), "the step's container never started"
+        driver.kill()  # kill -9: the driver cannot remove anything itself
+        driver.wait()
+        deadline = time.monotonic() + 30
+        while _containers(rd.run_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _containers(rd.run_id) == []
+        assert rd.status().state.value == "failed"
+    finally:
+        subprocess.run(
+            ["docker", "rm", "-f", *_containers(rd.run_id)], capture_output=True, check=False
+        )
+
+
+def _log(run_dir: Path, step: str) -> str:
+    try:
+        return (run_dir / "logs" / f"{step}.log").read_text()
+    except FileNotFoundError:
+        return ""

@@ -7,7 +7,7 @@ from pathlib import Path
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Dict, Float, Integer, Type, Unicode, Union, default
 
-from .handlers import handlers
+from .handlers import Limits, handlers
 from .manager import SCHEMA_ID, RunManager
 
 _SCHEMA = Path(__file__).parent / "events" / "run-state.json"
@@ -30,6 +30,23 @@ class CellpipeApp(ExtensionApp):
         4,
         config=True,
         help="Runs driven at once; further runs wait in a queue (which survives restarts).",
+    )
+    max_queued_runs = Integer(
+        64,
+        config=True,
+        help="Runs that may wait for a free slot; one more is refused with 429.",
+    )
+    max_request_bytes = Integer(
+        32 * 2**20,
+        config=True,
+        help="Largest request body accepted (a notebook's content included); a larger "
+        "one is refused with 413.",
+    )
+    max_parameter_bytes = Integer(
+        64 * 2**10,
+        config=True,
+        help="Largest value of one run parameter, as JSON; a larger one is refused with "
+        "413 (parameters are stored in the run directory and listed in the history).",
     )
     poll_interval = Float(
         0.25, config=True, help="Seconds between looks at active runs' event files."
@@ -69,7 +86,14 @@ class CellpipeApp(ExtensionApp):
             log=self.log,
         )
         self.manager.rediscover()
-        self.settings.update(cellpipe_manager=self.manager)
+        self.settings.update(
+            cellpipe_manager=self.manager,
+            cellpipe_limits=Limits(
+                max_queued_runs=self.max_queued_runs,
+                max_request_bytes=self.max_request_bytes,
+                max_parameter_bytes=self.max_parameter_bytes,
+            ),
+        )
 
     def initialize_handlers(self) -> None:
         self.handlers.extend(handlers())
@@ -78,4 +102,12 @@ class CellpipeApp(ExtensionApp):
         await self.manager.start()
 
     async def stop_extension(self) -> None:
-        await self.manager.stop()
+        # Also called when loading failed before the manager existed: raising here kept
+        # the server from shutting down (it ignored SIGTERM).
+        manager = getattr(self, "manager", None)
+        if manager is None:
+            return
+        try:
+            await manager.stop()
+        except Exception:
+            self.log.exception("cellpipe: stopping the run manager failed")

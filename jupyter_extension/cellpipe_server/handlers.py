@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cellpipe.core.errors import CellpipeError
@@ -28,6 +30,17 @@ from .models import CompileRequest, CreateRun, ListRunsResponse, ResumeRun, Spli
 _M = TypeVar("_M", bound=BaseModel)
 _RUN = r"(?P<run_id>[^/]+)"
 _STEP = r"(?P<step>[^/]+)"
+_MAX_DEPTH = 100  # a notebook is ~6 levels deep; deeper is an attack or a mistake
+_MAX_PAGE = 1_000_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may ask for (CellpipeApp's traitlets of the same name)."""
+
+    max_queued_runs: int = 64
+    max_request_bytes: int = 32 * 2**20
+    max_parameter_bytes: int = 64 * 2**10
 
 
 def _api(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -50,11 +63,28 @@ class _CellpipeHandler(ExtensionHandlerMixin, APIHandler):
     def manager(self) -> RunManager:
         return self.settings["cellpipe_manager"]
 
+    @property
+    def limits(self) -> Limits:
+        return self.settings.get("cellpipe_limits") or Limits()
+
     def body(self, model: type[_M]) -> _M:
+        raw = self.request.body or b"{}"
+        limit = self.limits.max_request_bytes
+        if len(raw) > limit:
+            raise TooLarge(
+                f"the request body is {len(raw)} bytes, over CellpipeApp.max_request_bytes "
+                f"({limit} bytes)"
+            )
         try:
-            data = json.loads(self.request.body or b"{}")
+            data = json.loads(raw)
+        except RecursionError:
+            raise _BadRequest(
+                f"the request body is nested more than {_MAX_DEPTH} levels deep"
+            ) from None
         except ValueError as exc:
             raise _BadRequest(f"the request body is not valid JSON: {exc}") from None
+        if _depth_over(data, _MAX_DEPTH):
+            raise _BadRequest(f"the request body is nested more than {_MAX_DEPTH} levels deep")
         return model.model_validate(data)
 
     def reply(self, data: Any, status: int = 200) -> None:
@@ -101,6 +131,34 @@ class _BadRequest(CellpipeError):
     http_status = 400
 
 
+class TooLarge(CellpipeError):
+    exit_code = 2
+    http_status = 413
+
+
+class QueueFull(CellpipeError):
+    exit_code = 2
+    http_status = 429
+
+
+def _depth_over(data: Any, limit: int) -> bool:
+    """Whether ``data`` nests lists and dicts more than ``limit`` deep (without recursing:
+    checking must not itself hit the recursion limit)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 class CompileHandler(_CellpipeHandler):
     @web.authenticated
     @authorized(action="read")
@@ -127,6 +185,8 @@ class RunsHandler(_CellpipeHandler):
             page_size = min(200, max(1, int(self.get_query_argument("page_size", "50"))))
         except ValueError:
             raise _BadRequest("page and page_size must be whole numbers") from None
+        if page > _MAX_PAGE:  # its offset would overflow SQLite's integers
+            raise _BadRequest(f"page must be at most {_MAX_PAGE}")
         path = self.get_query_argument("path", None)
         runs, total = await self.manager.list(path, page, page_size)
         self.reply(ListRunsResponse(runs=runs, total=total, page=page, page_size=page_size))
@@ -135,7 +195,26 @@ class RunsHandler(_CellpipeHandler):
     @authorized(action="execute")
     @_api
     async def post(self) -> None:
-        self.reply(await self.manager.create(self.body(CreateRun)), status=201)
+        req = self.body(CreateRun)
+        limit = self.limits.max_parameter_bytes
+        for name, value in req.parameters.items():
+            size = len(json.dumps(value, default=str))
+            if size > limit:
+                raise TooLarge(
+                    f"parameter {name!r} is {size} bytes as JSON, over "
+                    f"CellpipeApp.max_parameter_bytes ({limit} bytes); pass a path to a "
+                    "file instead"
+                )
+        self._check_queue()
+        self.reply(await self.manager.create(req), status=201)
+
+    def _check_queue(self) -> None:
+        limit = self.limits.max_queued_runs
+        if self.manager.queued() >= limit:
+            raise QueueFull(
+                f"{limit} runs are already waiting for a free slot "
+                "(CellpipeApp.max_queued_runs); retry when one has started"
+            )
 
 
 class RunHandler(_CellpipeHandler):
@@ -168,11 +247,19 @@ class ReportHandler(_CellpipeHandler):
 
     @property
     def content_security_policy(self) -> str:
-        if "Content-Security-Policy" in self.settings.get("headers", {}):
-            return super().content_security_policy  # the admin's policy, as Jupyter does
         # The page fetches nothing and runs nothing; sandboxed, so no user output in it can
-        # act as the server's origin (its cookies, its API).
-        return f"{REPORT_CSP}; frame-ancestors 'self'; sandbox allow-popups"
+        # act as the server's origin (its cookies, its API). An admin's policy is kept,
+        # but never its own sandbox directive: one allowing scripts and the same origin
+        # would give the report's outputs the server's origin.
+        if "Content-Security-Policy" in self.settings.get("headers", {}):
+            policy = "; ".join(
+                d.strip()
+                for d in super().content_security_policy.split(";")
+                if d.strip() and not re.match(r"sandbox\b", d.strip(), re.IGNORECASE)
+            )
+        else:
+            policy = f"{REPORT_CSP}; frame-ancestors 'self'"
+        return f"{policy}; sandbox allow-popups"
 
     @web.authenticated
     @authorized(action="read")
@@ -199,7 +286,9 @@ class ResumeHandler(_CellpipeHandler):
     @authorized(action="execute")
     @_api
     async def post(self, run_id: str) -> None:
-        self.reply(await self.manager.resume(run_id, self.body(ResumeRun)))
+        req = self.body(ResumeRun)
+        RunsHandler._check_queue(self)  # type: ignore[arg-type]
+        self.reply(await self.manager.resume(run_id, req))
 
 
 class BackendsHandler(_CellpipeHandler):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.core.errors import Conflict, RunNotFound
+from cellpipe.core.model import State
 from cellpipe.rundir.runs import Driver, RunDir, RunStatus, history_db
 
 from .history import History
@@ -73,10 +74,13 @@ class RunManager:
         """After a (re)start: runs still driven are watched again, prepared ones queued."""
         self.history.sync()
         for rd, status in self._unfinished():
-            if status.driver is Driver.ALIVE:
-                self._watched[rd.run_id] = len(rd.events())
-            elif status.driver is Driver.NONE:  # prepared (or resumed), never driven
-                self._queue.append((rd.run_id, status.resume_requested))
+            try:
+                if status.driver is Driver.ALIVE:
+                    self._watched[rd.run_id] = len(rd.events())
+                elif status.driver is Driver.NONE:  # prepared (or resumed), never driven
+                    self._queue.append((rd.run_id, status.resume_requested))
+            except Exception:  # one broken run folder must not keep the extension down
+                self.log.exception("cellpipe: cannot pick up run %s again", rd.run_id)
 
     async def start(self) -> None:
         """Start watching (also done on first use, should the server not call this)."""
@@ -106,8 +110,8 @@ class RunManager:
             if rd.exists():
                 try:
                     status = rd.status()
-                except (OSError, ValueError, KeyError):
-                    continue
+                except Exception:
+                    continue  # broken: listed as such by the history, never driven
                 if not status.state.terminal:
                     out.append((rd, status))
         return out
@@ -168,6 +172,10 @@ class RunManager:
         self._queue.append((run_id, True))
         self._dispatch()
         return await self.describe(run_id)
+
+    def queued(self) -> int:
+        """Runs waiting for a free slot."""
+        return len(self._queue)
 
     async def cancel(self, run_id: str) -> DescribeRun:
         self._ensure_watching()
@@ -232,7 +240,16 @@ class RunManager:
 
     def _describe(self, run_id: str) -> DescribeRun:
         rd = self._open(run_id)
-        st = rd.status()
+        try:
+            st = rd.status()
+        except Exception as exc:  # the run's folder is broken: say so, as a failed run
+            return DescribeRun(
+                run_id=run_id,
+                path=None,
+                backend="",
+                state=State.FAILED.value,
+                message=f"this run's folder is broken: {type(exc).__name__}: {exc}",
+            )
         if any(r == run_id for r, _ in self._queue) and not st.state.terminal:
             st.message = st.message or "queued: waiting for a free slot"
         return DescribeRun(
@@ -258,6 +275,8 @@ class RunManager:
         while self._queue and len(self._watched) < self.max_concurrent_runs:
             run_id, resume = self._queue.popleft()
             rd = RunDir.at(self.runs_root, run_id)
+            if not rd.exists():
+                continue  # deleted while it waited
             self._watched[run_id] = len(rd.events())
             previous = self._drivers.get(run_id)
             if previous is not None and previous.poll() is None:
@@ -265,15 +284,35 @@ class RunManager:
             self._drivers[run_id] = start_detached(rd, resume=resume)
 
     async def _watch(self) -> None:
+        failing: set[str] = set()  # runs whose failure was logged: once, not every poll
         while True:
-            try:
-                for run_id in list(self._watched):
+            for run_id in list(self._watched):
+                try:
+                    if not RunDir.at(self.runs_root, run_id).path.is_dir():
+                        self._gone(run_id)
+                        continue
                     await self._forward(run_id)
+                    failing.discard(run_id)
+                except Exception:  # one broken run directory must not stop the others
+                    if run_id not in failing:
+                        failing.add(run_id)
+                        self.log.exception("cellpipe: watching run %s failed", run_id)
+            try:
                 self._exiting = [p for p in self._exiting if p.poll() is None]
                 self._dispatch()
-            except Exception:  # the watcher must outlive any one broken run directory
-                self.log.exception("cellpipe: watching runs failed")
+            except Exception:
+                self.log.exception("cellpipe: starting queued runs failed")
             await asyncio.sleep(self.poll_interval)
+
+    def _gone(self, run_id: str) -> None:
+        """A watched run whose folder was deleted has ended: its slot is free, and its
+        driver (which can record nothing any more) is stopped, with its steps."""
+        self._watched.pop(run_id, None)
+        driver = self._drivers.pop(run_id, None)
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+            self._exiting.append(driver)
+        self.log.warning("cellpipe: the folder of run %s was deleted; it counts as ended", run_id)
 
     async def _forward(self, run_id: str) -> None:
         """Send the run's new events to the event bus; stop watching once it has ended."""

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from cellpipe.backends import RunOptions
 from cellpipe.core.model import State, Step
 from cellpipe.execution.limits import cpu_count
+from cellpipe.execution.orphans import kill_live_steps, parent_env
 from cellpipe.execution.scheduling import Launcher, Note, Proc, Scheduler, cancel_run, run_sync
 from cellpipe.execution.warm_ahead import (
     WarmProcess,
@@ -97,11 +98,9 @@ class LocalBackend:
 
 
 def _kill_leftover_steps(rd: RunDir) -> None:
-    for ev in rd.events():
-        pid = ev.extra.get("pid")
-        if ev.state is State.RUNNING and ev.step and pid:
-            with contextlib.suppress(OSError):
-                os.killpg(pid, signal.SIGKILL)
+    # Only processes whose pid *and* start time match a step's running event: a pid the
+    # system has since given to another process is not ours to kill.
+    kill_live_steps(rd)
 
 
 def _cores() -> list[int]:
@@ -143,7 +142,9 @@ class _FreshProcessLauncher(_LocalLauncher):
     async def _start(
         self, step: str, attempt: int, limits: dict[str, str], cpus: list[int] | None
     ) -> Proc:
-        env = child_env(CELLPIPE_LIMITS=json.dumps({"limits": limits, "cpus": cpus}))
+        env = child_env(
+            CELLPIPE_LIMITS=json.dumps({"limits": limits, "cpus": cpus}), **parent_env()
+        )
         with open(self.rd.log_path(step), "ab") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -245,7 +246,7 @@ async def _start_launcher(rd: RunDir, note: Note, warm: WarmProcess | None = Non
                 stdout=subprocess.PIPE,
                 stderr=err,
                 cwd=rd.info().get("workdir") or None,
-                env=child_env(),
+                env=child_env(**parent_env()),
             )
     else:
         assert warm.stdin is not None

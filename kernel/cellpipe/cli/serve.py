@@ -16,8 +16,14 @@ from cellpipe.cli.common import Context, runs_root_option, runs_root_path
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="Address to listen on. The endpoint has no authentication: keep it on localhost "
-    "or behind a proxy that authenticates.",
+    help="Address to listen on. Any other than the loopback address needs --token.",
+)
+@click.option(
+    "--token",
+    envvar="CELLPIPE_SERVE_TOKEN",
+    default=None,
+    help="Require `Authorization: Bearer TOKEN` on every request (also from "
+    "$CELLPIPE_SERVE_TOKEN). Required when --host is not a loopback address.",
 )
 @click.option(
     "--max-concurrent",
@@ -34,6 +40,7 @@ def serve(
     notebook: str,
     port: int,
     host: str,
+    token: str | None,
     max_concurrent: int,
     verbose: bool,
     runs_root: str | None,
@@ -48,13 +55,19 @@ def serve(
     Steps whose code, inputs and parameters are unchanged come from the cache; a warm
     process is ready before each request. The notebook is read once, at start.
     """
-    from cellpipe.driving.serve import PipelineService, make_server
+    from cellpipe.driving.serve import PipelineService, is_loopback, make_server
 
+    if not token and not is_loopback(host):
+        raise click.UsageError(
+            f"--host {host} makes the endpoint reachable from other machines, and it runs "
+            "the notebook's code: give --token too (or bind 127.0.0.1 behind a proxy that "
+            "authenticates)"
+        )
     service = PipelineService(
         Path(notebook), runs_root_path(runs_root), max_concurrent=max_concurrent
     )
-    server = make_server(service, host, port)
-    server.verbose = verbose  # type: ignore[attr-defined]
+    server = make_server(service, host, port, token=token)
+    server.verbose = verbose
     bound_host, bound_port = server.server_address[:2]
     click.echo(
         f"cellpipe: serving {notebook} on http://{bound_host}:{bound_port} "

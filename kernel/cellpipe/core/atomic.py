@@ -32,11 +32,22 @@ def append_line(path: Path, line: str) -> None:
 
     Several processes (the scheduler and the steps it starts) append to the same
     ``events.jsonl``; one write per record keeps records whole, and readers ignore a last
-    line without its newline.
+    line without its newline. A process killed mid-write (or a full disk) can leave such a
+    torn last line: the next record then starts on a fresh line rather than being glued
+    onto it, so only the torn record is lost. A short write is finished or raises OSError,
+    never silently left half done.
     """
     data = (line.rstrip("\n") + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, data)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                raise OSError(f"could not append to {path}: nothing written")
+            view = view[written:]
     finally:
         os.close(fd)

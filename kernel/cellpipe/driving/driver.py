@@ -94,6 +94,7 @@ def prepare_resume(
     status = rd.status()
     if not status.state.terminal:
         raise Conflict(f"run {run_id} is still {status.state.value}; cancel it first")
+    _stop_leftover_steps(rd)
     info = rd.info()
     source: Any = notebook
     if source is None:
@@ -111,6 +112,27 @@ def prepare_resume(
     rd.clear_driver()
     rd.emit(State.PENDING, message="resume queued", resume=True)
     return rd
+
+
+def _stop_leftover_steps(rd: RunDir, wait_s: float = 5.0) -> None:
+    """A driver killed outright can leave a step running (on a machine without death
+    signals, or from before they existed); resuming next to it would run that step twice
+    at once. Kill such steps (pid and start time checked), or refuse when they survive."""
+    import time
+
+    from cellpipe.execution.orphans import kill_live_steps, live_steps
+
+    if not kill_live_steps(rd):
+        return
+    deadline = time.monotonic() + wait_s
+    while (left := live_steps(rd)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if left:
+        steps = ", ".join(f"{s} (pid {p})" for s, p in sorted(left.items()))
+        raise Conflict(
+            f"run {rd.run_id}: step {steps} of the previous attempt is still running and "
+            "could not be stopped; resume once it has ended"
+        )
 
 
 def drive(rd: RunDir, *, resume: bool = False, backend: Any = None) -> State:

@@ -21,18 +21,35 @@ history, has lineage and logs like any other. What makes it fast:
 Concurrency is bounded: at most ``max_concurrent`` requests run at once; one more is
 answered ``429 Too Many Requests`` with ``Retry-After`` at once rather than queued, so a
 client (or a load balancer) decides whether to wait, and a burst cannot pile up work.
+
+Safe by default (see SECURITY.md): the endpoint runs code, so it answers only requests that
+a browser page elsewhere cannot forge or read. A request needs ``Content-Type:
+application/json`` (no "simple" cross-site form post), a ``Host`` naming the loopback
+address unless a token is set (no DNS rebinding), no foreign ``Origin``, and, with
+``token``, ``Authorization: Bearer <token>``; binding a non-loopback address requires a
+token. Connections are bounded too: ``workers`` threads serve them, a connection waits for
+a worker only once it has sent its first bytes (an idle one costs no thread), each must
+send its request within ``request_timeout`` seconds, and one past ``backlog`` waiting is
+answered 503 at once. A legitimate request is answered within ``request_timeout`` plus its
+run time even while other clients stall up to ``workers - 1`` connections.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
+import ipaddress
 import json
 import math
 import queue
+import selectors
+import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +59,10 @@ from cellpipe.core.pseudo import HIDDEN, is_pseudo
 from cellpipe.rundir.runs import RunDir
 
 _MAX_BODY = 1 << 20  # parameters are small; a bigger body is a mistake
+REQUEST_TIMEOUT = 10.0  # seconds a connection has to send each part of its request
+WORKERS = 16  # connections served at once (each holds one thread)
+BACKLOG = 64  # connections with a request waiting for a worker; one more is answered 503
+_LOOPBACK_NAMES = {"localhost", "localhost.", "ip6-localhost"}
 
 
 class RequestError(Exception):
@@ -339,7 +360,52 @@ class _Handler(BaseHTTPRequestHandler):
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)
 
+    def setup(self) -> None:
+        # Each read waits at most `request_timeout`, and the whole request must arrive
+        # within it too: a client sending a byte every few seconds is cut off all the same.
+        self.timeout = getattr(self.server, "request_timeout", REQUEST_TIMEOUT)
+        super().setup()
+        self._received = False
+        self._deadline = threading.Timer(self.timeout, self._cut_off)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut_off(self) -> None:
+        if not self._received:
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        super().finish()
+
+    def _refused(self) -> bool:
+        """Answer (and return True for) a request the endpoint must not serve: a Host or
+        Origin that is not this server's, a missing or wrong token."""
+        server: Any = self.server
+        token = getattr(server, "token", None)
+        problem = _foreign(self.headers.get("Host"), self.headers.get("Origin"), token is not None)
+        if problem:
+            self._send(HTTPStatus.FORBIDDEN, {"error": problem})
+            return True
+        if token is not None:
+            given = self.headers.get("Authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                value.strip().encode(), token.encode()
+            ):
+                self._send(
+                    HTTPStatus.UNAUTHORIZED,
+                    {"error": "this endpoint needs `Authorization: Bearer <token>`"},
+                    {"WWW-Authenticate": "Bearer"},
+                )
+                return True
+        return False
+
     def do_GET(self) -> None:
+        self._received = True
+        if self._refused():
+            return None
         if self.path.split("?")[0] != "/health":
             return self._send(HTTPStatus.NOT_FOUND, {"error": "GET /health or POST /run"})
         s = self.service
@@ -347,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
             HTTPStatus.OK,
             {
                 "status": "ok",
-                "notebook": str(s.path),
+                "notebook": s.path.name,  # not its absolute path: that says who runs it
                 "steps": [st.name for st in s.pipeline.steps],
                 "parameters": s.parameters,
                 "returnable": sorted(s.names()),
@@ -357,6 +423,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def do_POST(self) -> None:
+        if self._refused():
+            return None
         if self.path.split("?")[0] != "/run":
             return self._send(HTTPStatus.NOT_FOUND, {"error": "POST /run or GET /health"})
         try:
@@ -373,13 +441,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, result)
 
     def _body(self) -> Any:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise RequestError(HTTPStatus.BAD_REQUEST, "bad Content-Length") from None
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise RequestError(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "send the body as JSON with `Content-Type: application/json`",
+            )
+        if self.headers.get("Transfer-Encoding"):
+            raise RequestError(
+                HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length, not chunked"
+            )
+        raw_length = (self.headers.get("Content-Length") or "0").strip()
+        if not raw_length.isdigit():  # also refuses "-1" and "+5": read to EOF otherwise
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"bad Content-Length {raw_length[:20]!r}")
+        length = int(raw_length)
         if length > _MAX_BODY:
             raise RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "the body is over 1 MiB")
         raw = self.rfile.read(length)
+        if len(raw) < length:
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST, "the body is shorter than its Content-Length"
+            )
+        self._received = True  # the run may take long: the deadline is for the request only
         try:
             return json.loads(raw or b"{}")
         except ValueError as exc:
@@ -391,7 +474,10 @@ class _Handler(BaseHTTPRequestHandler):
         self, status: HTTPStatus, data: Any, headers: Mapping[str, str] | None = None
     ) -> None:
         payload = json.dumps(data).encode()
+        # One request per connection: a worker is never held by an idle keep-alive client.
+        self.close_connection = True
         self.send_response(status)
+        self.send_header("Connection", "close")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         for k, v in (headers or {}).items():
@@ -400,11 +486,179 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
 
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _foreign(host: str | None, origin: str | None, has_token: bool) -> str:
+    """Why a request with these headers is not for this server ("" when it is).
+
+    Without a token, only loopback names are accepted as ``Host``: a page whose DNS name an
+    attacker re-points at 127.0.0.1 (DNS rebinding) then still cannot reach the endpoint.
+    A browser sends ``Origin`` on cross-site requests; one that is not this same host is a
+    page elsewhere trying to run the pipeline."""
+    if not host:
+        return "a request needs a Host header"
+    hostname = urllib.parse.urlsplit(f"//{host}").hostname or ""
+    if not has_token and not is_loopback(hostname):
+        return f"Host {host[:100]!r} is not this server; use http://127.0.0.1"
+    if origin is not None:
+        parts = urllib.parse.urlsplit(origin)
+        if parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
+            return f"cross-origin requests are refused (Origin {origin[:100]!r})"
+    return ""
+
+
+class BoundedHTTPServer(HTTPServer):
+    """An HTTP server with a fixed pool of worker threads.
+
+    ``ThreadingHTTPServer`` starts a thread per connection, so 100 stalled clients hold 100
+    threads. Here an accepted connection is first watched by one selector thread and given
+    to a worker only once it has sent its first bytes (or closed); one silent for
+    ``request_timeout`` seconds is closed there. Waiting connections are bounded by
+    ``backlog``: one more is answered 503 and closed."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        workers: int = WORKERS,
+        backlog: int = BACKLOG,
+        request_timeout: float = REQUEST_TIMEOUT,
+        token: str | None = None,
+    ):
+        self.workers, self.backlog, self.request_timeout = workers, backlog, request_timeout
+        self.token = token or None
+        self.verbose = False
+        super().__init__(address, handler)
+        self._ready: queue.Queue[tuple[socket.socket, Any] | None] = queue.Queue(backlog)
+        self._idle = selectors.DefaultSelector()
+        self._idle_lock = threading.Lock()
+        self._idle_since: dict[socket.socket, tuple[float, Any]] = {}
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._idle.register(self._wake_r, selectors.EVENT_READ)
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"cellpipe-serve-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        self._threads.append(threading.Thread(target=self._watch_idle, daemon=True))
+        for t in self._threads:
+            t.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.request_timeout)
+        with self._idle_lock:
+            if len(self._idle_since) >= self.backlog:
+                return self._turn_away(request)
+            self._idle_since[request] = (time.monotonic(), client_address)
+            self._idle.register(request, selectors.EVENT_READ)
+        self._wake_w.send(b"x")
+
+    def _watch_idle(self) -> None:
+        """Hand connections that have sent something to the workers; close silent ones."""
+        while not self._stopping:
+            events = self._idle.select(timeout=min(1.0, self.request_timeout))
+            ready = []
+            with self._idle_lock:
+                for key, _ in events:
+                    if key.fileobj is self._wake_r:
+                        self._wake_r.recv(4096)
+                        continue
+                    sock = key.fileobj
+                    self._idle.unregister(sock)
+                    ready.append((sock, self._idle_since.pop(sock)[1]))
+                cutoff = time.monotonic() - self.request_timeout
+                stale = [s for s, (t, _) in self._idle_since.items() if t < cutoff]
+                for sock in stale:
+                    self._idle.unregister(sock)
+                    del self._idle_since[sock]
+            for sock in stale:
+                self.shutdown_request(sock)
+            for item in ready:
+                try:
+                    self._ready.put_nowait(item)
+                except queue.Full:
+                    self._turn_away(item[0])
+
+    def _turn_away(self, request: socket.socket) -> None:
+        body = b'{"error": "the server is busy; retry shortly"}'
+        with contextlib.suppress(OSError):
+            request.sendall(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                b"Retry-After: 1\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+        self.shutdown_request(request)
+
+    def _work(self) -> None:
+        while True:
+            item = self._ready.get()
+            if item is None:
+                return
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        self._stopping = True
+        super().server_close()
+        for _ in range(self.workers):
+            try:
+                self._ready.put_nowait(None)
+            except queue.Full:
+                break
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._threads[-1].join(timeout=5)  # the idle watcher, before its sockets close
+        with self._idle_lock:
+            for sock in self._idle_since:
+                self.shutdown_request(sock)
+            self._idle_since.clear()
+        self._idle.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
 def make_server(
-    service: PipelineService, host: str = "127.0.0.1", port: int = 8000
-) -> ThreadingHTTPServer:
-    """An HTTP server for ``service`` (``port`` 0: any free port, see ``server_address``)."""
+    service: PipelineService,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    token: str | None = None,
+    workers: int = WORKERS,
+    backlog: int = BACKLOG,
+    request_timeout: float = REQUEST_TIMEOUT,
+) -> BoundedHTTPServer:
+    """An HTTP server for ``service`` (``port`` 0: any free port, see ``server_address``).
+
+    Raises ValueError for a non-loopback ``host`` without a ``token``: the endpoint runs the
+    notebook's code for whoever can reach it."""
+    if not token and not is_loopback(host):
+        raise ValueError(
+            f"serving on {host} makes the endpoint reachable from other machines: "
+            "give a --token (clients then send `Authorization: Bearer <token>`), or bind "
+            "127.0.0.1 behind a proxy that authenticates"
+        )
     handler = type("Handler", (_Handler,), {"service": service})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return BoundedHTTPServer(
+        (host, port),
+        handler,
+        workers=workers,
+        backlog=backlog,
+        request_timeout=request_timeout,
+        token=token,
+    )

@@ -30,11 +30,18 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.execution.limits import apply_limits
+from cellpipe.execution.orphans import (
+    PARENT_ENV,
+    cancel_die_with_parent,
+    die_with_parent,
+    die_with_parent_group,
+)
 from cellpipe.rundir.runs import RunDir
 
 
 def _send(msg: dict[str, Any]) -> None:
-    os.write(_out_fd, (json.dumps(msg) + "\n").encode())
+    with contextlib.suppress(BrokenPipeError):  # the driver is gone: no one to tell
+        os.write(_out_fd, (json.dumps(msg) + "\n").encode())
 
 
 _out_fd = 1
@@ -44,6 +51,11 @@ def serve(run_dir: Path | None) -> int:
     """Serve one run. Without ``run_dir`` (started ahead of time, while the run is being
     compiled) import the engine and IPython first, then read the run directory from stdin."""
     global _out_fd
+    # Until it watches its command pipe, the kernel ends it with its driver (orphans.py).
+    parent = os.getppid()
+    asked = os.environ.pop(PARENT_ENV, "").isdigit()
+    if asked:
+        die_with_parent(parent)
     # Our protocol owns the original stdout; anything else printing goes to stderr (the log).
     _out_fd = os.dup(1)
     os.dup2(2, 1)
@@ -104,11 +116,27 @@ def serve(run_dir: Path | None) -> int:
     # Commands are read from the raw descriptor; nothing may sit in sys.stdin's buffer.
     sel.register(sys.stdin.fileno(), selectors.EVENT_READ, "cmd")
     sel.register(wake_r, selectors.EVENT_READ, "child")
+    # From here the end of the command pipe tells of the driver's death, and we must live
+    # on to end the steps (the kernel would kill just us, not what the steps started).
+    if asked:
+        cancel_die_with_parent()
+        if os.getppid() != parent:
+            return 0  # the driver died in between; no step was started
+    me = os.getpid()
     children: dict[int, str] = {}
     buf = b""
     stdin_open = True
+    orphaned = False
     while stdin_open or children:
-        for key, _ in sel.select(timeout=1.0):
+        if not stdin_open and not orphaned and os.getppid() != parent:
+            # The pipe ended because the driver died (a dying process closes its files
+            # before it is replaced as our parent, hence the check on every turn): end
+            # its steps, and all they started (each leads its own process group).
+            orphaned = True
+            for pid in children:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
+        for key, _ in sel.select(timeout=1.0 if stdin_open else 0.05):
             if key.data == "cmd":
                 chunk = os.read(sys.stdin.fileno(), 65536)
                 if not chunk:
@@ -121,7 +149,7 @@ def serve(run_dir: Path | None) -> int:
                     cmd = json.loads(line)
                     pid = os.fork()
                     if pid == 0:  # the step
-                        _child(rd, cmd, warm, random_state, run_step)
+                        _child(rd, cmd, warm, random_state, run_step, me)
                     children[pid] = cmd["run"]
                     _send({"started": cmd["run"], "pid": pid})
             else:
@@ -154,10 +182,13 @@ def _reap(children: dict[int, str]) -> None:
         _send({"exited": step, "pid": pid, "code": code})
 
 
-def _child(rd: RunDir, cmd: dict[str, Any], warm: Any, random_state: Any, run_step: Any) -> None:
+def _child(
+    rd: RunDir, cmd: dict[str, Any], warm: Any, random_state: Any, run_step: Any, server: int
+) -> None:
     code = 1
     try:
         os.setsid()  # its own process group: cancel and timeouts end everything it started
+        die_with_parent_group(server)  # should the warm process itself be killed
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in any Python process

@@ -135,7 +135,16 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
         rd.record_gate(step_name, inherited_verdict(closed))
         rd.emit(State.SKIPPED, step_name, attempt=attempt, message=closed)
         return 0
-    rd.emit(State.RUNNING, step_name, attempt=attempt, pid=os.getpid())
+    from cellpipe.execution.orphans import process_start
+
+    # pid and start time: resume and cancel tell a live step from a reused pid by both.
+    rd.emit(
+        State.RUNNING,
+        step_name,
+        attempt=attempt,
+        pid=os.getpid(),
+        start=process_start(os.getpid()),
+    )
     started = time.time()
     log = open(rd.log_path(step_name), "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     if _LOG_MIRROR is not None:
@@ -540,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
         "for the step's own pod",
     )
     args = parser.parse_args(argv)
+    from cellpipe.execution.orphans import die_with_parent_if_asked
+
+    die_with_parent_if_asked()  # a step started by a local driver ends with it
     if args.start_when and args.result_trailer:
         parser.error("--start-when and --result-trailer cannot be combined")
     rd = RunDir(args.run_dir.resolve())

@@ -66,6 +66,8 @@ def spawn_warm_process(preload: Sequence[str] = ()) -> subprocess.Popen[bytes] |
     cannot be forked. ``preload``: modules it imports while it waits."""
     if not fork_allowed()[0]:
         return None
+    from cellpipe.execution.orphans import parent_env
+
     command = [sys.executable, "-m", "cellpipe.execution.forkserver"]
     if preload:
         command = [sys.executable, "-c", _PRELOAD, *preload]
@@ -74,7 +76,7 @@ def spawn_warm_process(preload: Sequence[str] = ()) -> subprocess.Popen[bytes] |
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        env=child_env(),
+        env=child_env(**parent_env()),
     )
 
 
@@ -105,7 +107,9 @@ class ForkedWarmProcess:
     def __init__(self) -> None:
         cmd_r, cmd_w = os.pipe()  # commands: us -> it (its stdin)
         out_r, out_w = os.pipe()  # replies: it -> us (its stdout)
-        env = child_env()
+        from cellpipe.execution.orphans import parent_env  # not at import: see the top
+
+        env = child_env(**parent_env())
         pid = os.fork()
         if pid == 0:  # the warm process; it never returns from here
             code = 1

@@ -28,7 +28,7 @@ from typing import Any
 
 from cellpipe._version import __version__
 from cellpipe.core.atomic import append_line, write_json, write_text
-from cellpipe.core.errors import RunNotFound
+from cellpipe.core.errors import Conflict, RunNotFound
 from cellpipe.core.model import Pipeline, State, Step
 from cellpipe.rundir import layout
 from cellpipe.rundir.data import (
@@ -58,12 +58,29 @@ __all__ = [
     "run_summary",
 ]
 
-RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+# \Z, not $: `$` also matches before a trailing newline. Use with .match or .fullmatch.
+RUN_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}\Z")
 
 
 def new_run_id() -> str:
     """Sortable by start time (UTC), unique by a random suffix."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def _new_run_folder(root: Path, run_id: str | None) -> Path:
+    """Create the run's folder exclusively: two runs started in the same second may draw
+    the same id, and the second must not write into the first. A drawn id that is taken is
+    drawn again; a given one is refused."""
+    root.mkdir(parents=True, exist_ok=True)
+    for _ in range(20):
+        path = root / (run_id or new_run_id())
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            if run_id is not None:
+                raise Conflict(f"run {run_id} already exists") from None
+    raise Conflict("could not draw an unused run id in 20 tries")
 
 
 def default_root() -> Path:
@@ -96,8 +113,8 @@ class RunDir:
         run_id: str | None = None,
         via: str | None = None,
     ) -> RunDir:
-        run_id = run_id or new_run_id()
-        path = Path(root) / run_id
+        path = _new_run_folder(Path(root), run_id)
+        run_id = path.name
         rd = cls(path)
         rd.ensure_folders(parents=True)
         info = {
@@ -134,7 +151,8 @@ class RunDir:
             raise RunNotFound(f"`{run_id}` is not a run id (they look like 20261124-013324-ab12cd)")
         rd = cls(Path(root) / run_id)
         if not rd.exists():
-            raise RunNotFound(f"no run {run_id} under {root}")
+            # Not where: the runs root's absolute path is not the API client's business.
+            raise RunNotFound(f"no run {run_id}")
         return rd
 
     @classmethod
@@ -168,7 +186,10 @@ class RunDir:
     def info(self) -> dict[str, Any]:
         if self._info is None:
             try:
-                self._info = json.loads(layout.info_file(self.path).read_text())
+                info = json.loads(layout.info_file(self.path).read_text())
+                if not isinstance(info, dict):
+                    raise ValueError(f"{layout.RUN_INFO} of run {self.run_id} is not an object")
+                self._info = info
             except FileNotFoundError:
                 # A directory from `cellpipe compile -o DIR`, its steps run by hand.
                 nb = self.pipeline().path
@@ -296,11 +317,16 @@ class RunDir:
     def fresh_data_dir(self, step: str) -> Path:
         """``step``'s data directory, emptied: an earlier attempt's leftovers must not pass
         for this one's. The values go in (cellpipe.execution.marshal names their files),
-        then :meth:`write_manifest` lists them, last."""
+        then :meth:`write_manifest` lists them, last. The folder itself stays: in a Docker
+        step container it is a mount point (the one writable place of the runs root)."""
         directory = self.data_dir(step)
-        if directory.exists():
-            shutil.rmtree(directory)
-        directory.mkdir(parents=True, mode=0o700)  # the user's data: owner-only, as files are
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.chmod(0o700)  # the user's data: owner-only, as files are
+        for child in list(directory.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
         return directory
 
     def write_manifest(self, step: str, records: Iterable[ValueRecord]) -> None:
@@ -441,20 +467,36 @@ class RunDir:
         return ev
 
     def events(self, since: int = 0) -> list[Event]:
-        """Events in order. ``since`` skips that many (for followers reading incrementally)."""
+        """Events in order. ``since`` skips that many (for followers reading incrementally:
+        it counts events, not lines, so a skipped line never shifts what comes next)."""
+        return self._read_events()[0][since:]
+
+    def _read_events(self) -> tuple[list[Event], str]:
+        """The events, and what is wrong with the file ("" when nothing is).
+
+        A line that is not JSON at all was torn by a crash mid-write (appends start on a
+        fresh line, see append_line): that one record is lost, the rest stands. A line that
+        is JSON but not an event was written by something else: the run is broken, and the
+        problem names the file and the line."""
         try:
-            text = layout.events_file(self.path).read_text(encoding="utf-8")
+            text = layout.events_file(self.path).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
-            return []
-        out = []
-        for line in text.splitlines(keepends=True)[since:]:
+            return [], ""
+        out, problem = [], ""
+        for number, line in enumerate(text.splitlines(keepends=True), 1):
             if not line.endswith("\n"):
                 break  # a record being written right now
-            try:
-                out.append(Event.from_json(json.loads(line)))
-            except (ValueError, KeyError):
+            if not line.strip():
                 continue
-        return out
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            try:
+                out.append(Event.from_json(record))
+            except ValueError as exc:
+                problem = problem or f"{layout.EVENTS} line {number}: {exc}"
+        return out, problem
 
     def stamp(self) -> str:
         """Changes whenever the run's status or metrics may have (for indexes over runs)."""
@@ -514,13 +556,15 @@ class RunDir:
         return {Driver.ALIVE: True, Driver.LOST: False}.get(self.driver())
 
     def status(self) -> RunStatus:
+        events, problem = self._read_events()
         return derive(
             self.run_id,
             self.pipeline(),
             self.info(),
-            self.events(),
+            events,
             self.driver,
             path=str(self.path),
+            problem=problem,
         )
 
     def settle_cancelled(self, *, before_start: bool = False) -> None:
@@ -540,7 +584,12 @@ class RunDir:
 
 
 class CacheIndex:
-    """``<runs root>/.cache/<key>.json`` -> the run directory and step that produced it."""
+    """``<runs root>/.cache/<key>.json`` -> the run directory and step that produced it.
+
+    An entry is only a pointer, and reusing it unpickles what it points at: so only a run
+    directory directly under this runs root (by its real path, symlinks resolved) and a
+    plain step name are accepted. Anything else, written by whoever could write the
+    index, is ignored like a missing entry."""
 
     def __init__(self, runs_root: Path):
         self.root = layout.cache_index(Path(runs_root))
@@ -549,18 +598,40 @@ class CacheIndex:
     def lookup(self, key: str) -> tuple[RunDir, str] | None:
         try:
             entry = json.loads(layout.cache_entry(self._runs_root, key).read_text())
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             return None
-        rd, step = RunDir(Path(entry["run_dir"])), entry["step"]
-        if not rd.has_data(step):
-            return None  # that run was deleted or its data is incomplete
+        if not isinstance(entry, dict):
+            return None
+        run_dir, step = entry.get("run_dir"), entry.get("step")
+        if not isinstance(run_dir, str) or not isinstance(step, str):
+            return None
+        rd = self._confined(Path(run_dir), step)
+        if rd is None or not rd.has_data(step):
+            return None  # that run was deleted, its data is incomplete, or it is elsewhere
         return rd, step
+
+    def _confined(self, run_dir: Path, step: str) -> RunDir | None:
+        if not RUN_ID.match(run_dir.name) or not _plain_name(step):
+            return None
+        try:
+            root = self._runs_root.resolve(strict=True)
+            real = run_dir.resolve(strict=True)
+            data = layout.data_dir(real, step).resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if real.parent != root or data != layout.data_dir(real, step):
+            return None
+        return RunDir(real)
 
     def store(self, key: str, rd: RunDir, step: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_json(
             layout.cache_entry(self._runs_root, key), {"run_dir": str(rd.path), "step": step}
         )
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\0" not in name
 
 
 def history_db(runs_root: Path) -> Path:

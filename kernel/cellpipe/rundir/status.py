@@ -44,17 +44,46 @@ class Event:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Event:
+    def from_json(cls, d: Any) -> Event:
+        """The event a record holds; ValueError saying what is wrong with any other record
+        (every field is checked: a bad record must not break what reads it later)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a record must be a JSON object, not {_json_kind(d)}")
+        missing = [k for k in ("ts", "run", "state") if k not in d]
+        if missing:
+            raise ValueError(f"the record has no {', '.join(map(repr, missing))}")
+        ts, run, step = d["ts"], d["run"], d.get("step")
+        attempt, message = d.get("attempt", 0), d.get("message", "")
+        if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+            raise ValueError(f"'ts' must be a number, not {_json_kind(ts)}")
+        if not isinstance(run, str):
+            raise ValueError(f"'run' must be a string, not {_json_kind(run)}")
+        if step is not None and not isinstance(step, str):
+            raise ValueError(f"'step' must be a string, not {_json_kind(step)}")
+        if isinstance(attempt, bool) or not isinstance(attempt, int):
+            raise ValueError(f"'attempt' must be a whole number, not {_json_kind(attempt)}")
+        if not isinstance(message, str):
+            raise ValueError(f"'message' must be a string, not {_json_kind(message)}")
+        try:
+            state = State(d["state"])
+        except (ValueError, TypeError):
+            raise ValueError(f"{d['state']!r} is not a state") from None
         known = {"ts", "run", "step", "state", "attempt", "message"}
         return cls(
-            ts=d["ts"],
-            run=d["run"],
-            state=State(d["state"]),
-            step=d.get("step"),
-            attempt=d.get("attempt", 0),
-            message=d.get("message", ""),
+            ts=float(ts),
+            run=run,
+            state=state,
+            step=step,
+            attempt=attempt,
+            message=message,
             extra={k: v for k, v in d.items() if k not in known},
         )
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else "a number"
+    )
 
 
 @dataclass
@@ -149,9 +178,12 @@ def derive(
     events: Iterable[Event],
     driver: Any,
     path: str = "",
+    problem: str = "",
 ) -> RunStatus:
     """The status of a run from its events. ``driver()`` is asked only while the run has
-    not ended (it reads /proc), and gives a :class:`Driver`."""
+    not ended (it reads /proc), and gives a :class:`Driver`. ``problem``: what is wrong
+    with the run's files (a record that is not an event): the run is then listed as a
+    failed one saying so, never hidden and never taken for a live one."""
     steps = {s.name: StepStatus(s.name) for s in pipeline.steps}
     run_state, run_msg = State.PENDING, ""
     started = ended = None
@@ -186,7 +218,10 @@ def derive(
         elif ev.state is State.PENDING and st.ended_at is not None:
             st.started_at = st.ended_at = None  # queued again (retry or resume)
     seen = None
-    if not run_state.terminal:
+    if problem:
+        run_state, run_msg = State.FAILED, f"this run's folder is broken: {problem}"
+        ended = ended or last_ts
+    elif not run_state.terminal:
         seen = driver()
         if seen is Driver.LOST:
             run_state = State.FAILED

@@ -6,7 +6,8 @@ the step's image (planned by :mod:`cellpipe.backends.images`, built on first nee
 :mod:`cellpipe.backends.docker.build`) running ``python3 -m cellpipe.runner``. The run directory and
 the notebook's directory are bind-mounted at their own paths, so every path in the run
 directory means the same inside and out, and the step works in the notebook's directory as
-Jupyter does. Containers run as the calling user (never root unless asked), with no network
+Jupyter does; other runs, the cache index and other steps' values are read-only there
+(:func:`step_volumes`). Containers run as the calling user (never root unless asked), with no network
 unless the notebook asks, under the step's memory, cpu and GPU limits, labelled with the run
 id, and are always removed.
 
@@ -27,6 +28,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -92,10 +95,12 @@ class DockerBackend:
             return _DockerLauncher(rd, client, pool, user, note, scheduler.state, options.max_jobs)
 
         scheduler = Scheduler(rd, options, start)
+        guard = _start_watchdog(rd.path)  # removes the containers should we be killed
         try:
             return await scheduler.run()
         finally:
             remove_run_containers(rd, client)  # whatever an interrupted run left behind
+            _stop_watchdog(guard)
             pool.shutdown(wait=False, cancel_futures=True)
             client.close()
 
@@ -103,6 +108,40 @@ class DockerBackend:
         """Ask the driving process to stop (it stops and removes the containers); if it is
         gone, remove the run's containers here."""
         cancel_run(rd, remove_run_containers)
+
+
+def _start_watchdog(run_dir: Path) -> subprocess.Popen[bytes] | None:
+    """Start :mod:`cellpipe.backends.docker.watchdog` for ``run_dir`` (by name: it imports
+    this module); None when it cannot start (the run goes on)."""
+    from cellpipe.execution.warm_ahead import child_env
+
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cellpipe.backends.docker.watchdog", str(run_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=child_env(),
+            start_new_session=True,  # not ended with the driver's group: it outlives it
+        )
+    except OSError:
+        return None
+
+
+def _stop_watchdog(proc: subprocess.Popen[bytes] | None) -> None:
+    """The run ended as it should: tell the watchdog, which then exits doing nothing."""
+    if proc is None or proc.stdin is None:
+        return
+    try:
+        proc.stdin.write(b"done\n")  # watchdog.DONE
+        proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def container_user(rd: RunDir, explicit: str | None = None) -> str:
@@ -133,9 +172,8 @@ def container_options(
     """Keyword arguments of ``client.containers.run`` for one attempt of ``step``."""
     info = rd.info()
     workdir = info.get("workdir")
-    volumes = {str(rd.path): {"bind": str(rd.path), "mode": "rw"}}
-    if workdir and Path(workdir).is_dir():
-        volumes[workdir] = {"bind": workdir, "mode": "rw"}
+    volumes = step_volumes(rd, step, workdir if workdir and Path(workdir).is_dir() else None)
+    _make_own_data_dir(rd, step, user)
     options: dict[str, Any] = {
         "image": spec.ref,
         "command": [
@@ -176,6 +214,38 @@ def container_options(
             docker.types.DeviceRequest(count=step.settings.gpu, capabilities=[["gpu"]])
         ]
     return options
+
+
+def step_volumes(rd: RunDir, step: Step, workdir: str | None) -> dict[str, dict[str, str]]:
+    """Bind mounts of a step's container: the notebook folder read-write (the step works
+    there as in Jupyter), its run directory read-write (its log, outputs, events, the
+    run's metrics), but every step's data folder read-only except its own.
+
+    Other runs, the cache index and other steps' values (pickles, hard-linked from cached
+    runs) decide what the next run unpickles: a step must not reach them. When the runs
+    root lies inside the notebook folder (the default, ``.cellpipe/runs``) the whole runs
+    root is mounted read-only over it, since the notebook folder's mount would otherwise
+    make it writable. Docker mounts by destination depth, so nested mounts land on top."""
+    volumes: dict[str, dict[str, str]] = {}
+    if workdir:
+        volumes[workdir] = {"bind": workdir, "mode": "rw"}
+        if rd.path.resolve().parent.is_relative_to(Path(workdir).resolve()):
+            volumes[str(rd.path.parent)] = {"bind": str(rd.path.parent), "mode": "ro"}
+    data_root, own = rd.data_dir(step.name).parent, rd.data_dir(step.name)
+    for path, mode in ((rd.path, "rw"), (data_root, "ro"), (own, "rw")):
+        volumes[str(path)] = {"bind": str(path), "mode": mode}
+    return volumes
+
+
+def _make_own_data_dir(rd: RunDir, step: Step, user: str) -> None:
+    """Create the step's data folder (a bind mount needs its source), owned by the
+    containers' user when the caller is root (see ``_hand_over``)."""
+    own = rd.data_dir(step.name)
+    own.mkdir(parents=True, exist_ok=True)
+    uid, gid = (int(x) for x in user.split(":"))
+    if os.geteuid() == 0 and uid != 0:
+        with contextlib.suppress(OSError):
+            os.lchown(own, uid, gid)
 
 
 def network_mode(settings: dict[str, Any], step: str) -> str:
@@ -370,6 +440,9 @@ class _DockerLauncher(Launcher):
                 await self._remove_later(
                     container, f"removed step {name}'s container started ahead: {why}"
                 )
+            # Made for its mount (step_volumes): a step that never ran has no data folder.
+            with contextlib.suppress(OSError):
+                self.rd.data_dir(name).rmdir()  # only when empty
 
         self.removals.add(asyncio.ensure_future(remove()))
 
