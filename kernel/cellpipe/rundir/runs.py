@@ -321,7 +321,8 @@ class RunDir:
         step container it is a mount point (the one writable place of the runs root)."""
         directory = self.data_dir(step)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        directory.chmod(0o700)  # the user's data: owner-only, as files are
+        with contextlib.suppress(OSError):  # a container's mount point may not be ours to chmod
+            directory.chmod(0o700)  # the user's data: owner-only, as files are
         for child in list(directory.iterdir()):
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
