@@ -1,7 +1,7 @@
 """The Argo backend against a fake Kubernetes API server (tests/fake_k8s.py) that speaks real
 HTTP to the real ``kubernetes`` client: submit, follow (watch, resumed after a drop), logs
 and outputs from the pods, cancel, resume, schedules, and the errors a user must understand.
-One opt-in test runs on a real cluster (CELLPIPE_TEST_KUBECONFIG)."""
+The real cluster's tests are in tests/test_argo_cluster.py."""
 
 from __future__ import annotations
 
@@ -368,25 +368,3 @@ def test_the_trailer_is_stripped_from_the_log_and_the_last_one_wins() -> None:
     assert result is not None and result.final == {"state": "succeeded"}
     assert result.metrics == {"acc": 0.9}
     assert split_log("::cellpipe-result:: not-base64!\n") == ("", None)
-
-
-# -- a real cluster (opt-in) -----------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(
-    not os.environ.get("CELLPIPE_TEST_KUBECONFIG"),
-    reason="set CELLPIPE_TEST_KUBECONFIG to a cluster with Argo Workflows (see docs/argo.md)",
-)
-def test_a_real_cluster_runs_the_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KUBECONFIG", os.environ["CELLPIPE_TEST_KUBECONFIG"])
-    monkeypatch.setenv("CELLPIPE_ARGO_POLL", "5")
-    settings: dict[str, Any] = {}
-    if os.environ.get("CELLPIPE_TEST_REGISTRY"):
-        settings["registry"] = os.environ["CELLPIPE_TEST_REGISTRY"]
-    if os.environ.get("CELLPIPE_TEST_NAMESPACE"):
-        settings["namespace"] = os.environ["CELLPIPE_TEST_NAMESPACE"]
-    nb = dict(DIAMOND, metadata={**DIAMOND["metadata"], "cellpipe": {"argo": settings}})
-    rd, state = _run(tmp_path, nb, n=3)
-    assert state is State.SUCCEEDED, rd.status().to_json()
-    assert "x is 30" in rd.log_path("load").read_text()
-    assert rd.read_outputs("report")["cells"]["c4"]["outputs"][-1]["data"]["text/plain"] == "60"
