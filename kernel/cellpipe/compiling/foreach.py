@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -345,53 +346,32 @@ def _check_random(call: ast.Call, random_names: frozenset[str]) -> None:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _accumulators(body: list[ast.stmt], bound: set[str]) -> set[str]:
-    found: set[str] = set()
+def _accumulating_names(body: list[ast.stmt]) -> Iterator[ast.Name]:
+    """The ``Name`` node of each accumulating operation in the loop body: the container of a
+    ``name[key] = ...`` store, or the receiver of ``name.append(...)`` and its kin."""
     for stmt in body:
         for node in _walk_outside_scopes(stmt):
             if isinstance(node, ast.Assign):
                 for t in node.targets:
-                    if (
-                        isinstance(t, ast.Subscript)
-                        and isinstance(t.value, ast.Name)
-                        and t.value.id not in bound
-                    ):
-                        found.add(t.value.id)
+                    if isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name):
+                        yield t.value
             elif isinstance(node, ast.Call):
                 f = node.func
                 if (
                     isinstance(f, ast.Attribute)
                     and f.attr in ACCUMULATE
                     and isinstance(f.value, ast.Name)
-                    and f.value.id not in bound
                 ):
-                    found.add(f.value.id)
-    return found
+                    yield f.value
+
+
+def _accumulators(body: list[ast.stmt], bound: set[str]) -> set[str]:
+    return {n.id for n in _accumulating_names(body) if n.id not in bound}
 
 
 def _accumulating_nodes(body: list[ast.stmt], accumulators: set[str]) -> set[int]:
     """ids of the ``Name`` nodes that are an accumulator in its accumulating operation."""
-    ok: set[int] = set()
-    for stmt in body:
-        for node in _walk_outside_scopes(stmt):
-            if isinstance(node, ast.Assign):
-                for t in node.targets:
-                    if (
-                        isinstance(t, ast.Subscript)
-                        and isinstance(t.value, ast.Name)
-                        and t.value.id in accumulators
-                    ):
-                        ok.add(id(t.value))
-            elif isinstance(node, ast.Call):
-                f = node.func
-                if (
-                    isinstance(f, ast.Attribute)
-                    and f.attr in ACCUMULATE
-                    and isinstance(f.value, ast.Name)
-                    and f.value.id in accumulators
-                ):
-                    ok.add(id(f.value))
-    return ok
+    return {id(n) for n in _accumulating_names(body) if n.id in accumulators}
 
 
 def _walk_outside_scopes(node: ast.AST):
