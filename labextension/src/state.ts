@@ -53,6 +53,12 @@ export interface IStepStatus {
   cell_id?: string | null;
   started_at?: number | null;
   ended_at?: number | null;
+  /** The part of a composed notebook the step comes from (`notebook_a`); null: the main's. */
+  group?: string | null;
+  /** That part's notebook, relative to the main notebook. */
+  notebook?: string | null;
+  /** A foreach step's progress, `{done, total}`. */
+  iterations?: Record<string, number> | null;
 }
 
 /** A run as `GET /runs/{id}` describes it (models.py DescribeRun). */
