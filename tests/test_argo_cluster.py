@@ -232,6 +232,19 @@ def _wait(what: str, seconds: float, check) -> Any:
     raise AssertionError(f"{what}: not within {seconds:.0f} s")
 
 
+def _run_with_a_running_pod(runs: Path) -> str:
+    """The id of the one run under ``runs``, once one of its step pods is Running."""
+    run_id = _wait(
+        "the run directory", 60, lambda: runs.exists() and next(runs.iterdir(), None)
+    ).name
+    _wait(
+        "the step's pod running",
+        180,
+        lambda: any(p["status"].get("phase") == "Running" for p in _pods(run_id)),
+    )
+    return run_id
+
+
 def test_cancel_mid_run_stops_the_pods_and_the_workflow_and_marks_the_step_cancelled(
     cluster, tmp_path: Path
 ) -> None:
@@ -254,14 +267,7 @@ def test_cancel_mid_run_stops_the_pods_and_the_workflow_and_marks_the_step_cance
         text=True,
     ) as run:
         runs = tmp_path / "runs"
-        run_id = _wait(
-            "the run directory", 60, lambda: runs.exists() and next(runs.iterdir(), None)
-        ).name
-        _wait(
-            "the step's pod running",
-            180,
-            lambda: any(p["status"].get("phase") == "Running" for p in _pods(run_id)),
-        )
+        run_id = _run_with_a_running_pod(runs)
         cancel = _cellpipe("cancel", run_id, cwd=tmp_path)
         assert cancel.returncode == 0, cancel.stderr
         out, err = run.communicate(timeout=180)
@@ -399,14 +405,7 @@ def test_a_killed_cellpipe_run_is_followed_again_by_resume_while_the_workflow_ru
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     ) as run:
-        run_id = _wait(
-            "the run directory", 60, lambda: runs.exists() and next(runs.iterdir(), None)
-        ).name
-        _wait(
-            "the step's pod running",
-            180,
-            lambda: any(p["status"].get("phase") == "Running" for p in _pods(run_id)),
-        )
+        run_id = _run_with_a_running_pod(runs)
         run.kill()
     _, proc = _cellpipe_json("run", "--resume", run_id, "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr + proc.stdout
