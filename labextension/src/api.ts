@@ -44,6 +44,10 @@ export interface ICompiledStep {
   inputs: Record<string, string>;
   outputs: string[];
   after: string[];
+  /** The part of a composed notebook the step comes from; null: the main notebook's. */
+  group?: string | null;
+  /** That part's notebook, relative to the main notebook. */
+  notebook?: string | null;
 }
 
 export interface ICompiledCell {

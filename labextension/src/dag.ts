@@ -19,11 +19,28 @@ export interface IDagEdge {
   points: { x: number; y: number }[];
 }
 
+/** The box drawn around an expanded group's steps (a part of a composed notebook). */
+export interface IDagCluster {
+  id: string;
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
 export interface IDagLayout {
   width: number;
   height: number;
   nodes: IDagNode[];
   edges: IDagEdge[];
+  clusters: IDagCluster[];
+}
+
+export interface IDagOptions {
+  /** The text a node shows (its width follows it); default: its name. */
+  labels?: ReadonlyMap<string, string>;
+  /** The cluster each node is drawn in (dagre's compound graph); none by default. */
+  parents?: ReadonlyMap<string, string>;
 }
 
 export const NODE_HEIGHT = 22;
@@ -50,13 +67,26 @@ export function mergeEdges(
 
 export function layoutDag(
   steps: readonly string[],
-  edges: readonly { source: string; target: string; kind: string }[]
+  edges: readonly { source: string; target: string; kind: string }[],
+  options: IDagOptions = {}
 ): IDagLayout {
-  const g = new dagre.graphlib.Graph();
+  const parents = options.parents ?? new Map<string, string>();
+  const clusterIds = [...new Set(steps.filter(s => parents.has(s)).map(s => parents.get(s)!))];
+  const g = new dagre.graphlib.Graph({ compound: clusterIds.length > 0 });
   g.setGraph({ rankdir: 'TB', nodesep: 10, ranksep: 18, marginx: 4, marginy: 4 });
   g.setDefaultEdgeLabel(() => ({}));
   for (const name of steps) {
-    g.setNode(name, { width: Math.max(48, name.length * CHAR_WIDTH + 24), height: NODE_HEIGHT });
+    const label = options.labels?.get(name) ?? name;
+    g.setNode(name, { width: Math.max(48, label.length * CHAR_WIDTH + 24), height: NODE_HEIGHT });
+  }
+  for (const id of clusterIds) {
+    g.setNode(id, {});
+  }
+  for (const name of steps) {
+    const parent = parents.get(name);
+    if (parent) {
+      g.setParent(name, parent);
+    }
   }
   const merged = mergeEdges(steps, edges);
   for (const e of merged) {
@@ -71,6 +101,10 @@ export function layoutDag(
       const n = g.node(name);
       return { name, x: n.x, y: n.y, width: n.width, height: n.height };
     }),
-    edges: merged.map(e => ({ ...e, points: g.edge(e.source, e.target).points ?? [] }))
+    edges: merged.map(e => ({ ...e, points: g.edge(e.source, e.target).points ?? [] })),
+    clusters: clusterIds.map(id => {
+      const c = g.node(id);
+      return { id, x: c.x, y: c.y, width: c.width, height: c.height };
+    })
   };
 }

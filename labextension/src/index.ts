@@ -12,6 +12,7 @@ import { ICommandPalette, IFrame, MainAreaWidget, Notification } from '@jupyterl
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { IFormRendererRegistry, LabIcon } from '@jupyterlab/ui-components';
+import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 import { Signal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
@@ -21,7 +22,7 @@ import { decorate } from './decorations';
 import { finishNotice } from './notices';
 import { NotebookPipeline } from './pipeline';
 import { PipelineSidebar } from './sidebar';
-import { splitTags } from './split';
+import { splitTags, stepNameFromPath, wholeNotebookTags } from './split';
 import { previewSplit } from './splitdialog';
 import { IRunStateEvent, IRunStatus } from './state';
 import { PipelineStatus } from './statusbar';
@@ -50,6 +51,7 @@ export const CommandIDs = {
   resume: 'cellpipe:resume',
   openReport: 'cellpipe:open-report',
   splitAtHeadings: 'cellpipe:split-at-headings',
+  oneStep: 'cellpipe:make-one-step',
   compareRuns: 'cellpipe:compare-runs',
   showLog: 'cellpipe:show-log'
 };
@@ -117,6 +119,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       },
       openReport: runId => void app.commands.execute(CommandIDs.openReport, { runId }),
       splitAtHeadings: p => void app.commands.execute(CommandIDs.splitAtHeadings, { path: p.path }),
+      makeOneStep: p => void app.commands.execute(CommandIDs.oneStep, { path: p.path }),
       compare: (p, runIds) =>
         void app.commands.execute(CommandIDs.compareRuns, { path: p.path, runIds }),
       tagActiveCell: p => {
@@ -435,6 +438,41 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
+    const pipelineOf = (args: ReadonlyPartialJSONObject): NotebookPipeline | null => {
+      const path = typeof args.path === 'string' ? args.path : null;
+      return (path ? [...pipelines.values()].find(q => q.path === path) : null) ?? current();
+    };
+
+    app.commands.addCommand(CommandIDs.oneStep, {
+      label: 'Make the whole notebook one step',
+      caption:
+        'Tag a notebook without steps as one step named after it (one undoable edit of the tags, not saved)',
+      // On a notebook with steps this would merge them: that is the tag editor's job.
+      isEnabled: args => {
+        const p = pipelineOf(args);
+        return p !== null && !p.tagged;
+      },
+      execute: args => {
+        const p = pipelineOf(args);
+        if (!p || p.tagged) {
+          return;
+        }
+        const cells = p.cellInfos();
+        const tags = wholeNotebookTags(
+          cells,
+          stepNameFromPath(p.path),
+          notebookStepPrefix(cells.map(c => c.tags))
+        );
+        if (!tags.size) {
+          Notification.info('This notebook has no code cell to make a step of.', {
+            autoClose: 5000
+          });
+          return;
+        }
+        p.writeTags(tags);
+      }
+    });
+
     const backendOf = (p: NotebookPipeline): string => {
       const meta = p.panel.context.model.getMetadata('cellpipe') as { backend?: string } | undefined;
       return meta?.backend ?? 'local';
@@ -603,6 +641,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       CommandIDs.setStep,
       CommandIDs.toggleSkip,
       CommandIDs.splitAtHeadings,
+      CommandIDs.oneStep,
       CommandIDs.compareRuns,
       CommandIDs.cancel,
       CommandIDs.resume

@@ -9,6 +9,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { ApiError, CellpipeApi, IDiagnostic, IPipeline } from './api';
 import { assignColors } from './colors';
+import { IReference, IShownStep, notebookReferences, shownSteps } from './groups';
 import { applyStepOutputs, errorCell } from './outputs';
 import { assignSteps, IAssignment, ICellInfo, parseTags } from './tags';
 import {
@@ -63,8 +64,13 @@ export class NotebookPipeline {
   }
 
   assignment: IAssignment = { cells: [], steps: [] };
-  /** True when some code cell carries a step tag (else the sidebar offers the split). */
+  /**
+   * True when some code cell carries a step tag or stands for another notebook (else the
+   * sidebar offers the split).
+   */
   tagged = false;
+  /** The cells that stand for another notebook (`notebook:NAME`, `%run x.ipynb`). */
+  references: IReference[] = [];
   compiled: IPipeline | null = null;
   problems: IDiagnostic[] = [];
   /** Message of a failure that is not a list of problems (server missing, 503, ...). */
@@ -94,9 +100,17 @@ export class NotebookPipeline {
     ];
   }
 
+  /**
+   * The steps the sidebar lists: from the tags at once, or, for a composed notebook, from
+   * the compile (only the server reads the referenced notebooks), each with its part.
+   */
+  get steps(): IShownStep[] {
+    return shownSteps(this.assignment, this.compiled?.steps);
+  }
+
   /** Colour variable per step: one answer for the DAG, the step rows and the cell bands. */
   stepColors(): Map<string, string> {
-    return assignColors(this.assignment.steps.map(s => s.name), this.edges);
+    return assignColors(this.steps.map(s => s.name), this.edges);
   }
 
   /** The notebook's current content, unsaved edits included. */
@@ -250,6 +264,11 @@ export class NotebookPipeline {
   onEvent(ev: IRunStateEvent): void {
     if (this.run && ev.run_id === this.run.run_id) {
       this.setRun(applyEvent(this.run, ev));
+      if (!ev.step && isTerminal(ev.state)) {
+        // Events carry states, not everything the status derives (a foreach step's
+        // iterations, final durations): a run that ended between two polls is read once more.
+        void this.refreshRun();
+      }
     } else if (!ev.step && ev.path === this.path) {
       void this.loadHistory(false);
     }
@@ -356,7 +375,8 @@ export class NotebookPipeline {
     }
   }
 
-  private refreshAssignment(): void {
+  /** Every cell of the open content, as the tag logic reads it. */
+  cellInfos(): ICellInfo[] {
     const model = this.panel.context.model;
     const cells: ICellInfo[] = [];
     for (let i = 0; i < model.cells.length; i++) {
@@ -368,8 +388,16 @@ export class NotebookPipeline {
         tags: (cell.getMetadata('tags') as string[] | undefined) ?? []
       });
     }
+    return cells;
+  }
+
+  private refreshAssignment(): void {
+    const cells = this.cellInfos();
     this.assignment = assignSteps(cells);
-    this.tagged = cells.some(c => c.type === 'code' && parseTags(c.tags).step !== null);
+    this.references = notebookReferences(cells);
+    this.tagged =
+      this.references.length > 0 ||
+      cells.some(c => c.type === 'code' && parseTags(c.tags).step !== null);
     // What the pipeline's shape depends on: tags, cell order and which cells are empty.
     this.tagSignature = cells.map(c => [c.id, c.type, c.tags, c.source.trim() === '']);
   }

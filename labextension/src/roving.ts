@@ -30,21 +30,57 @@ export function tabStop(remembered: number, count: number): number {
 }
 
 /**
- * Handle a key on a row (`event.currentTarget`, a child of the list): move focus to the row
- * `nextIndex` names, or call `act` on Enter. Keys typed in a control inside the row (its
- * checkbox, its buttons) are left to that control.
+ * The key of the row that holds the Tab stop among rows that may be hidden: the remembered
+ * one while it is listed and visible, else the first visible row.
  */
-export function onRowKey(event: React.KeyboardEvent<HTMLElement>, act: () => void): void {
+export function tabStopKey(
+  remembered: string | null,
+  rows: readonly { key: string; hidden?: boolean }[]
+): string | null {
+  const visible = rows.filter(r => !r.hidden);
+  return visible.find(r => r.key === remembered)?.key ?? visible[0]?.key ?? null;
+}
+
+/** What a row does besides moving focus: Enter's action, and ←/→ where the row has them. */
+export interface IRowKeys {
+  enter: () => void;
+  /** ← (a group header: collapse; a step in a group: go to its header). */
+  left?: () => void;
+  /** → (a group header: expand). */
+  right?: () => void;
+}
+
+/**
+ * Handle a key on a row (`event.currentTarget`, a child of the list): move focus to the row
+ * `nextIndex` names among the visible rows (a collapsed group's rows are hidden), or act on
+ * Enter, ← and →. Keys typed in a control inside the row (its checkbox, its buttons) are
+ * left to that control.
+ */
+export function onRowKey(
+  event: React.KeyboardEvent<HTMLElement>,
+  keys: (() => void) | IRowKeys
+): void {
   if (event.target !== event.currentTarget) {
     return;
   }
-  if (event.key === 'Enter') {
+  const { enter, left, right }: IRowKeys = typeof keys === 'function' ? { enter: keys } : keys;
+  const action =
+    event.key === 'Enter'
+      ? enter
+      : event.key === 'ArrowLeft'
+        ? left
+        : event.key === 'ArrowRight'
+          ? right
+          : undefined;
+  if (action) {
     event.preventDefault();
-    act();
+    action();
     return;
   }
   const row = event.currentTarget;
-  const rows = Array.from(row.parentElement?.children ?? []) as HTMLElement[];
+  const rows = (Array.from(row.parentElement?.children ?? []) as HTMLElement[]).filter(
+    r => !r.hidden
+  );
   const next = nextIndex(event.key, rows.indexOf(row), rows.length);
   if (next !== null) {
     event.preventDefault();

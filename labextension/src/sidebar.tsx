@@ -9,9 +9,18 @@ import * as React from 'react';
 import { IBackend } from './api';
 import { pythonLiteral } from './compare';
 import { layoutDag } from './dag';
+import {
+  groupedGraph,
+  groupKey,
+  groupState,
+  groupSummary,
+  iterationsText,
+  shortName,
+  stepListRows
+} from './groups';
 import { parsePythonLiteral } from './literals';
 import { NotebookPipeline } from './pipeline';
-import { onRowKey, tabStop } from './roving';
+import { onRowKey, tabStop, tabStopKey } from './roving';
 import {
   countSteps,
   countsText,
@@ -32,6 +41,8 @@ export interface ISidebarActions {
   setBackend(pipeline: NotebookPipeline, backend: string): void;
   /** Preview "Split into steps at headings" and apply it on OK. */
   splitAtHeadings(pipeline: NotebookPipeline): void;
+  /** Tag the whole notebook as one step (one undoable edit). */
+  makeOneStep(pipeline: NotebookPipeline): void;
   /** Open the tag editor on the active cell. */
   tagActiveCell(pipeline: NotebookPipeline): void;
   /** Open the Compare tab on these runs of the notebook. */
@@ -305,8 +316,31 @@ export class PipelineSidebar extends ReactWidget {
     }
   }
 
+  private collapsedGroups(p: NotebookPipeline): Set<string> {
+    let collapsed = this.collapsed.get(p);
+    if (!collapsed) {
+      collapsed = new Set();
+      this.collapsed.set(p, collapsed);
+    }
+    return collapsed;
+  }
+
+  private toggleGroup(p: NotebookPipeline, group: string, expand?: boolean): void {
+    const collapsed = this.collapsedGroups(p);
+    const open = expand ?? collapsed.has(group);
+    if (open === !collapsed.has(group)) {
+      return;
+    }
+    if (open) {
+      collapsed.delete(group);
+    } else {
+      collapsed.add(group);
+    }
+    this.update();
+  }
+
   private renderSteps(p: NotebookPipeline): JSX.Element {
-    const steps = p.assignment.steps;
+    const steps = p.steps;
     const start = p.tagged ? null : this.renderStart(p, steps.length > 0);
     if (!steps.length) {
       return <section className="cellpipe-steps-section">{start}</section>;
@@ -328,15 +362,53 @@ export class PipelineSidebar extends ReactWidget {
         afterOf.set(e.target, list);
       }
     }
-    const dag = layoutDag(names, edges);
+    const collapsed = this.collapsedGroups(p);
+    const grouped = steps.some(s => s.group);
+    const graph = groupedGraph(steps, edges, collapsed);
+    const dag = layoutDag(graph.nodes, graph.edges, {
+      labels: graph.labels,
+      parents: graph.parents
+    });
     const jump = (name: string): void => {
+      const step = steps.find(s => s.name === name);
+      if (step?.group) {
+        // A part's cells live in its own notebook: go to the cell that stands for it.
+        const part = step.group.split('.')[0];
+        const ref = p.references.find(r => r.part === part);
+        if (ref) {
+          this.actions.jumpToCell(p, ref.cellId);
+        }
+        return;
+      }
       const failed = p.failedCells.get(name) ?? statusOf.get(name)?.cell_id ?? null;
-      const first = steps.find(s => s.name === name)?.cells[0];
+      const first = step?.cells[0];
       const target = stateOf(name) === 'failed' && failed ? failed : first;
       if (target) {
         this.actions.jumpToCell(p, target);
       }
     };
+    const groupStates = (group: string): string[] =>
+      steps.filter(s => s.group === group).map(s => stateOf(s.name));
+    const rows = stepListRows(steps, collapsed);
+    const stop = tabStopKey(this.stepStop, rows);
+    const focusRow = (key: string): void => {
+      const el = this.node.querySelector<HTMLElement>(
+        `.cellpipe-steps > [data-cellpipe-row="${CSS.escape(key)}"]`
+      );
+      el?.focus();
+    };
+    const rowProps = (key: string, hidden: boolean) => ({
+      key,
+      'data-cellpipe-row': key,
+      hidden,
+      tabIndex: key === stop ? 0 : -1,
+      onFocus: (e: React.FocusEvent<HTMLElement>) => {
+        if (e.target === e.currentTarget && this.stepStop !== key) {
+          this.stepStop = key;
+          this.update();
+        }
+      }
+    });
     return (
       <section className="cellpipe-steps-section">
         {start}
@@ -362,6 +434,24 @@ export class PipelineSidebar extends ReactWidget {
               <path d="M 0 0 L 10 5 L 0 10 z" className="cellpipe-dag-arrow" />
             </marker>
           </defs>
+          {dag.clusters.map(c => {
+            const group = c.id.slice('group:'.length);
+            return (
+              <g
+                key={c.id}
+                className={`cellpipe-dag-cluster cellpipe-mod-${groupState(groupStates(group))}`}
+                data-cellpipe-cluster={group}
+                transform={`translate(${c.x - c.width / 2},${c.y - c.height / 2})`}
+                onClick={() => this.toggleGroup(p, group, false)}
+              >
+                <title>{`${group}: ${groupSummary(groupStates(group))} (click to collapse)`}</title>
+                <rect width={c.width} height={c.height} rx="6" />
+                <text x={4} y={9}>
+                  {group}
+                </text>
+              </g>
+            );
+          })}
           {dag.edges.map(e => (
             <polyline
               key={`${e.source}->${e.target}`}
@@ -370,62 +460,139 @@ export class PipelineSidebar extends ReactWidget {
               markerEnd="url(#cellpipe-arrow)"
             />
           ))}
-          {dag.nodes.map(n => (
-            <g
-              key={n.name}
-              className={`cellpipe-dag-node cellpipe-mod-${stateOf(n.name)}`}
-              data-cellpipe-node={n.name}
-              data-cellpipe-node-state={hookState(stateOf(n.name))}
-              transform={`translate(${n.x - n.width / 2},${n.y - n.height / 2})`}
-              onClick={() => jump(n.name)}
-            >
-              <title>{`${n.name}: ${stepLabel(statusOf.get(n.name), now)}`}</title>
-              <rect
-                width={n.width}
-                height={n.height}
-                rx="4"
-                style={{ stroke: `var(${colors.get(n.name)})` }}
-              />
-              <text x={n.width / 2} y={n.height / 2} dominantBaseline="central" textAnchor="middle">
-                {n.name}
-              </text>
-            </g>
-          ))}
+          {dag.nodes.map(n => {
+            const folded = n.name.startsWith('group:') ? n.name.slice('group:'.length) : null;
+            const state = folded ? groupState(groupStates(folded)) : stateOf(n.name);
+            const label = graph.labels.get(n.name) ?? n.name;
+            return (
+              <g
+                key={n.name}
+                className={`cellpipe-dag-node cellpipe-mod-${state}${
+                  folded ? ' cellpipe-mod-group' : ''
+                }`}
+                {...(folded
+                  ? { 'data-cellpipe-group-node': folded }
+                  : {
+                      'data-cellpipe-node': n.name,
+                      'data-cellpipe-node-state': hookState(stateOf(n.name))
+                    })}
+                transform={`translate(${n.x - n.width / 2},${n.y - n.height / 2})`}
+                onClick={() => (folded ? this.toggleGroup(p, folded, true) : jump(n.name))}
+              >
+                <title>
+                  {folded
+                    ? `${folded}: ${groupSummary(groupStates(folded))} (click to expand)`
+                    : `${n.name}: ${stepLabel(statusOf.get(n.name), now)}`}
+                </title>
+                <rect
+                  width={n.width}
+                  height={n.height}
+                  rx="4"
+                  style={folded ? undefined : { stroke: `var(${colors.get(n.name)})` }}
+                />
+                <text
+                  x={n.width / 2}
+                  y={n.height / 2}
+                  dominantBaseline="central"
+                  textAnchor="middle"
+                >
+                  {folded ? `▸ ${label}` : label}
+                </text>
+              </g>
+            );
+          })}
         </svg>
-        <ul className="cellpipe-steps" role="list" aria-label="Steps">
-          {steps.map((s, index) => {
+        <ul
+          className="cellpipe-steps"
+          // A composed notebook's steps are a two-level tree (groups of steps); otherwise a list.
+          role={grouped ? 'tree' : 'list'}
+          aria-label="Steps"
+        >
+          {rows.map(row => {
+            if (row.kind === 'group') {
+              const states = groupStates(row.group);
+              const state = groupState(states);
+              const summary = groupSummary(states);
+              return (
+                <li
+                  {...rowProps(row.key, false)}
+                  role="treeitem"
+                  aria-level={1}
+                  aria-expanded={row.expanded}
+                  aria-label={`${row.group}, ${row.steps.length} steps from ${
+                    row.notebook ?? row.group
+                  }: ${summary}`}
+                  className={`cellpipe-group-row cellpipe-mod-${state}`}
+                  data-cellpipe-group={row.group}
+                  data-cellpipe-group-state={hookState(state as ShownState)}
+                  title={`${row.notebook ?? row.group}: ${summary}. Enter ${
+                    row.expanded ? 'collapses' : 'expands'
+                  } the group.`}
+                  onClick={() => this.toggleGroup(p, row.group)}
+                  onKeyDown={e =>
+                    onRowKey(e, {
+                      enter: () => this.toggleGroup(p, row.group),
+                      left: () => this.toggleGroup(p, row.group, false),
+                      right: () => this.toggleGroup(p, row.group, true)
+                    })
+                  }
+                >
+                  <span className="cellpipe-group-toggle" aria-hidden="true">
+                    {row.expanded ? '▾' : '▸'}
+                  </span>
+                  <span className="cellpipe-state-icon" aria-hidden="true" />
+                  <span className="cellpipe-group-name">{row.group}</span>
+                  <span className="cellpipe-step-state">{summary}</span>
+                  {row.notebook ? (
+                    <span className="cellpipe-group-notebook">{row.notebook}</span>
+                  ) : null}
+                </li>
+              );
+            }
+            const s = row.step;
             const status = statusOf.get(s.name);
             const state = stateOf(s.name);
             const after = afterOf.get(s.name) ?? [];
             const attempts = status?.attempts ?? 0;
             const label = stepLabel(status, now);
+            const iterations = iterationsText(status?.iterations);
+            const header = s.group ? groupKey(s.group) : null;
             return (
               <li
-                key={s.name}
-                role="listitem"
-                tabIndex={index === tabStop(this.stepStop, steps.length) ? 0 : -1}
-                onFocus={() => {
-                  if (this.stepStop !== index) {
-                    this.stepStop = index;
-                    this.update();
-                  }
-                }}
-                className={`cellpipe-step-row cellpipe-mod-${state}`}
+                {...rowProps(row.key, row.hidden)}
+                role={grouped ? 'treeitem' : 'listitem'}
+                {...(grouped ? { 'aria-level': s.group ? 2 : 1 } : {})}
+                className={`cellpipe-step-row cellpipe-mod-${state}${
+                  s.group ? ' cellpipe-mod-in-group' : ''
+                }`}
                 data-cellpipe-step={s.name}
                 data-cellpipe-state={hookState(state)}
-                title={`${s.name}: ${label}${
+                title={`${s.name}: ${label}${iterations ? ` · ${iterations} iterations` : ''}${
                   status?.message ? ` (${status.message})` : ''
-                }. Enter goes to its ${state === 'failed' ? 'failing' : 'first'} cell.`}
+                }. Enter goes to its ${
+                  s.group ? 'notebook cell' : state === 'failed' ? 'failing cell' : 'first cell'
+                }.`}
                 onClick={() => jump(s.name)}
-                onKeyDown={e => onRowKey(e, () => jump(s.name))}
+                onKeyDown={e =>
+                  onRowKey(e, {
+                    enter: () => jump(s.name),
+                    left: header ? () => focusRow(header) : undefined
+                  })
+                }
               >
                 <span
                   className="cellpipe-swatch"
                   style={{ background: `var(${colors.get(s.name)})` }}
                 />
                 <span className="cellpipe-state-icon" aria-hidden="true" />
-                <span className="cellpipe-step-name">{s.name}</span>
+                <span className="cellpipe-step-name">{shortName(s)}</span>
                 <span className="cellpipe-step-state">{label}</span>
+                {iterations ? (
+                  <span
+                    className="cellpipe-step-iterations"
+                    data-cellpipe-iterations={iterations}
+                  >{`${iterations} iterations`}</span>
+                ) : null}
                 {attempts > 1 ? (
                   <span className="cellpipe-step-attempts">{`${attempts} attempts`}</span>
                 ) : null}
@@ -458,6 +625,13 @@ export class PipelineSidebar extends ReactWidget {
           onClick={() => this.actions.splitAtHeadings(p)}
         >
           Split into steps at each markdown heading
+        </button>
+        <button
+          className="jp-Button jp-mod-styled cellpipe-one-step"
+          title="Tag the notebook as one step named after it (one undoable edit, not saved)"
+          onClick={() => this.actions.makeOneStep(p)}
+        >
+          Make the whole notebook one step
         </button>
         <button
           className="jp-Button jp-mod-styled cellpipe-tag-cell"
@@ -601,8 +775,9 @@ export class PipelineSidebar extends ReactWidget {
   private readonly params = new WeakMap<NotebookPipeline, Record<string, string>>();
   private readonly paramErrors = new WeakMap<NotebookPipeline, string[]>();
   private readonly selected = new WeakMap<NotebookPipeline, Set<string>>();
-  /** The rows holding the steps list's and the history's Tab stop (roving tabindex). */
-  private stepStop = 0;
+  private readonly collapsed = new WeakMap<NotebookPipeline, Set<string>>();
+  /** The rows holding the steps list's (by row key) and the history's Tab stop (roving tabindex). */
+  private stepStop: string | null = null;
   private runStop = 0;
 }
 

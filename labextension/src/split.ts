@@ -4,7 +4,14 @@
  * --at-headings` uses); this module only checks the names a user edits in the preview and
  * turns the plan, with those names, into the tags each cell gets.
  */
-import { stepNameProblem } from './tags';
+import {
+  ICellInfo,
+  IMPLICIT_STEP,
+  parseTags,
+  setStep,
+  StepPrefix,
+  stepNameProblem
+} from './tags';
 
 /** One step the split would create. */
 export interface ISplitStep {
@@ -120,4 +127,44 @@ export function cellRanges(numbers: readonly number[]): string {
     prev = n;
   }
   return `${sorted.length === 1 ? 'cell' : 'cells'} ${parts.join(', ')}`;
+}
+
+/** A step name made from a notebook's file name (`wine.ipynb` → `wine`); `main` if none fits. */
+export function stepNameFromPath(path: string): string {
+  const stem = (path.split('/').pop() ?? '').replace(/\.ipynb$/i, '');
+  const name = stem
+    .replace(/[^A-Za-z0-9_-]+/g, '_')
+    .replace(/^[^A-Za-z]+/, '')
+    .replace(/_+$/, '');
+  return name && stepNameProblem(name) === null ? name : IMPLICIT_STEP;
+}
+
+/**
+ * The tags that make a notebook without steps one step named `name`: its first code cell
+ * that runs (not empty, no role) starts the step and every later code cell continues it;
+ * a metrics cell, which would start a `metrics` step of its own, joins it too. Role cells
+ * (imports, functions, parameters, skip) keep their roles. Only cells whose tags change are
+ * in the map.
+ */
+export function wholeNotebookTags(
+  cells: readonly ICellInfo[],
+  name: string,
+  prefix: StepPrefix = 'step:'
+): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  let started = false;
+  for (const cell of cells) {
+    if (cell.type !== 'code' || !cell.source.trim()) {
+      continue;
+    }
+    const parsed = parseTags(cell.tags);
+    if (parsed.role) {
+      continue;
+    }
+    if (!started || parsed.metrics) {
+      out.set(cell.id, setStep(cell.tags, name, [], prefix));
+      started = true;
+    }
+  }
+  return out;
 }

@@ -85,7 +85,7 @@ export class PipelineStatus extends Widget {
       return null;
     }
     const errors = p.problems.filter(d => d.severity === 'error').length;
-    return statusBarText(p.run, errors, p.assignment.steps.length > 0, Date.now() / 1000);
+    return statusBarText(p.run, errors, p.steps.length > 0, Date.now() / 1000);
   }
 
   private _pipeline: NotebookPipeline | null = null;

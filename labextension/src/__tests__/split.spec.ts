@@ -1,4 +1,13 @@
-import { cellRanges, ISplitPlan, renameStepsInTags, splitNameProblems, splitTags } from '../split';
+import {
+  cellRanges,
+  ISplitPlan,
+  renameStepsInTags,
+  splitNameProblems,
+  splitTags,
+  stepNameFromPath,
+  wholeNotebookTags
+} from '../split';
+import { assignSteps } from '../tags';
 
 const plan: ISplitPlan = {
   level: 2,
@@ -76,5 +85,41 @@ describe('cellRanges', () => {
     expect(cellRanges([7])).toBe('cell 7');
     expect(cellRanges([2, 4, 5, 6])).toBe('cells 2, 4–6');
     expect(cellRanges([])).toBe('no cells');
+  });
+});
+
+describe('Make the whole notebook one step', () => {
+  it('names the step after the notebook, made valid', () => {
+    expect(stepNameFromPath('work/wine.ipynb')).toBe('wine');
+    expect(stepNameFromPath('My analysis (v2).ipynb')).toBe('My_analysis_v2');
+    expect(stepNameFromPath('2024 report.ipynb')).toBe('report');
+    expect(stepNameFromPath('2024.ipynb')).toBe('main');
+  });
+
+  it('tags the first code cell that runs; later cells continue it; roles stay', () => {
+    const cells = [
+      { id: 'md', type: 'markdown', source: '# Title', tags: [] },
+      { id: 'imp', type: 'code', source: 'import os', tags: ['imports'] },
+      { id: 'empty', type: 'code', source: '  ', tags: [] },
+      { id: 'a', type: 'code', source: 'x = 1', tags: ['hide-input'] },
+      { id: 'b', type: 'code', source: 'print(x)', tags: [] },
+      { id: 'm', type: 'code', source: 'print(x)', tags: ['pipeline-metrics'] }
+    ];
+    const tags = wholeNotebookTags(cells, 'wine');
+    expect(Object.fromEntries(tags)).toEqual({
+      a: ['hide-input', 'step:wine'],
+      m: ['pipeline-metrics', 'step:wine']
+    });
+    const after = assignSteps(cells.map(c => ({ ...c, tags: tags.get(c.id) ?? c.tags })));
+    expect(after.steps.map(s => [s.name, s.cells])).toEqual([['wine', ['a', 'b', 'm']]]);
+  });
+
+  it('uses the prefix asked for (Kale’s block:)', () => {
+    const tags = wholeNotebookTags([{ id: 'a', type: 'code', source: 'x = 1', tags: [] }], 'nb', 'block:');
+    expect(tags.get('a')).toEqual(['block:nb']);
+  });
+
+  it('changes nothing in a notebook without code to run', () => {
+    expect(wholeNotebookTags([{ id: 'm', type: 'markdown', source: '# x', tags: [] }], 'nb').size).toBe(0);
   });
 });
