@@ -238,3 +238,66 @@ def test_tag_the_active_cell_in_the_empty_state_opens_the_tag_dialog(
         ".getMetadata('tags') || []).includes('step:intro')"
     )
     expect(sidebar.locator(".cellpipe-start")).to_have_count(0)
+
+
+def _stem_step(name: str) -> str:
+    """The step "Make the whole notebook one step" names after the notebook's file."""
+    return name.removesuffix(".ipynb")
+
+
+def test_make_the_whole_notebook_one_step_tags_it_in_one_undoable_edit_and_runs(
+    page: Page, lab: Lab, copy_notebook: CopyNotebook
+) -> None:
+    name = copy_notebook(UNTAGGED)
+    on_disk = (lab.root / name).read_bytes()
+    open_notebook(page, lab.url, name)
+    before = all_tags(page)
+    sidebar = show_sidebar(page)
+    expect(sidebar.locator(".cellpipe-start")).to_contain_text("No steps yet.")
+    sidebar.get_by_role("button", name="Make the whole notebook one step", exact=True).click()
+
+    step = _stem_step(name)
+    wait_for_steps(page, [step])
+    # One tag on the first code cell; every later code cell continues the step.
+    after = all_tags(page)
+    assert after[1] == [f"step:{step}"]
+    assert after[:1] + after[2:] == before[:1] + before[2:]
+    expect(sidebar.locator(".cellpipe-start")).to_have_count(0)
+    expect(notebook_tab(page)).to_have_class(re.compile(r"\bjp-mod-dirty\b"))
+    assert (lab.root / name).read_bytes() == on_disk, "the edit must not save the notebook"
+
+    undo(page)
+    page.wait_for_function(
+        """(want) => {
+            const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+            const got = [];
+            for (let i = 0; i < cells.length; i++) got.push(cells.get(i).getMetadata('tags') || []);
+            return JSON.stringify(got) === JSON.stringify(want);
+        }""",
+        arg=before,
+    )
+    expect(sidebar.locator(".cellpipe-start")).to_contain_text("No steps yet.")
+
+    # Done again, the notebook runs as that one step at once.
+    sidebar.get_by_role("button", name="Make the whole notebook one step", exact=True).click()
+    wait_for_steps(page, [step])
+    click_button(page, "Compile and Run")
+    assert wait_for_run_end(page) == {step: "succeeded"}
+    assert (lab.root / name).read_bytes() == on_disk
+
+
+def test_make_the_whole_notebook_one_step_is_in_the_command_palette(
+    page: Page, lab: Lab, copy_notebook: CopyNotebook
+) -> None:
+    name = copy_notebook(UNTAGGED)
+    open_notebook(page, lab.url, name)
+    palette = open_palette(page)
+    palette.locator("input").fill("whole notebook")
+    palette.locator(".lm-CommandPalette-item", has_text="Make the whole notebook one step").click()
+    page.wait_for_function(
+        "(tag) => (window.jupyterapp.shell.currentWidget.content.model.cells.get(1)"
+        ".getMetadata('tags') || []).includes(tag)",
+        arg=f"step:{_stem_step(name)}",
+    )
+    # With steps, the command is off: it would merge them (the tag editor's job).
+    assert not page.evaluate("() => window.jupyterapp.commands.isEnabled('cellpipe:make-one-step')")
