@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,13 +114,18 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
-def start_lab(work: Path) -> Lab:
-    """Start `jupyter lab` with its state under work; returns once it answers."""
+def start_lab(work: Path, extra_env: Mapping[str, str] | None = None) -> Lab:
+    """Start `jupyter lab` with its state under work; returns once it answers.
+
+    `extra_env`: variables the server (and the runs it starts) get besides the tests' own,
+    e.g. the real cluster's KUBECONFIG for the Argo backend.
+    """
     root = work / "root"
     root.mkdir()
     _user_settings(work / "settings")
     env = dict(
         os.environ,
+        **(extra_env or {}),
         JUPYTER_RUNTIME_DIR=str(work / "runtime"),
         JUPYTERLAB_WORKSPACES_DIR=str(work / "workspaces"),
         JUPYTERLAB_SETTINGS_DIR=str(work / "settings"),

@@ -122,11 +122,14 @@ def seen_states(page: Page) -> dict[str, list[str]]:
     return page.evaluate("() => window.__cellpipeSeen || {}")
 
 
-def wait_for_run_end(page: Page, *, leaving: dict[str, str] | None = None) -> dict[str, str]:
+def wait_for_run_end(
+    page: Page, *, leaving: dict[str, str] | None = None, timeout_s: float = PHASE_S
+) -> dict[str, str]:
     """Wait until every step row shows a final state; returns {step: state}.
 
     `leaving`: states shown before the run started (a resume starts from final states), of
     which at least one must change first, so the old run's states are not taken for the new.
+    `timeout_s`: longer for a run whose steps are pods on a cluster.
     """
     try:
         page.wait_for_function(
@@ -142,11 +145,11 @@ def wait_for_run_end(page: Page, *, leaving: dict[str, str] | None = None) -> di
                 return !!cancel && cancel.disabled;
             }""",
             arg=[STEP_ROW, list(TERMINAL), leaving],
-            timeout=PHASE_MS,
+            timeout=timeout_s * 1000,
         )
     except PlaywrightError as e:
         raise LabUIError(
-            f"the run did not end within {PHASE_S} s: steps {step_states(page)}, "
+            f"the run did not end within {timeout_s:g} s: steps {step_states(page)}, "
             f"status line {status_line(page)!r}"
         ) from e
     return step_states(page)
