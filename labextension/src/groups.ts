@@ -65,12 +65,18 @@ export function notebookReferences(cells: readonly ICellInfo[]): IReference[] {
 
 /**
  * The steps to list: the compiled ones when the notebook is composed (only the server reads
- * the referenced notebooks), else the ones the tags give at once.
+ * the referenced notebooks), else the ones the tags give at once. `composed`: the notebook
+ * has a reference cell; before its first compile answers, nothing is listed rather than the
+ * tags' guess (a `%run` cell would read as a step `main`).
  */
 export function shownSteps(
   assignment: IAssignment,
-  compiled: readonly IGroupedStep[] | null | undefined
+  compiled: readonly IGroupedStep[] | null | undefined,
+  composed = false
 ): IShownStep[] {
+  if (composed && !compiled) {
+    return [];
+  }
   if (compiled && compiled.some(s => s.group)) {
     return compiled.map(s => ({
       name: s.name,

@@ -105,7 +105,7 @@ export class NotebookPipeline {
    * the compile (only the server reads the referenced notebooks), each with its part.
    */
   get steps(): IShownStep[] {
-    return shownSteps(this.assignment, this.compiled?.steps);
+    return shownSteps(this.assignment, this.compiled?.steps, this.references.length > 0);
   }
 
   /** Colour variable per step: one answer for the DAG, the step rows and the cell bands. */

@@ -58,6 +58,21 @@ def open_palette(page: Page) -> Locator:
     raise AssertionError("the command palette did not stay open")
 
 
+def run_from_palette(page: Page, query: str, item: str) -> None:
+    """Type `query` in the command palette and click its item `item`. The palette closes
+    whenever something else takes the focus (the file browser the fresh workspace restores,
+    a starting kernel), also between opening and typing: then the whole gesture is redone."""
+    for _ in range(5):
+        palette = open_palette(page)
+        try:
+            palette.locator("input").fill(query, timeout=5_000)
+            palette.locator(".lm-CommandPalette-item", has_text=item).click(timeout=5_000)
+            return
+        except PlaywrightError:
+            continue
+    raise AssertionError(f"the command palette did not stay open long enough to run {item!r}")
+
+
 def open_split_preview(page: Page) -> None:
     sidebar = show_sidebar(page)
     expect(sidebar.locator(".cellpipe-start")).to_contain_text("No steps yet.")
@@ -155,11 +170,7 @@ def test_the_split_is_in_the_command_palette_with_a_heading_level(
 ) -> None:
     open_notebook(page, lab.url, copy_notebook(UNTAGGED))
     before = all_tags(page)
-    palette = open_palette(page)
-    palette.locator("input").fill("Split into steps")
-    palette.locator(
-        ".lm-CommandPalette-item", has_text="Split into steps at markdown headings"
-    ).click()
+    run_from_palette(page, "Split into steps", "Split into steps at markdown headings")
     page.locator(PREVIEW).wait_for()
     # Level 3 also splits at "### A note", which has no code cell under it: no step for it.
     page.locator(PREVIEW).get_by_label("Heading level").select_option("3")
@@ -291,9 +302,7 @@ def test_make_the_whole_notebook_one_step_is_in_the_command_palette(
 ) -> None:
     name = copy_notebook(UNTAGGED)
     open_notebook(page, lab.url, name)
-    palette = open_palette(page)
-    palette.locator("input").fill("whole notebook")
-    palette.locator(".lm-CommandPalette-item", has_text="Make the whole notebook one step").click()
+    run_from_palette(page, "whole notebook", "Make the whole notebook one step")
     page.wait_for_function(
         "(tag) => (window.jupyterapp.shell.currentWidget.content.model.cells.get(1)"
         ".getMetadata('tags') || []).includes(tag)",

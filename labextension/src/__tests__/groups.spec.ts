@@ -45,6 +45,14 @@ describe('a composed notebook in the sidebar', () => {
     ]);
   });
 
+  it('lists nothing for a composed notebook until its compile answers', () => {
+    const assignment = assignSteps([
+      { id: 'r', type: 'code', source: '%run notebook_a.ipynb', tags: [] }
+    ]);
+    expect(shownSteps(assignment, null, true)).toEqual([]);
+    expect(shownSteps(assignment, null, false).map(s => s.name)).toEqual(['main']);
+  });
+
   it('lists the steps of the tags when nothing is composed', () => {
     const assignment = assignSteps([{ id: 'a', type: 'code', source: 'x = 1', tags: ['step:load'] }]);
     expect(shownSteps(assignment, [{ name: 'load', cells: ['a'] }])).toEqual([
