@@ -7,6 +7,7 @@
 import { Cell } from '@jupyterlab/cells';
 import { PanelLayout, Widget } from '@lumino/widgets';
 
+import { composedPlaces, groupSummary, stepsOfPart } from './groups';
 import { NotebookPipeline } from './pipeline';
 import { hookState, ShownState, STATES, stepLabel } from './state';
 
@@ -57,7 +58,15 @@ const STATE_CLASSES = ['idle', ...STATES].map(s => `cellpipe-mod-${s}`);
 /** Decorate every cell of the pipeline's notebook for its current steps and shown run. */
 export function decorate(pipeline: NotebookPipeline, enabled: boolean): void {
   const notebook = pipeline.panel.content;
-  const places = new Map(pipeline.assignment.cells.map(p => [p.id, p]));
+  const composed = pipeline.references.length > 0;
+  const places = new Map(
+    (composed
+      ? composedPlaces(pipeline.assignment.cells, pipeline.references, pipeline.compiled?.cells)
+      : pipeline.assignment.cells
+    ).map(p => [p.id, p])
+  );
+  const partOf = new Map(pipeline.references.map(r => [r.cellId, r.part]));
+  const shown = pipeline.steps;
   const colors = pipeline.stepColors();
   const afterByStep = new Map<string, string[]>();
   for (const s of pipeline.assignment.steps) {
@@ -114,6 +123,20 @@ export function decorate(pipeline: NotebookPipeline, enabled: boolean): void {
     node.removeAttribute('data-cellpipe-step');
     node.removeAttribute('data-cellpipe-state');
     node.style.removeProperty('--cellpipe-step-color');
+    const part = partOf.get(place.id);
+    if (place.role === 'notebook' && part) {
+      // The cell that stands for a notebook: what it brings, and how its steps are doing.
+      const own = stepsOfPart(shown, part);
+      const states = own.map(
+        s => (run?.steps.find(r => r.name === s.name)?.state as string | undefined) ?? 'idle'
+      );
+      const text = own.length ? `${part} · ${groupSummary(states)}` : part;
+      node.setAttribute('data-cellpipe-role', 'notebook');
+      node.classList.add('cellpipe-mod-role');
+      chipFor(cell).set(text, `Stands for the notebook ${own[0]?.notebook ?? part}`);
+      chipFor(cell).node.setAttribute('data-cellpipe-role', 'notebook');
+      continue;
+    }
     const word = ROLE_WORDS[place.role] ?? (place.metrics ? 'metrics' : '');
     if (word) {
       node.setAttribute('data-cellpipe-role', place.role);

@@ -6,7 +6,7 @@
  * is the pure part: which steps are shown, the rows of the list, a group's summary, and the
  * graph with collapsed groups folded into one node.
  */
-import type { IAssignment, ICellInfo } from './tags';
+import type { IAssignment, ICellInfo, ICellPlace } from './tags';
 import { isTerminal } from './state';
 
 /** A step as the sidebar lists it. */
@@ -246,4 +246,46 @@ export function groupedGraph(
     out.push({ source, target, kind: e.kind });
   }
   return { nodes, edges: out, labels, parents };
+}
+
+/** A cell of `POST /compile`'s answer (only what placing the main notebook's cells needs). */
+export interface IPlacedCell {
+  id: string;
+  step: string | null;
+}
+
+/**
+ * Where the main notebook's cells sit in a composed pipeline. The tags alone cannot say:
+ * after a reference, untagged cells continue whatever step the referenced notebook ended
+ * with, and a `%run` cell is no step's code. So a reference cell gets the role `notebook`
+ * (no step), and every other code cell the step the compile gave it (none before the
+ * compile answers); role cells keep their roles.
+ */
+export function composedPlaces(
+  places: readonly ICellPlace[],
+  references: readonly IReference[],
+  compiled: readonly IPlacedCell[] | null | undefined
+): ICellPlace[] {
+  const refs = new Set(references.map(r => r.cellId));
+  const stepOf = new Map((compiled ?? []).map(c => [c.id, c.step]));
+  const seen = new Set<string>();
+  return places.map(p => {
+    if (refs.has(p.id)) {
+      return { ...p, step: null, role: 'notebook', first: false };
+    }
+    if (p.role !== 'step') {
+      return p;
+    }
+    const step = stepOf.get(p.id) ?? null;
+    const first = step !== null && !seen.has(step);
+    if (step !== null) {
+      seen.add(step);
+    }
+    return step === null ? { ...p, step: null, role: 'empty', first: false } : { ...p, step, first };
+  });
+}
+
+/** The steps that come from part `part` (its own and its nested parts'). */
+export function stepsOfPart(steps: readonly IShownStep[], part: string): IShownStep[] {
+  return steps.filter(s => s.group === part || (s.group ?? '').startsWith(`${part}.`));
 }

@@ -271,7 +271,8 @@ export interface ICellPlace {
   id: string;
   /** Step the (code) cell belongs to; null for markdown/raw, role and skipped cells. */
   step: string | null;
-  role: Role | 'step' | 'markdown' | 'empty';
+  /** `notebook`: the cell stands for another notebook (see groups.ts). */
+  role: Role | 'step' | 'markdown' | 'empty' | 'notebook';
   /** True on the first cell of its step. */
   first: boolean;
   metrics: boolean;

@@ -86,6 +86,14 @@ def test_a_composed_notebook_lists_its_parts_steps_under_one_header_per_part(
     # The DAG draws each part as a box around its steps.
     clusters = page.locator(f"{SIDEBAR} .cellpipe-dag [data-cellpipe-cluster]")
     assert sorted(clusters.evaluate_all("gs => gs.map(g => g.dataset.cellpipeCluster)")) == PARTS
+    # In the notebook, each cell that stands for a part says so; only `final` is a step's cell.
+    for index, part in enumerate(PARTS, start=2):
+        ref = cells(page).nth(index)
+        expect(ref).to_have_attribute("data-cellpipe-role", "notebook")
+        own = [s for s in steps if s.startswith(f"{part}.")]
+        expect(ref.locator(".cellpipe-chip")).to_have_text(f"{part} · {len(own)} steps")
+    expect(page.locator(".jp-Notebook .jp-Cell[data-cellpipe-step]")).to_have_count(1)
+    expect(cells(page).nth(5)).to_have_attribute("data-cellpipe-step", "final")
     assert axe_violations(page, SIDEBAR, AXE_JS) == []
     screenshot(page, "sidebar-composed.png")
 
@@ -153,6 +161,8 @@ def test_a_run_of_a_composed_notebook_shows_each_parts_steps_succeed(page: Page,
         header = group_header(page, part)
         expect(header).to_have_attribute("data-cellpipe-group-state", "succeeded")
         expect(header).to_contain_text(f"{len(own)}/{len(own)} done")
+        ref = cells(page).nth(2 + PARTS.index(part))
+        expect(ref.locator(".cellpipe-chip")).to_have_text(f"{part} · {len(own)}/{len(own)} done")
     expect(group_header(page, "notebook_b")).to_have_attribute("aria-expanded", "false")
 
 

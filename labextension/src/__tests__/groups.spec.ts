@@ -1,5 +1,6 @@
 import { layoutDag } from '../dag';
 import {
+  composedPlaces,
   groupedGraph,
   groupState,
   groupSummary,
@@ -8,7 +9,8 @@ import {
   notebookReferences,
   shortName,
   shownSteps,
-  stepListRows
+  stepListRows,
+  stepsOfPart
 } from '../groups';
 import { tabStopKey } from '../roving';
 import { assignSteps } from '../tags';
@@ -181,5 +183,39 @@ describe('the DAG of a composed notebook', () => {
       parents: graph.parents
     });
     expect(dag.clusters.map(c => c.id)).toEqual(['group:notebook_b']);
+  });
+});
+
+describe('the main notebook’s cells in a composed pipeline', () => {
+  const cells = [
+    { id: 'p', type: 'code', source: 'scale = 3', tags: ['parameters'] },
+    { id: 'r', type: 'code', source: '%run notebook_a.ipynb', tags: [] },
+    { id: 'x', type: 'code', source: 'print(table)', tags: [] },
+    { id: 'f', type: 'code', source: 'print(1)', tags: ['step:final'] }
+  ];
+  const references = notebookReferences(cells);
+
+  it('gives a reference cell the role notebook and no step', () => {
+    const places = composedPlaces(assignSteps(cells).cells, references, [
+      { id: 'x', step: 'notebook_a.summary' },
+      { id: 'f', step: 'final' }
+    ]);
+    expect(places.map(p => [p.id, p.role, p.step, p.first])).toEqual([
+      ['p', 'parameters', null, false],
+      ['r', 'notebook', null, false],
+      // An untagged cell after the part continues the part's last step, as the engine says.
+      ['x', 'step', 'notebook_a.summary', true],
+      ['f', 'step', 'final', true]
+    ]);
+  });
+
+  it('places no cell in a step before the compile answers', () => {
+    const places = composedPlaces(assignSteps(cells).cells, references, null);
+    expect(places.filter(p => p.step !== null)).toEqual([]);
+  });
+
+  it('finds a part’s steps, its nested parts’ included', () => {
+    const steps = [part('a.x', 'a'), part('a.b.y', 'a.b'), part('ab.z', 'ab'), part('final', null)];
+    expect(stepsOfPart(steps, 'a').map(s => s.name)).toEqual(['a.x', 'a.b.y']);
   });
 });
