@@ -98,6 +98,21 @@ def test_a_composed_notebook_lists_its_parts_steps_under_one_header_per_part(
     screenshot(page, "sidebar-composed.png")
 
 
+def test_run_cells_compose_the_same_groups_and_are_no_steps_cells(page: Page, lab: Lab) -> None:
+    name = copy_composition(lab, "percent-run")
+    main_run = name.replace(MAIN.name, "main_run.ipynb")
+    open_notebook(page, lab.url, main_run)
+    show_sidebar(page)
+    wait_for_steps(page, steps_of(COMPOSITION / "main_run.ipynb"))
+    for part in PARTS:
+        expect(group_header(page, part)).to_have_attribute("aria-expanded", "true")
+    # The %run cells stand for their notebooks: not the cells of a step `main`.
+    refs = page.locator('.jp-Notebook .jp-Cell[data-cellpipe-role="notebook"]')
+    expect(refs).to_have_count(len(PARTS))
+    expect(page.locator(".jp-Notebook .jp-Cell[data-cellpipe-step]")).to_have_count(1)
+    expect(cells(page).last).to_have_attribute("data-cellpipe-step", "final")
+
+
 def test_keyboard_only_a_group_header_opens_and_closes_and_arrows_skip_hidden_steps(
     page: Page, lab: Lab
 ) -> None:
