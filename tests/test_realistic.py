@@ -21,12 +21,6 @@ from make import NOTEBOOKS, build  # noqa: E402
 
 #: Notebooks the engine does not run faithfully yet, and why. Strict: a fix shows as XPASS.
 KNOWN = {
-    "cross_validation_seeded": (
-        "RandomForestClassifier() and KFold(shuffle=True) draw from numpy's global generator "
-        "seeded in the first step without naming it; the analysis cannot see that, so the "
-        "steps start from a fresh generator (issue 16 item 1: hidden-state providers, "
-        "branch `hidden`)"
-    ),
     "sales_pandas": (
         "stream order: pandas' deprecation warning (Pandas4Warning) for `dropna(inplace=True)` is written to stderr "
         "before the cell prints to stdout; ipykernel buffers each stream and flushes stdout "

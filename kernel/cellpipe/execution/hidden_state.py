@@ -574,14 +574,25 @@ class Tracker:
         self.entry = self.timed_fingerprints()
 
     def leave(self) -> list[str]:
-        """Take the exit fingerprints; the providers the step changed (active at its entry
-        and different now: a library merely imported by the step is not a change)."""
+        """Take the exit fingerprints; the providers the step changed."""
         self.exit = self.timed_fingerprints()
         return self.changed()
 
     def changed(self) -> list[str]:
+        """Providers active at the exit whose state differs from the entry's. A setting
+        whose library the step merely imported holds its defaults, which the next step's
+        own import gives again: not a change. A generator that became active is one: the
+        step that imports numpy may seed it (``import numpy as np; np.random.seed(0)``),
+        and even unseeded, a top-to-bottom run's later cells go on drawing from that very
+        generator, not from a freshly seeded one."""
         entry, exit_ = self.entry or {}, self.exit or {}
-        return [n for n, fp in exit_.items() if fp is not None and entry.get(n) not in (None, fp)]
+        return [
+            n
+            for n, fp in exit_.items()
+            if fp is not None
+            and entry.get(n) != fp
+            and (entry.get(n) is not None or HIDDEN[BY_NAME[n].pseudo].drawn)
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
