@@ -636,14 +636,17 @@ def enter_step(rd: Any, step: str, tracker: Tracker) -> None:
 
 def save_step(directory: Any, tracker: Tracker) -> None:
     """Write the step's fingerprints and the states of the providers it changed, owner-only
-    (0600): they are the user's data, and an environment may hold secrets."""
+    (0600): they are the user's data, and an environment may hold secrets. The global
+    generators' states are saved whenever active, changed or not (a few KiB): on Argo the
+    next step in notebook order continues from them (``backends/argo/manifest.hidden_chain``)."""
     import pickle
 
     from cellpipe.core.atomic import write_json
 
     t = time.perf_counter()
     states: dict[str, Any] = {}
-    for name, state in get_states(tracker.changed()).items():
+    generators = [p.name for p in PROVIDERS if p.pseudo == "@random"]
+    for name, state in get_states(list(dict.fromkeys(tracker.changed() + generators))).items():
         try:
             states[name] = pickle.dumps(state)
         except Exception:  # a filter naming a class of the notebook: kept out, noted below
