@@ -541,16 +541,48 @@ def restore(name: str, state: Any) -> None:
     set_states(state)
 
 
+def generator_cells(pipeline: Any, only: str | None = None) -> tuple[bool, frozenset[str]]:
+    """Whether a prelude cell seeds or draws from a global generator (the analysis'
+    ``@random``: ``np.random.seed``, ``random.random()``, scikit-learn without
+    ``random_state`` ...), and the steps with a cell that does (``only``: look at that
+    step's cells and the prelude only). What a library does inside without the source
+    showing it is for the run-time check."""
+    from cellpipe.compiling.analysis import CellSyntaxError, analyse_cell
+    from cellpipe.core.model import Role
+
+    modules: dict[str, str] = {}
+    prelude, steps = False, set()
+    for cell in pipeline.cells:
+        if cell.kind != "code" or cell.role is Role.SKIP:
+            continue
+        if only is not None and not cell.role.prelude and cell.step != only:
+            continue
+        try:
+            flow = analyse_cell(cell.source, modules)
+        except CellSyntaxError:
+            continue
+        modules.update(flow.imports)
+        if "@random" not in flow.mutates and "@random" not in flow.writes:
+            continue
+        if cell.role.prelude:
+            prelude = True
+        elif cell.step is not None:
+            steps.add(cell.step)
+    return prelude, frozenset(steps)
+
+
 @dataclass
 class Tracker:
     """Fingerprints of every provider around one step: after the prelude, at the step's
-    entry (its inputs restored) and at its exit."""
+    entry (its inputs restored) and at its exit. ``seeds``: the step's source seeds or draws
+    from a global generator (:func:`generator_cells`)."""
 
     prelude: dict[str, str | None]
     declared: dict[str, str | None] | None = None  # after the declared inputs' restore
     entry: dict[str, str | None] | None = None
     exit: dict[str, str | None] | None = None
     seconds: float = 0.0  # what tracking cost the step (fingerprints, restoring, saving)
+    seeds: bool = False
 
     def timed_fingerprints(self) -> dict[str, str | None]:
         t = time.perf_counter()
@@ -579,19 +611,18 @@ class Tracker:
         return self.changed()
 
     def changed(self) -> list[str]:
-        """Providers active at the exit whose state differs from the entry's. A setting
-        whose library the step merely imported holds its defaults, which the next step's
-        own import gives again: not a change. A generator that became active is one: the
-        step that imports numpy may seed it (``import numpy as np; np.random.seed(0)``),
-        and even unseeded, a top-to-bottom run's later cells go on drawing from that very
-        generator, not from a freshly seeded one."""
+        """Providers active at the exit whose state differs from the entry's. A library
+        the step merely imported is not a change: a setting holds its defaults and a
+        generator a fresh seed, which the next step's own import gives again. A generator
+        that became active in a step whose source seeds or draws from it is one
+        (``import numpy as np; np.random.seed(0)``): the next steps continue from it."""
         entry, exit_ = self.entry or {}, self.exit or {}
         return [
             n
             for n, fp in exit_.items()
             if fp is not None
             and entry.get(n) != fp
-            and (entry.get(n) is not None or HIDDEN[BY_NAME[n].pseudo].drawn)
+            and (entry.get(n) is not None or (self.seeds and HIDDEN[BY_NAME[n].pseudo].drawn))
         ]
 
     def to_json(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from cellpipe.compiling.notebook import k8s_name
 from cellpipe.core.errors import Diagnostic
 from cellpipe.core.model import Pipeline, Role, Step
 from cellpipe.core.pseudo import file_path
-from cellpipe.execution.hidden_state import PROVIDERS
+from cellpipe.execution.hidden_state import PROVIDERS, generator_cells
 from cellpipe.rundir import layout
 
 API_VERSION = "argoproj.io/v1alpha1"
@@ -693,29 +693,12 @@ def hidden_chain(pipeline: Pipeline) -> dict[str, str]:
     seeded: top to bottom draws from an unseeded state there too, so order cannot matter.
     A step that an earlier one waits for (a ``prev:`` against notebook order) continues
     from the last step before it that does not."""
-    from cellpipe.compiling.analysis import CellSyntaxError, analyse_cell
-
     position = {c.id: c.index for c in pipeline.cells}
     order = sorted(
         pipeline.steps,
         key=lambda st: min((position.get(c, 0) for c in st.cells), default=0),
     )
-    modules: dict[str, str] = {}
-    touches: dict[str, bool] = {}
-    seeded_in_prelude = False
-    for cell in pipeline.cells:
-        if cell.kind != "code" or cell.role is Role.SKIP:
-            continue
-        try:
-            flow = analyse_cell(cell.source, modules)
-        except CellSyntaxError:
-            continue
-        modules.update(flow.imports)
-        hit = "@random" in flow.mutates or "@random" in flow.writes
-        if cell.role.prelude:
-            seeded_in_prelude = seeded_in_prelude or hit
-        elif cell.step is not None and hit:
-            touches[cell.step] = True
+    seeded_in_prelude, touches = generator_cells(pipeline)
     upstream = {st.name: set(st.after) for st in pipeline.steps}
 
     def ancestors(name: str) -> set[str]:
@@ -732,7 +715,7 @@ def hidden_chain(pipeline: Pipeline) -> dict[str, str]:
     started = seeded_in_prelude
     earlier: list[str] = []
     for st in order:
-        started = started or touches.get(st.name, False)
+        started = started or st.name in touches
         if started:
             pred = next((e for e in reversed(earlier) if st.name not in ancestors(e)), None)
             if pred is not None:
