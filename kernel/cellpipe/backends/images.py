@@ -161,6 +161,22 @@ OPTIONAL_RUNTIME: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Prefixes of the environment variables that choose the numeric libraries' code paths:
+#: OpenBLAS' core type and cache sizes, the thread counts of OpenMP, MKL, BLIS, numexpr.
+#: A kernel started here inherits them, and a different BLAS kernel changes the last digits
+#: of a solver's result (an OPENBLAS_CORETYPE=Haswell host and an AVX-512 default in the
+#: container gave LassoLarsIC's AIC 863.3178954687505 and 863.31789546875).
+NUMERIC_ENV_PREFIXES = ("OPENBLAS_", "GOTO_", "OMP_", "KMP_", "MKL_", "BLIS_", "NUMEXPR_")
+
+
+def numeric_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables of ``environ`` (default: this process's) that a step's container gets
+    so its numeric libraries compute as the kernel's here do (:data:`NUMERIC_ENV_PREFIXES`).
+    Nothing else of the environment is passed: it may hold secrets."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in sorted(env.items()) if k.startswith(NUMERIC_ENV_PREFIXES)}
+
+
 @lru_cache(maxsize=1)
 def engine_fingerprint() -> str:
     """Changes whenever the engine's code or the pinned versions of its dependencies do, so a

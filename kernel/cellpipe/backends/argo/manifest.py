@@ -823,7 +823,10 @@ def _step_template(
             },
             {"name": CLAIM_TEMPLATE, "mountPath": WORK_DIR, "subPath": f"{key}/work"},
         ]
+    from cellpipe.backends.images import numeric_environment
+
     env: list[dict[str, Any]] = [
+        *({"name": k, "value": v} for k, v in numeric_environment().items()),
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
