@@ -481,17 +481,6 @@ ARGO_KNOWN = {
     "local_module": "a module next to the notebook is not in the pod: ModuleNotFoundError",
     "working_directory": "the notebook file is not in the pod's working directory",
     "magics_and_shell": "`!ls` of the notebook's folder lists nothing in the pod's",
-    # As under Docker: the step image has the packages the step's cells import, and no cell
-    # imports pandas, which scikit-learn's loader needs for as_frame=True.
-    "memory_layout": "load_diabetes(as_frame=True) needs pandas, which the step image lacks",
-    # The run-time hidden-state check (re-run in order a step that drew from the global
-    # generator inside a library) lives in the driver-side scheduler of local and Docker.
-    "rng_inside_libraries": "on Argo only the compile-time hidden-state ordering applies, "
-    "so draws inside libraries start from another generator state",
-    # A pod's pipeline.json holds its own step's cells only, so cells are not numbered as
-    # top to bottom there.
-    "names_reached_dynamically": "Out[2] is missing in the pod (KeyError: 2): cells are not "
-    "numbered as top to bottom there",
 }
 
 

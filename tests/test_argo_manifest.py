@@ -125,11 +125,92 @@ def test_a_step_runs_the_runner_on_its_own_step_with_the_run_files_inline(tmp_pa
     artifacts = {a["name"]: a for a in t["inputs"]["artifacts"]}
     shipped = json.loads(artifacts["pipeline"]["raw"]["data"])
     assert [s["name"] for s in shipped["steps"]] == ["load", "train_model"]
-    assert [c["source"] for c in shipped["cells"]] == ["y = x + 1"]  # its own cells only
+    # Its own cells' source only; the earlier step's cell is a placeholder that keeps the
+    # cells numbered as top to bottom (Out[n]).
+    assert [c["source"] for c in shipped["cells"]] == ["", "y = x + 1"]
+    assert [c["tags"] for c in shipped["cells"]] == [[], ["step:train_model"]]
     assert artifacts["script"]["path"] == "/cellpipe/run/steps/train_model.py"
     assert "y = x + 1" in artifacts["script"]["raw"]["data"]
     assert _tasks(doc)["train-model"]["dependencies"] == ["load"]
     assert _template(doc, "main")["dag"]["failFast"] is False
+
+
+def test_a_pod_numbers_its_step_cells_as_a_top_to_bottom_run_does(tmp_path: Path) -> None:
+    from cellpipe.core.model import Pipeline
+    from cellpipe.execution.hidden_state import execution_counts
+
+    nb = notebook(
+        ("imports", "import math"),
+        ("step:make", "a = 1"),
+        ("skip", "print('not run')"),
+        ("step:result", "6 * 7"),
+        ("step:show", "print(Out[3])"),
+    )
+    path = write(tmp_path / "nb.ipynb", nb)
+    doc = _workflow(tmp_path, nb)
+    everything = execution_counts(compile_notebook(path), {})
+    for step in ("make", "result", "show"):
+        artifacts = {a["name"]: a for a in _template(doc, step)["inputs"]["artifacts"]}
+        shipped = Pipeline.from_json(json.loads(artifacts["pipeline"]["raw"]["data"]))
+        own = shipped.step(step).cells
+        in_pod = execution_counts(shipped, {})
+        assert {c: in_pod[c] for c in own} == {c: everything[c] for c in own}
+    assert sorted(everything.values()) == [1, 2, 3, 4]
+
+
+SEEDED_THEN_LIBRARIES = notebook(
+    ("imports", "import numpy as np\nfrom sklearn.model_selection import train_test_split"),
+    ("step:load", "X = np.arange(20.0).reshape(10, 2)"),
+    ("step:seed", "np.random.seed(0)"),
+    ("step:split", "parts = train_test_split(X)"),
+    ("step:other", "total = X.sum()"),
+    ("step:show", "print(parts[0][0], total)"),
+)
+
+
+def test_after_a_seed_every_step_follows_the_one_before_it_and_starts_from_its_generators(
+    tmp_path: Path,
+) -> None:
+    doc = _workflow(tmp_path, SEEDED_THEN_LIBRARIES)
+    assert manifest_problems(doc) == []
+    tasks = _tasks(doc)
+    # `other` reads only X, yet follows `split`: a library there may draw from np.random.
+    assert tasks["split"]["dependencies"] == ["load", "seed"]
+    assert tasks["other"]["dependencies"] == ["load", "split"]
+    assert sorted(tasks["show"]["dependencies"]) == ["other", "split"]
+    # Up to the first cell that seeds or draws, generators are unseeded: no order to keep.
+    assert "dependencies" not in tasks["load"] and "dependencies" not in tasks["seed"]
+    artifacts = {a["name"]: a for a in _template(doc, "other")["inputs"]["artifacts"]}
+    entry = json.loads(artifacts["hidden-entry"]["raw"]["data"])
+    assert artifacts["hidden-entry"]["path"] == "/cellpipe/run/hidden/other.json"
+    assert set(entry.values()) == {"split"} and "numpy.random" in entry
+    for first in ("load", "seed"):
+        names = {a["name"] for a in _template(doc, first)["inputs"]["artifacts"]}
+        assert "hidden-entry" not in names
+
+
+def test_without_a_global_generator_parallel_steps_stay_parallel_on_argo(tmp_path: Path) -> None:
+    nb = notebook(
+        ("step:load", "data = [1, 2, 3]"),
+        ("step:left", "left = sum(data)"),
+        ("step:right", "right = max(data)"),
+        ("step:join", "print(left, right)"),
+    )
+    tasks = _tasks(_workflow(tmp_path, nb))
+    assert tasks["left"]["dependencies"] == tasks["right"]["dependencies"] == ["load"]
+
+
+def test_a_seed_in_the_imports_cell_chains_every_step(tmp_path: Path) -> None:
+    from cellpipe.backends.argo.manifest import hidden_chain
+
+    nb = notebook(
+        ("imports", "import random\nrandom.seed(1)"),
+        ("step:a", "x = 1"),
+        ("step:b", "y = 2"),
+        ("step:c", "print(x + y)"),
+    )
+    pipeline = compile_notebook(write(tmp_path / "nb.ipynb", nb))
+    assert hidden_chain(pipeline) == {"b": "a", "c": "b"}
 
 
 def test_steps_share_a_per_run_volume_for_data_and_the_working_directory(tmp_path: Path) -> None:

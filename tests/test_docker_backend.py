@@ -118,14 +118,7 @@ def both_ways(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 #: Notebooks only Docker runs differently, and why (strict, as invariant_case's).
-DOCKER_ONLY = {
-    "memory_layout": (
-        "`load_diabetes(as_frame=True)` needs pandas, an optional dependency of scikit-learn "
-        "that no cell imports; images get the distributions a step's imports (and its "
-        "producers') resolve to, so the step's image has no pandas (ImportError) where the "
-        "kernel's environment has it"
-    ),
-}
+DOCKER_ONLY: dict[str, str] = {}
 
 
 def _docker_case(name: str) -> Any:
@@ -204,6 +197,28 @@ def test_a_step_gets_the_packages_of_the_steps_whose_values_it_loads(tmp_path: P
     plans = plan_images(compile_notebook(nb))
     for step in ("make", "copy", "show"):
         assert "pandas" in [p.split("==")[0] for p in plans[step].packages], step
+
+
+def test_a_step_importing_scikit_learn_gets_pandas_which_its_loaders_return(
+    tmp_path: Path,
+) -> None:
+    from cellpipe.backends.images import plan_images
+    from cellpipe.compiling.compiler import compile_notebook
+
+    nb = write(
+        tmp_path / "frames.ipynb",
+        notebook(
+            (
+                "step:load",
+                "from sklearn.datasets import load_iris\nX, y = load_iris(return_X_y=True)",
+            ),
+            ("step:plain", "import json\nprint(json.dumps(1))"),
+        ),
+    )
+    plans = plan_images(compile_notebook(nb))
+    load = [p.split("==")[0] for p in plans["load"].inferred]
+    assert "scikit-learn" in load and "pandas" in load
+    assert "pandas" not in [p.split("==")[0] for p in plans["plain"].packages]
 
 
 def test_a_second_run_builds_no_image(tmp_path: Path) -> None:

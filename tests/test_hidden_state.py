@@ -220,3 +220,42 @@ def test_branches_that_touch_no_hidden_state_run_in_parallel_beside_a_step_that_
     (l0, l1), (r0, r1) = interval("left"), interval("right")
     assert r0 < l1 and l0 < r1, "the two branches did not overlap"
     assert not [e for e in _events(rd, "left") + _events(rd, "right") if "again" in e["message"]]
+
+
+def test_a_generator_seeded_in_the_step_that_imports_it_reaches_the_steps_after_it(
+    cli, tmp_path: Path
+) -> None:
+    nb = notebook(
+        ("step:seed", "import numpy as np\nnp.random.seed(0)"),
+        # numpy is imported by scipy here, after the step started: it must start seeded.
+        ("step:draw", "from scipy import stats\nprint(stats.norm.rvs(size=2).round(6))"),
+    )
+    rd = _run(cli, tmp_path, nb)
+    import numpy as np
+    from scipy import stats
+
+    np.random.seed(0)
+    expected = f"{stats.norm.rvs(size=2).round(6)}\n"
+    outputs = json.loads(rd.outputs_path("draw").read_text())["cells"]
+    assert [o["text"] for c in outputs.values() for o in c["outputs"]] == [expected]
+
+
+def test_a_generator_a_step_merely_imports_is_not_a_change_the_next_steps_continue_from(
+    cli, tmp_path: Path
+) -> None:
+    nb = notebook(
+        ("step:load", "data = [1.0, 2.0]"),
+        ("step:left", "import time\nimport numpy as np\ntime.sleep(0.5)\nleft = np.sum(data)"),
+        ("step:right", "import numpy as np\nright = np.max(data)"),
+        ("step:join", "print(left, right)"),
+    )
+    rd = _run(cli, tmp_path, nb)
+    for step in ("left", "right"):
+        assert (
+            "numpy.random"
+            not in json.loads((rd.data_dir(step) / "hidden.json").read_text())["changed"]
+        )
+    again = [e for s in ("left", "right", "join") for e in _events(rd, s)]
+    assert not [e for e in again if "numpy.random" in e.get("message", "")]
+    outputs = json.loads(rd.outputs_path("join").read_text())["cells"]
+    assert [o["text"] for c in outputs.values() for o in c["outputs"]] == ["3.0 2.0\n"]

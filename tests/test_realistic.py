@@ -20,21 +20,7 @@ sys.path.insert(0, str(HERE))
 from make import NOTEBOOKS, build  # noqa: E402
 
 #: Notebooks the engine does not run faithfully yet, and why. Strict: a fix shows as XPASS.
-KNOWN = {
-    "cross_validation_seeded": (
-        "RandomForestClassifier() and KFold(shuffle=True) draw from numpy's global generator "
-        "seeded in the first step without naming it; the analysis cannot see that, so the "
-        "steps start from a fresh generator (issue 16 item 1: hidden-state providers, "
-        "branch `hidden`)"
-    ),
-    "sales_pandas": (
-        "stream order: pandas' deprecation warning (Pandas4Warning) for `dropna(inplace=True)` is written to stderr "
-        "before the cell prints to stdout; ipykernel buffers each stream and flushes stdout "
-        "first at the end of a short cell, so top to bottom shows stdout then stderr, while "
-        "a step's shell records them in the order they were written (the shell does not "
-        "emulate ipykernel's per-stream buffering)"
-    ),
-}
+KNOWN: dict[str, str] = {}
 
 
 def _case(name: str) -> Any:

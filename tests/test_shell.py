@@ -43,9 +43,35 @@ def test_consecutive_prints_become_one_stdout_stream_output(shell: StepShell) ->
     assert result.success and result.error is None
 
 
-def test_stderr_print_is_a_stderr_stream_between_stdout_outputs(shell: StepShell) -> None:
+def test_a_short_cell_shows_its_stdout_then_its_stderr_as_a_kernel_flushes_them(
+    shell: StepShell,
+) -> None:
+    # ipykernel buffers each stream and, at the end of the cell, flushes stdout first: a
+    # real kernel shows these two prints together, then stderr (the oracle test below).
     result = run(shell, "import sys\nprint('out')\nprint('err', file=sys.stderr)\nprint('out2')")
+    assert streams(result) == [("stdout", "out\nout2\n"), ("stderr", "err\n")]
+
+
+def test_stderr_sent_by_the_flush_timer_comes_between_stdout_outputs(shell: StepShell) -> None:
+    result = run(
+        shell,
+        "import sys, time\nprint('out')\nprint('err', file=sys.stderr)\n"
+        "time.sleep(1)\nprint('out2')",
+    )
     assert streams(result) == [("stdout", "out\n"), ("stderr", "err\n"), ("stdout", "out2\n")]
+
+
+def test_a_flushed_stream_is_sent_before_what_the_other_stream_buffered(
+    shell: StepShell,
+) -> None:
+    result = run(shell, "import sys\nprint('out')\nprint('err', file=sys.stderr, flush=True)")
+    assert streams(result) == [("stderr", "err\n"), ("stdout", "out\n")]
+
+
+def test_streams_are_flushed_before_a_display(shell: StepShell) -> None:
+    result = run(shell, "import sys\nprint('err', file=sys.stderr)\ndisplay('d')\nprint('out')")
+    kinds = [o.get("name", o["output_type"]) for o in result.outputs]
+    assert kinds == ["stderr", "display_data", "stdout"]
 
 
 def test_stream_text_is_written_to_the_log_as_well() -> None:
@@ -456,6 +482,14 @@ ORACLE_CELLS = [
     "lines = !echo a b\nlines",
     "%env CELLPIPE_ORACLE=1",
     "print?",
+    # How stdout and stderr interleave: ipykernel's per-stream buffers and flushes.
+    "import sys\nprint('out')\nprint('err', file=sys.stderr)\nprint('out2')",
+    "print('out')\nprint('err', file=sys.stderr)\nimport time\ntime.sleep(1)\nprint('out2')",
+    "print('out')\nprint('err', file=sys.stderr, flush=True)",
+    "print('err', file=sys.stderr)\ndisplay('d')\nprint('out')",
+    # A logging handler flushes its stream after each record (not root's: pytest has its own).
+    "import logging\nlog = logging.getLogger('oracle')\nlog.propagate = False\n"
+    "log.addHandler(logging.StreamHandler(sys.stderr))\nprint('out')\nlog.warning('warned')",
 ]
 _TIMES = re.compile(r"^(CPU times|Wall time):.*$", re.M)
 _ADDRESS = re.compile(r"\b0x[0-9a-f]+")

@@ -4,7 +4,9 @@ A step's image is its base (the step's ``image:`` tag, else the notebook's
 ``metadata.cellpipe.image``, else ``cellpipe-base:bookworm``) with this engine installed and
 the step's packages. A step's packages are its ``packages:`` tags, the notebook's
 ``metadata.cellpipe.packages``, and the distributions its imports, and those of the steps
-whose values it loads, resolve to in the current environment, pinned to their installed versions, so the container reproduces the kernel's
+whose values it loads, resolve to in the current environment, pinned to their installed
+versions, with the optional runtime dependencies those libraries import on their own
+(:data:`OPTIONAL_RUNTIME`, when installed here), so the container reproduces the kernel's
 environment without the user listing anything (``metadata.cellpipe.infer_packages: false``
 turns the inference off).
 
@@ -133,7 +135,46 @@ def imported_distributions(
                 found[dist] = metadata.version(dist)
             except metadata.PackageNotFoundError:
                 continue
+    for dist in list(found):
+        for optional in OPTIONAL_RUNTIME.get(_dist_key(dist), ()):
+            if _dist_key(optional) in skip:
+                continue
+            try:
+                found.setdefault(optional, metadata.version(optional))
+            except metadata.PackageNotFoundError:
+                continue  # not in the kernel's environment either: the step fails alike
     return found
+
+
+#: Optional dependencies a library imports at call time to hand back values of their types
+#: or to show them, without any cell importing them: installed here, they are in the kernel
+#: a top-to-bottom run uses, so the step's image gets them too (at the versions installed
+#: here). A table, because nothing else tells them apart: the installed scikit-learn
+#: declares no extras in its metadata, and scanning a library's code for the imports it may
+#: make pulls in everything (scikit-learn's code imports torch, pytest and matplotlib).
+#: Anything else a step needs goes in its ``packages:`` tag.
+OPTIONAL_RUNTIME: dict[str, tuple[str, ...]] = {
+    # load_*(as_frame=True), fetch_openml, set_output(transform="pandas") return DataFrames
+    "scikit-learn": ("pandas",),
+    # tqdm.auto / tqdm.notebook draw a widget in a kernel, and fall back to text without it
+    "tqdm": ("ipywidgets",),
+}
+
+
+#: Prefixes of the environment variables that choose the numeric libraries' code paths:
+#: OpenBLAS' core type and cache sizes, the thread counts of OpenMP, MKL, BLIS, numexpr.
+#: A kernel started here inherits them, and a different BLAS kernel changes the last digits
+#: of a solver's result (an OPENBLAS_CORETYPE=Haswell host and an AVX-512 default in the
+#: container gave LassoLarsIC's AIC 863.3178954687505 and 863.31789546875).
+NUMERIC_ENV_PREFIXES = ("OPENBLAS_", "GOTO_", "OMP_", "KMP_", "MKL_", "BLIS_", "NUMEXPR_")
+
+
+def numeric_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables of ``environ`` (default: this process's) that a step's container gets
+    so its numeric libraries compute as the kernel's here do (:data:`NUMERIC_ENV_PREFIXES`).
+    Nothing else of the environment is passed: it may hold secrets."""
+    env = os.environ if environ is None else environ
+    return {k: v for k, v in sorted(env.items()) if k.startswith(NUMERIC_ENV_PREFIXES)}
 
 
 @lru_cache(maxsize=1)

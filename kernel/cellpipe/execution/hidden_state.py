@@ -541,16 +541,48 @@ def restore(name: str, state: Any) -> None:
     set_states(state)
 
 
+def generator_cells(pipeline: Any, only: str | None = None) -> tuple[bool, frozenset[str]]:
+    """Whether a prelude cell seeds or draws from a global generator (the analysis'
+    ``@random``: ``np.random.seed``, ``random.random()``, scikit-learn without
+    ``random_state`` ...), and the steps with a cell that does (``only``: look at that
+    step's cells and the prelude only). What a library does inside without the source
+    showing it is for the run-time check."""
+    from cellpipe.compiling.analysis import CellSyntaxError, analyse_cell
+    from cellpipe.core.model import Role
+
+    modules: dict[str, str] = {}
+    prelude, steps = False, set()
+    for cell in pipeline.cells:
+        if cell.kind != "code" or cell.role is Role.SKIP:
+            continue
+        if only is not None and not cell.role.prelude and cell.step != only:
+            continue
+        try:
+            flow = analyse_cell(cell.source, modules)
+        except CellSyntaxError:
+            continue
+        modules.update(flow.imports)
+        if "@random" not in flow.mutates and "@random" not in flow.writes:
+            continue
+        if cell.role.prelude:
+            prelude = True
+        elif cell.step is not None:
+            steps.add(cell.step)
+    return prelude, frozenset(steps)
+
+
 @dataclass
 class Tracker:
     """Fingerprints of every provider around one step: after the prelude, at the step's
-    entry (its inputs restored) and at its exit."""
+    entry (its inputs restored) and at its exit. ``seeds``: the step's source seeds or draws
+    from a global generator (:func:`generator_cells`)."""
 
     prelude: dict[str, str | None]
     declared: dict[str, str | None] | None = None  # after the declared inputs' restore
     entry: dict[str, str | None] | None = None
     exit: dict[str, str | None] | None = None
     seconds: float = 0.0  # what tracking cost the step (fingerprints, restoring, saving)
+    seeds: bool = False
 
     def timed_fingerprints(self) -> dict[str, str | None]:
         t = time.perf_counter()
@@ -574,14 +606,24 @@ class Tracker:
         self.entry = self.timed_fingerprints()
 
     def leave(self) -> list[str]:
-        """Take the exit fingerprints; the providers the step changed (active at its entry
-        and different now: a library merely imported by the step is not a change)."""
+        """Take the exit fingerprints; the providers the step changed."""
         self.exit = self.timed_fingerprints()
         return self.changed()
 
     def changed(self) -> list[str]:
+        """Providers active at the exit whose state differs from the entry's. A library
+        the step merely imported is not a change: a setting holds its defaults and a
+        generator a fresh seed, which the next step's own import gives again. A generator
+        that became active in a step whose source seeds or draws from it is one
+        (``import numpy as np; np.random.seed(0)``): the next steps continue from it."""
         entry, exit_ = self.entry or {}, self.exit or {}
-        return [n for n, fp in exit_.items() if fp is not None and entry.get(n) not in (None, fp)]
+        return [
+            n
+            for n, fp in exit_.items()
+            if fp is not None
+            and entry.get(n) != fp
+            and (entry.get(n) is not None or (self.seeds and HIDDEN[BY_NAME[n].pseudo].drawn))
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -625,14 +667,17 @@ def enter_step(rd: Any, step: str, tracker: Tracker) -> None:
 
 def save_step(directory: Any, tracker: Tracker) -> None:
     """Write the step's fingerprints and the states of the providers it changed, owner-only
-    (0600): they are the user's data, and an environment may hold secrets."""
+    (0600): they are the user's data, and an environment may hold secrets. The global
+    generators' states are saved whenever active, changed or not (a few KiB): on Argo the
+    next step in notebook order continues from them (``backends/argo/manifest.hidden_chain``)."""
     import pickle
 
     from cellpipe.core.atomic import write_json
 
     t = time.perf_counter()
     states: dict[str, Any] = {}
-    for name, state in get_states(tracker.changed()).items():
+    generators = [p.name for p in PROVIDERS if p.pseudo == "@random"]
+    for name, state in get_states(list(dict.fromkeys(tracker.changed() + generators))).items():
         try:
             states[name] = pickle.dumps(state)
         except Exception:  # a filter naming a class of the notebook: kept out, noted below

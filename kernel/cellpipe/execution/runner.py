@@ -188,6 +188,7 @@ def run_step(rd: RunDir, step_name: str, *, attempt: int = 1, warm: Warm | None 
         from cellpipe.execution import hidden_state
 
         tracker = hidden_state.Tracker.after_prelude(getattr(shell, "ipython", None))
+        tracker.seeds = step_name in hidden_state.generator_cells(pipeline, step_name)[1]
         with shell.kernel_context():  # libraries imported by unpickling see a kernel
             failure = _load_inputs(rd, step, shell, warm.references)
         if failure:

@@ -5,7 +5,9 @@ rich display and matplotlib's inline backend behave as in a notebook. What ipyke
 send to the front end is recorded instead, in the nbformat v4 form nbclient gives it:
 ``stream`` outputs (consecutive writes to one stream merged), ``display_data``,
 ``execute_result`` and ``error``; ``clear_output`` and display updates follow nbclient's
-rules. Importing this module imports IPython and nothing else heavy.
+rules. Stream text reaches the outputs when ipykernel would send it (see
+:class:`_Recorder`), so stdout and stderr interleave as they do under a kernel. Importing
+this module imports IPython and nothing else heavy.
 """
 
 from __future__ import annotations
@@ -102,11 +104,28 @@ class CellRun:
     execution_count: int
 
 
+#: ipykernel's ``OutStream.flush_interval``: a stream's text is sent this long after the
+#: first write that found its buffer with no send pending.
+FLUSH_INTERVAL = 0.2
+#: The order ipykernel flushes its streams in before any other output and when a cell ends
+#: (``sys.stdout.flush()`` then ``sys.stderr.flush()``).
+_FLUSH_ORDER = ("stdout", "stderr")
+
+
 class _Recorder:
     """The running cell's outputs, kept by nbclient's rules.
 
     Shared by the streams, the display publisher, the display hook and the traceback
     printer; any thread may write, so every change happens under one lock.
+
+    Stream text is buffered per stream as ipykernel's ``OutStream`` buffers it, because
+    that decides how stdout and stderr interleave in the notebook: a write to a stream with
+    no send pending schedules one :data:`FLUSH_INTERVAL` later (a timer an explicit flush
+    does not cancel); ``flush()`` on the stream sends its text at once (``print(...,
+    flush=True)``, and every record of a logging handler); before a display, a result, an
+    error or a ``clear_output``, and when the cell ends, stdout is flushed and then stderr.
+    So a short cell that writes stderr between two prints shows both prints, then stderr,
+    as under a kernel. The log gets every text as it is written.
     """
 
     def __init__(self, log: TextIO | None, on_output: Callable[[list[Output]], None] | None):
@@ -125,6 +144,13 @@ class _Recorder:
         # display_id -> the outputs it was shown in, in any cell (nbclient's _display_id_map).
         self._displays: dict[str, list[Output]] = {}
         self._notifying = False
+        # Stream text not sent yet, per stream; the streams with a send pending; the sends
+        # scheduled (monotonic time, stream), in time order. ``_cell`` tells a timer of an
+        # earlier cell from one of this cell.
+        self._buffers: dict[str, list[str]] = {}
+        self._send_pending: set[str] = set()
+        self._sends: list[tuple[float, str]] = []
+        self._cell = 0
 
     def start(self) -> None:
         if self.pid != os.getpid():
@@ -136,41 +162,96 @@ class _Recorder:
             self.outputs = []
             self.last_error = None
             self._clear_pending = False
+            self._buffers, self._send_pending, self._sends = {}, set(), []
+            self._cell += 1
 
     def stop(self) -> list[Output]:
         with self.lock:
+            if self.outputs is not None:
+                self._send_due()
+                self.flush_all()  # the kernel flushes both streams before its reply
             outputs, self.outputs = self.outputs or [], None
+            self._buffers, self._send_pending, self._sends = {}, set(), []
             return outputs
 
     def stream(self, name: str, text: str, *, captured: bool = False) -> bool:
         """Add stream text to the running cell; False when no cell is running.
 
-        ``captured`` is text read from a descriptor, which needs no draining first.
+        The text joins the stream's buffer and is added to the outputs when ipykernel would
+        send it. ``captured`` is text read from a descriptor, which needs no draining first.
         """
         if not captured:
             self._drain()
         with self.lock:
             if self.outputs is None:
                 return False
-            self._before_new_output()
-            last = self.outputs[-1] if self.outputs else None
-            if last is not None and last["output_type"] == "stream" and last["name"] == name:
-                # Popped first, the text has one reference and ``+=`` can grow it in place:
-                # a cell printing 100,000 lines must not copy its output 100,000 times.
-                so_far = last.pop("text")
-                so_far += text
-                last["text"] = so_far
-            else:
-                self.outputs.append({"output_type": "stream", "name": name, "text": text})
+            self._send_due()
+            self._buffers.setdefault(name, []).append(text)
+            if name not in self._send_pending:
+                self._send_pending.add(name)
+                at = time.monotonic() + FLUSH_INTERVAL
+                self._sends.append((at, name))
+                timer = threading.Timer(FLUSH_INTERVAL, self._on_timer, args=(self._cell,))
+                timer.daemon = True
+                timer.start()
             self.write_log(text)
-            self._notify()
             return True
+
+    def flush(self, name: str) -> None:
+        """Send ``name``'s buffered text now (the stream's ``flush()``)."""
+        self._drain()
+        with self.lock:
+            if self.outputs is not None:
+                self._send_due()
+                self._send(name)
+
+    def flush_all(self) -> None:
+        """What ipykernel does before any other output: flush stdout, then stderr."""
+        with self.lock:
+            for name in _FLUSH_ORDER:
+                self._send(name)
+            for name in list(self._buffers):  # a stream of another name, if any
+                self._send(name)
+
+    def _on_timer(self, cell: int) -> None:
+        with self.lock:
+            if cell == self._cell and self.outputs is not None:
+                self._send_due()
+
+    def _send_due(self) -> None:
+        """Send what the timers due by now would have sent, in the order they fire."""
+        now = time.monotonic()
+        while self._sends and self._sends[0][0] <= now:
+            _, name = self._sends.pop(0)
+            self._send(name)
+
+    def _send(self, name: str) -> None:
+        # As ipykernel's _flush: the stream has no send pending any more, and whatever its
+        # buffer holds becomes one output.
+        self._send_pending.discard(name)
+        parts = self._buffers.pop(name, None)
+        if not parts or self.outputs is None:
+            return
+        text = "".join(parts)
+        self._before_new_output()
+        last = self.outputs[-1] if self.outputs else None
+        if last is not None and last["output_type"] == "stream" and last["name"] == name:
+            # Popped first, the text has one reference and ``+=`` can grow it in place:
+            # a cell printing 100,000 lines must not copy its output 100,000 times.
+            so_far = last.pop("text")
+            so_far += text
+            last["text"] = so_far
+        else:
+            self.outputs.append({"output_type": "stream", "name": name, "text": text})
+        self._notify()
 
     def add(self, output: Output, display_id: str | None = None) -> None:
         self._drain()
         with self.lock:
             if self.outputs is None:
                 return  # nbclient only listens while a cell runs
+            self._send_due()
+            self.flush_all()
             if display_id:
                 # A new display with a known id also refreshes the earlier ones (nbclient).
                 self._update(display_id, output["data"], output["metadata"])
@@ -183,17 +264,23 @@ class _Recorder:
             self._notify()
 
     def update(self, display_id: str, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        self._drain()
         with self.lock:
             if self.outputs is None:
                 return
+            self._send_due()
+            self.flush_all()  # ipykernel flushes the streams before an update too
             # An update is not an output: it does not trigger a pending clear_output(wait=True).
             if self._update(display_id, data, metadata):
                 self._notify()
 
     def clear(self, wait: bool) -> None:
+        self._drain()
         with self.lock:
             if self.outputs is None:
                 return
+            self._send_due()
+            self.flush_all()
             if wait:
                 self._clear_pending = True
             else:
@@ -396,6 +483,8 @@ class _Stream(io.TextIOBase):
             text, self._fork_buffer = self._fork_buffer, ""
             self._write_fd(text)
             return
+        if os.getpid() == self._recorder.pid:
+            self._recorder.flush(self.name)
         log = self._recorder.log
         if log is not None:
             with contextlib.suppress(OSError, ValueError):

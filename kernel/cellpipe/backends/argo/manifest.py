@@ -29,8 +29,9 @@ from typing import Any
 from cellpipe.backends.argo.errors import ArgoSettingsError
 from cellpipe.compiling.notebook import k8s_name
 from cellpipe.core.errors import Diagnostic
-from cellpipe.core.model import Pipeline, Step
+from cellpipe.core.model import Pipeline, Role, Step
 from cellpipe.core.pseudo import file_path
+from cellpipe.execution.hidden_state import PROVIDERS, generator_cells
 from cellpipe.rundir import layout
 
 API_VERSION = "argoproj.io/v1alpha1"
@@ -330,7 +331,8 @@ def workflow_spec(
     skip = set(target.skip) if target else set()
     claim = (target.claim if target else None) or settings.existing_claim
     overrides = dict(target.parameters) if target else {}
-    run_steps = [s for s in pipeline.steps if s.name not in skip]
+    chain = hidden_chain(pipeline)
+    run_steps = [_chained(s, chain, skip) for s in pipeline.steps if s.name not in skip]
     spec: dict[str, Any] = {
         "entrypoint": "main",
         "arguments": {"parameters": _arguments(pipeline, overrides)},
@@ -350,7 +352,10 @@ def workflow_spec(
             {"name": "tmp", "emptyDir": {}},
         ],
         "templates": _dags(run_steps, skip)
-        + [_step_template(pipeline, s, settings, images[s.name], key) for s in run_steps],
+        + [
+            _step_template(pipeline, s, settings, images[s.name], key, chain.get(s.name))
+            for s in run_steps
+        ],
     }
     fanned = fanned_out(pipeline, run_steps, settings)
     if fanned:
@@ -667,8 +672,75 @@ def _scoped_dag(steps: list[Step], skip: set[str], scope: str | None) -> dict[st
     return {"name": name, "dag": {"tasks": tasks, "failFast": False}}
 
 
+# -- the global generators' chain ----------------------------------------------------------
+
+#: The hidden-state providers of the global random generators: what a chained pod continues
+#: from (cellpipe.execution.hidden_state).
+GENERATORS = tuple(p.name for p in PROVIDERS if p.pseudo == "@random")
+
+
+def hidden_chain(pipeline: Pipeline) -> dict[str, str]:
+    """Step -> the step whose global generator states it starts from, on Argo.
+
+    Locally the scheduler checks at run time that every step started from the generator
+    state notebook order gives, and runs again in order one that did not (a library drew
+    from ``np.random`` inside a step whose source never says so). A workflow has no such
+    driver, so the DAG guarantees it statically: once a cell seeds or draws from a global
+    generator (``@random``: ``np.random.seed``, ``random.random``, scikit-learn without
+    ``random_state``...; any prelude cell counts for every step), every later step in
+    notebook order follows the one before it, and its pod restores the generator states
+    that one left (each pod saves all of them). Before the first such cell no generator is
+    seeded: top to bottom draws from an unseeded state there too, so order cannot matter.
+    A step that an earlier one waits for (a ``prev:`` against notebook order) continues
+    from the last step before it that does not."""
+    position = {c.id: c.index for c in pipeline.cells}
+    order = sorted(
+        pipeline.steps,
+        key=lambda st: min((position.get(c, 0) for c in st.cells), default=0),
+    )
+    seeded_in_prelude, touches = generator_cells(pipeline)
+    upstream = {st.name: set(st.after) for st in pipeline.steps}
+
+    def ancestors(name: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            for up in upstream.get(todo.pop(), ()):
+                if up not in seen:
+                    seen.add(up)
+                    todo.append(up)
+        return seen
+
+    chain: dict[str, str] = {}
+    started = seeded_in_prelude
+    earlier: list[str] = []
+    for st in order:
+        started = started or st.name in touches
+        if started:
+            pred = next((e for e in reversed(earlier) if st.name not in ancestors(e)), None)
+            if pred is not None:
+                chain[st.name] = pred
+                upstream[st.name].add(pred)
+            earlier.append(st.name)
+    return chain
+
+
+def _chained(step: Step, chain: Mapping[str, str], skip: set[str]) -> Step:
+    """``step`` waiting for the step whose generator states it continues from (unless that
+    one finished in an earlier attempt)."""
+    pred = chain.get(step.name)
+    if pred is None or pred in skip or pred in step.after:
+        return step
+    return replace(step, after=(*step.after, pred))
+
+
 def _step_template(
-    pipeline: Pipeline, step: Step, settings: ArgoSettings, image: str, key: str
+    pipeline: Pipeline,
+    step: Step,
+    settings: ArgoSettings,
+    image: str,
+    key: str,
+    continues: str | None = None,
 ) -> dict[str, Any]:
     from cellpipe.compiling.compiler import step_script
 
@@ -695,6 +767,14 @@ def _step_template(
             "raw": {"data": step_script(pipeline, step.name, {})},
         },
     ]
+    if continues is not None:  # whose generator states the step starts from (hidden_chain)
+        artifacts.append(
+            {
+                "name": "hidden-entry",
+                "path": str(layout.hidden_entry_file(_POD_RUN, step.name)),
+                "raw": {"data": json.dumps(dict.fromkeys(GENERATORS, continues))},
+            }
+        )
     mounts: list[dict[str, Any]] = [
         {"name": "run", "mountPath": RUN_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
@@ -709,7 +789,7 @@ def _step_template(
     }
     if settings.s3 is not None:
         s3 = settings.s3
-        for producer in dict.fromkeys(step.inputs.values()):
+        for producer in dict.fromkeys([*step.inputs.values(), *filter(None, [continues])]):
             artifacts.append(
                 {
                     "name": f"data-{task_name(producer)}",
@@ -743,7 +823,10 @@ def _step_template(
             },
             {"name": CLAIM_TEMPLATE, "mountPath": WORK_DIR, "subPath": f"{key}/work"},
         ]
+    from cellpipe.backends.images import numeric_environment
+
     env: list[dict[str, Any]] = [
+        *({"name": k, "value": v} for k, v in numeric_environment().items()),
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
@@ -791,10 +874,17 @@ def _step_template(
 
 
 def _step_pipeline(pipeline: Pipeline, step: Step) -> dict[str, Any]:
-    """``pipeline.json`` as one step's pod needs it: the prelude and that step's cells only,
-    so the manifest grows with the notebook once, not once per step; no local path."""
+    """``pipeline.json`` as one step's pod needs it: the prelude and that step's cells, so
+    the manifest grows with the notebook once, not once per step; no local path. The other
+    code cells stay as placeholders without source or tags: a step's cells are numbered as
+    top to bottom (``execution_counts``) from every code cell before them, so that ``Out[n]``
+    and ``_n`` mean in the pod what they mean in the notebook."""
     own = set(step.cells)
-    cells = tuple(c for c in pipeline.cells if c.role.prelude or c.id in own)
+    cells = tuple(
+        c if c.role.prelude or c.id in own else replace(c, source="", tags=())
+        for c in pipeline.cells
+        if c.role.prelude or c.id in own or (c.kind == "code" and c.role is not Role.SKIP)
+    )
     return replace(pipeline, cells=cells, diagnostics=(), path=None).to_json()
 
 

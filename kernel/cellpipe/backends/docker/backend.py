@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.backends import RunOptions
-from cellpipe.backends.images import ImageSpec, plan_images
+from cellpipe.backends.images import ImageSpec, numeric_environment, plan_images
 from cellpipe.core.errors import BackendUnavailable
 from cellpipe.core.model import State, Step
 from cellpipe.execution.limits import quantity
@@ -197,7 +197,7 @@ def container_options(
             LABEL_STEP: step.name,
             "io.cellpipe.attempt": str(attempt),
         },
-        "environment": {"HOME": "/tmp", "PYTHONUNBUFFERED": "1"},
+        "environment": {**numeric_environment(), "HOME": "/tmp", "PYTHONUNBUFFERED": "1"},
         "init": True,  # a real PID 1 passes SIGTERM on (cancel) and reaps what the step starts
     }
     limits = step.settings.limits
