@@ -145,6 +145,30 @@ def test_changing_one_cell_reruns_only_that_step_and_downstream_reading_cached_v
     assert not problems, "argo outputs differ from top to bottom:\n" + "\n".join(problems)
 
 
+def test_cache_false_and_no_cache_run_again_on_argo_as_locally(tmp_path: Path) -> None:
+    nb = write(
+        tmp_path / "nocache.ipynb",
+        notebook(
+            ("step:make", "x = list(range(5))"),
+            ("step:side cache:false", "print('side', sum(x))"),
+            metadata={
+                "cellpipe": {"argo": {"existing_claim": os.environ["CELLPIPE_CLUSTER_CLAIM"]}}
+            },
+        ),
+    )
+    _push_images(nb)
+    _, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    second, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    states = _step_states(tmp_path / "runs" / second["run_id"])
+    assert {s: v["state"] for s, v in states.items()} == {"make": "cached", "side": "succeeded"}
+    third, proc = _run(nb, "--no-cache")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    states = _step_states(tmp_path / "runs" / third["run_id"])
+    assert {s: v["state"] for s, v in states.items()} == {"make": "succeeded", "side": "succeeded"}
+
+
 def test_a_workflow_created_with_new_arguments_computes_what_cellpipe_run_p_computes(
     tmp_path: Path,
 ) -> None:

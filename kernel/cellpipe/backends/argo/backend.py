@@ -385,7 +385,7 @@ class ArgoBackend:
                 "workflow": name if to_run else None,
                 "submission": submission,
                 "claim": used_claim if settings.s3 is None else None,
-                "storage": storage,
+                "cache_storage": storage,  # what runs share to reuse values (cache.py)
                 "server": cluster.server,
                 "context": cluster.context,
                 "fingerprints": prints,
@@ -474,7 +474,7 @@ class _Follower:
     ):
         self.rd, self.cluster, self.namespace, self.name = rd, cluster, namespace, name
         self.settings = settings
-        self.storage = (rd.info().get("argo") or {}).get("storage")
+        self.storage = (rd.info().get("argo") or {}).get("cache_storage")
         self.pipeline = rd.pipeline()
         self.by_task = {task_name(s.name): s.name for s in self.pipeline.steps}
         status = rd.status().steps
