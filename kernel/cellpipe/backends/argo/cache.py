@@ -119,11 +119,12 @@ def plan(
     for step in pipeline.steps:  # topological order
         name = step.name
         if name in kept:
-            known[name] = _hashes(rd.remote(name)) or {}
+            record = rd.remote(name)
             verdicts[name] = rd.gate_verdict(name)
-            record = rd.remote(name) or {}
-            if record.get("run_key"):
-                out.run_keys[name] = str(record["run_key"])
+            if record is not None:  # else (a run from before records): keys stay unknown
+                known[name] = _hashes(record)
+                if record.get("run_key"):
+                    out.run_keys[name] = str(record["run_key"])
             continue
         why = closed_upstream(step, lambda u: verdicts.get(u))
         if why:
