@@ -479,6 +479,106 @@ def test_a_resumed_run_leaves_out_succeeded_steps_and_reuses_their_volume(tmp_pa
     assert manifest_problems(doc) == []
 
 
+def test_a_gate_is_an_output_parameter_that_every_task_downstream_is_conditioned_on(
+    tmp_path: Path,
+) -> None:
+    nb = notebook(
+        ("step:train", "accuracy = 0.5"),
+        ("step:evaluate gate:accuracy>=0.9", "score = accuracy"),
+        ("step:deploy", "model = score"),
+        ("step:announce", "print(model)"),
+        ("step:elsewhere", "print(accuracy)"),
+    )
+    doc = _workflow(tmp_path, nb)
+    (gate,) = _template(doc, "evaluate")["outputs"]["parameters"]
+    assert gate["name"] == "gate"
+    assert gate["valueFrom"] == {"path": "/cellpipe/run/outputs/evaluate.gate", "default": "closed"}
+    tasks = _tasks(doc)
+    opened = "'{{tasks.evaluate.outputs.parameters.gate}}' == 'open'"
+    # Argo counts a skipped dependency as done: each task downstream checks the gate itself.
+    assert tasks["deploy"]["when"] == opened
+    assert tasks["announce"]["when"] == opened
+    assert "when" not in tasks["train"] and "when" not in tasks["evaluate"]
+    assert "when" not in tasks["elsewhere"]
+    assert manifest_problems(doc) == []
+
+
+def test_cached_producers_are_read_where_their_run_left_them_on_the_claim(
+    tmp_path: Path,
+) -> None:
+    nb = notebook(
+        ("step:a", "x = 1"),
+        ("step:b", "y = x + 1"),
+        ("step:c", "print(x, y)"),
+        metadata={"cellpipe": {"argo": {"existing_claim": "shared"}}},
+    )
+    doc = _workflow(
+        tmp_path,
+        nb,
+        run_id="20260102-000000-bbbbbb",
+        name="w",
+        skip=("a",),
+        reuse={"a": "20260101-000000-aaaaaa"},
+    )
+    assert sorted(_tasks(doc)) == ["b", "c"]
+    for step in ("b", "c"):
+        mounts = _template(doc, step)["container"]["volumeMounts"]
+        assert {
+            "name": "data",
+            "mountPath": "/cellpipe/run/data/a",
+            "subPath": "20260101-000000-aaaaaa/data/a",
+            "readOnly": True,
+        } in mounts
+        assert {
+            "name": "data",
+            "mountPath": "/cellpipe/run/data",
+            "subPath": "20260102-000000-bbbbbb/data",
+        } in mounts
+    assert manifest_problems(doc) == []
+
+
+def test_cached_producers_on_s3_are_read_from_their_run_keys(tmp_path: Path) -> None:
+    s3 = {
+        "endpoint": "minio:9000",
+        "bucket": "b",
+        "access_key_secret": "s3:a",
+        "secret_key_secret": "s3:s",
+    }
+    nb = notebook(
+        ("step:a", "x = 1"),
+        ("step:b", "y = x + 1"),
+        metadata={"cellpipe": {"argo": {"s3": s3}}},
+    )
+    doc = _workflow(tmp_path, nb, run_id="run2", name="w", skip=("a",), reuse={"a": "run1"})
+    (artifact,) = [a for a in _template(doc, "b")["inputs"]["artifacts"] if "s3" in a]
+    assert artifact["s3"]["key"] == "cellpipe/run1/a/data.tgz"
+    assert manifest_problems(doc) == []
+
+
+class _Yaml11Loader(yaml.SafeLoader):
+    """Reads plain y/n/yes/no/on/off as booleans, as kubectl's and Argo's YAML readers do."""
+
+
+_Yaml11Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    __import__("re").compile(r"^(?:y|Y|n|N|yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF)$"),
+    list("yYnNoO"),
+)
+
+
+def test_names_that_yaml_11_reads_as_booleans_stay_strings_in_the_written_manifest(
+    tmp_path: Path,
+) -> None:
+    nb = notebook(("parameters", "n = 3\ny = 'on'"), ("step:a", "print(n, y)"))
+    doc = _workflow(tmp_path, nb)
+    (read,) = yaml.load_all(to_yaml(doc), Loader=_Yaml11Loader)
+    assert read["spec"]["arguments"]["parameters"] == [
+        {"name": "n", "value": "3"},
+        {"name": "y", "value": "'on'"},
+    ]
+    assert read == json.loads(json.dumps(doc))
+
+
 def test_a_schedule_is_a_cron_workflow_with_its_policy_and_history(tmp_path: Path) -> None:
     pipeline = compile_notebook(write(tmp_path / "nightly.ipynb", notebook(("step:a", "x = 1"))))
     doc = build_cron_workflow(

@@ -16,16 +16,24 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from cellpipe.core.model import Pipeline, Step
-from cellpipe.core.pseudo import file_name, is_file
+from cellpipe.core.pseudo import file_name, file_path, is_file
 from cellpipe.rundir.runs import CacheIndex
 
-__all__ = ["CacheIndex", "file_hash", "files_read", "normalized", "step_key"]
+__all__ = [
+    "CacheIndex",
+    "file_hash",
+    "files_read",
+    "input_hashes",
+    "normalized",
+    "parameters_seen",
+    "step_key",
+]
 
 _KEY_VERSION = "2"  # bump when the stored format changes: old results must not be reused
 
@@ -58,6 +66,40 @@ def step_key(
     for name in sorted(set(step.inputs) | set(input_hashes)):  # inputs, and files read
         h.update(f"\0in\0{name}={input_hashes.get(name, '')}".encode())
     return h.hexdigest()
+
+
+def parameters_seen(pipeline: Pipeline, step: Step, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameter values ``step`` can observe: a new value of one it never reads must not
+    make it run again (see cellpipe.execution.lineage.parameters_read)."""
+    from cellpipe.execution.lineage import parameters_read
+
+    seen = parameters_read(pipeline, step)
+    if seen is None:
+        return dict(params)
+    return {k: v for k, v in params.items() if k in seen}
+
+
+def input_hashes(
+    pipeline: Pipeline,
+    step: Step,
+    hashes_of: Callable[[str], Mapping[str, str] | None],
+    workdir: Path,
+) -> dict[str, str]:
+    """The content hashes ``step_key`` takes: each input's as its producer saved it
+    (``hashes_of(producer)``: name -> sha256, None when it saved nothing), "absent" for one
+    it left unset, and each file the step reads by its content. Every backend asks this, so
+    a step has one key wherever its producers ran."""
+    hashes: dict[str, str] = {}
+    saved: dict[str, Mapping[str, str] | None] = {}
+    for name, producer in step.inputs.items():
+        if producer not in saved:
+            saved[producer] = hashes_of(producer)
+        sha = (saved[producer] or {}).get(name)
+        hashes[name] = "absent" if sha is None else sha
+    # Files count by their content: a changed data.csv must not give a stale cache hit.
+    for name in files_read(pipeline, step, workdir):
+        hashes[name] = file_hash(workdir / file_path(name))
+    return hashes
 
 
 def files_read(pipeline: Pipeline, step: Step, workdir: Path) -> list[str]:

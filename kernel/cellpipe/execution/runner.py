@@ -624,7 +624,22 @@ def _run_in_pod(rd: RunDir, step: str, attempt: int) -> int:
         return run_step(rd, step, attempt=attempt)
     finally:
         events = [e.to_json() for e in rd.events() if e.step == step]
-        result = StepResult(step, events, rd.read_outputs(step), rd.metrics().get(step))
+        verdict = rd.gate_verdict(step)
+        try:
+            manifest = {n: r.to_json() for n, r in rd.manifest(step).items()}
+        except FileNotFoundError:
+            manifest = None
+        if verdict is not None:
+            # The gate's output parameter: the controller skips the tasks downstream on it.
+            rd.write_gate_output(step, bool(verdict.get("open")))
+        result = StepResult(
+            step,
+            events,
+            rd.read_outputs(step),
+            rd.metrics().get(step),
+            manifest=manifest,
+            gate=verdict,
+        )
         _LOG_MIRROR.write(encode(result))
         _LOG_MIRROR.flush()
 

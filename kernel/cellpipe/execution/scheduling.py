@@ -22,8 +22,7 @@ from typing import Any, TypeVar
 from cellpipe.compiling.gates import closed_upstream
 from cellpipe.core.errors import Conflict
 from cellpipe.core.model import State, Step
-from cellpipe.core.pseudo import file_path
-from cellpipe.execution.cache import file_hash, files_read, step_key
+from cellpipe.execution.cache import input_hashes, parameters_seen, step_key
 from cellpipe.rundir.runs import CacheIndex, RunDir
 
 _T = TypeVar("_T")
@@ -282,14 +281,7 @@ class Scheduler:
         return found
 
     def _params_seen(self, step: Step) -> dict[str, Any]:
-        """The parameter values the step can observe: a new value of one it never reads
-        must not make it run again (see cellpipe.execution.lineage.parameters_read)."""
-        from cellpipe.execution.lineage import parameters_read
-
-        seen = parameters_read(self.pipeline, step)
-        if seen is None:
-            return dict(self.params)
-        return {k: v for k, v in self.params.items() if k in seen}
+        return parameters_seen(self.pipeline, step, self.params)
 
     def _settle(self, name: str, state: State, message: str, **extra: Any) -> None:
         self.state[name] = state
@@ -360,14 +352,14 @@ class Scheduler:
         return State.CACHED
 
     def _input_hashes(self, step: Step) -> dict[str, str]:
-        hashes: dict[str, str] = {}
-        for inp in self.rd.step_inputs(step):
-            hashes[inp.name] = inp.record.sha256 if inp.record else "absent"
-        # Files count by their content: a changed data.csv must not give a stale cache hit.
+        def hashes_of(producer: str) -> dict[str, str] | None:
+            try:
+                return {n: r.sha256 for n, r in self.rd.manifest(producer).items()}
+            except FileNotFoundError:
+                return None
+
         workdir = Path(self.rd.info().get("workdir") or ".")
-        for name in files_read(self.pipeline, step, workdir):
-            hashes[name] = file_hash(workdir / file_path(name))
-        return hashes
+        return input_hashes(self.pipeline, step, hashes_of, workdir)
 
     async def _get_launcher(self) -> Launcher:
         # Started on first need: a run whose steps are all cached never pays for the prelude.

@@ -21,10 +21,13 @@ name below is spelled out anywhere else.
         logs/<step>.log       stdout and stderr of the step
         logs/_driver.log, _run.log, _prelude.log, _images.log   the engine's own logs
         outputs/<step>.json   nbformat outputs of each cell, by cell id
+        outputs/<step>.gate   in an Argo pod: ``open``/``closed``, the gate's output parameter
         data/<step>/          the step's values (files named by cellpipe.execution.marshal),
                               manifest.json listing them, and beside them the step's
                               cache_key, gate.json, lineage.json and metrics.json, and
-                              hidden.json / hidden-state.pkl (cellpipe.execution.hidden_state)
+                              hidden.json / hidden-state.pkl (cellpipe.execution.hidden_state);
+                              for a step run on Argo, remote.json: where its values are kept
+                              on the cluster (storage, run) and their manifest
         hidden/<step>.json    whose hidden state each step starts from (the scheduler's)
         metrics.json          metrics by step
         reports/<step>.html   step reports;  report.html  the run's report
@@ -74,6 +77,8 @@ LINEAGE = "lineage.json"
 STEP_METRICS = METRICS  # the step's own metrics, carried along when the step is cached
 HIDDEN_FINGERPRINTS = "hidden.json"  # fingerprints of hidden state around the step
 HIDDEN_STATES = "hidden-state.pkl"  # the states of the hidden state the step changed
+#: An Argo step's values stay on the cluster: where (storage, run key) and their manifest.
+REMOTE = "remote.json"
 
 #: Folders every run directory has (a directory from ``cellpipe compile -o`` gets them when
 #: its first step runs).
@@ -130,6 +135,12 @@ def engine_log_file(run: P, name: str) -> P:
 
 def outputs_file(run: P, step: str) -> P:
     return run / OUTPUTS / f"{step}.json"
+
+
+def gate_output_file(run: P, step: str) -> P:
+    """In an Argo pod: the gate's verdict as one word, the step's output parameter ``gate``
+    (what the controller's ``when`` on the tasks downstream reads)."""
+    return run / OUTPUTS / f"{step}.gate"
 
 
 def data_root(run: P) -> P:

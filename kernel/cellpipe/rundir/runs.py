@@ -373,6 +373,27 @@ class RunDir:
         directory.mkdir(parents=True, exist_ok=True)
         write_json(directory / layout.GATE, dict(verdict))
 
+    def write_gate_output(self, step: str, is_open: bool) -> None:
+        """In an Argo pod: the gate's verdict as the word its output parameter carries."""
+        path = layout.gate_output_file(self.path, step)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, "open" if is_open else "closed")
+
+    def remote(self, step: str) -> dict[str, Any] | None:
+        """Where an Argo step's values are kept on the cluster, and their manifest:
+        ``{"storage": ..., "run_key": ..., "manifest": {name: record}}``; None when the
+        step's values are here (or it has none)."""
+        try:
+            data = json.loads((self.data_dir(step) / layout.REMOTE).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def record_remote(self, step: str, record: Mapping[str, Any]) -> None:
+        directory = self.data_dir(step)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json(directory / layout.REMOTE, dict(record))
+
     def lineage(self, step: str) -> dict[str, Any]:
         """``step``'s lineage record (cellpipe.execution.lineage); {} without one."""
         try:
@@ -596,7 +617,10 @@ class CacheIndex:
         self.root = layout.cache_index(Path(runs_root))
         self._runs_root = Path(runs_root)
 
-    def lookup(self, key: str) -> tuple[RunDir, str] | None:
+    def lookup(self, key: str, *, remote: bool = False) -> tuple[RunDir, str] | None:
+        """The run and step that made ``key``, while its values are there. ``remote``: the
+        values are on a cluster's storage (an Argo run; the key is scoped by that storage),
+        so the run directory holds their record (``RunDir.remote``) instead."""
         try:
             entry = json.loads(layout.cache_entry(self._runs_root, key).read_text())
         except (OSError, ValueError):
@@ -607,7 +631,7 @@ class CacheIndex:
         if not isinstance(run_dir, str) or not isinstance(step, str):
             return None
         rd = self._confined(Path(run_dir), step)
-        if rd is None or not rd.has_data(step):
+        if rd is None or not (rd.remote(step) is not None if remote else rd.has_data(step)):
             return None  # that run was deleted, its data is incomplete, or it is elsewhere
         return rd, step
 

@@ -326,9 +326,14 @@ class ArgoBackend:
         except CellpipeError as exc:
             rd.emit(State.FAILED, message=str(exc))
             raise
+        if name is None:  # every step cached or skipped: no Workflow, no pod
+            rd.emit(State.SUCCEEDED, message="")
+            return State.SUCCEEDED
         return _Follower(rd, cluster, namespace, name, settings).run()
 
     def _still_running(self, cluster: Cluster, previous: dict[str, Any]) -> bool:
+        if not previous.get("workflow"):
+            return False
         try:
             wf = cluster.get_workflow(previous["namespace"], previous["workflow"])
         except ClusterError:
@@ -343,7 +348,11 @@ class ArgoBackend:
         settings: ArgoSettings,
         options: RunOptions,
         previous: dict[str, Any],
-    ) -> str:
+    ) -> str | None:
+        """Submit the run's Workflow, with the steps that need not run left out; None when
+        no step is left to run (nothing is submitted)."""
+        from cellpipe.backends.argo import cache
+
         pipeline = rd.pipeline()
         info = rd.info()
         prints = step_fingerprints(pipeline)
@@ -355,38 +364,64 @@ class ArgoBackend:
                 claim = None  # the old volume is gone (deleted with its workflow): run all
             if claim or settings.s3 is not None:
                 keep = _kept_steps(rd, pipeline, prints, previous.get("fingerprints") or {})
+        storage = cache.storage_id(settings, namespace)
+        plan = cache.plan(rd, pipeline, kept=keep, storage=storage, use_cache=options.use_cache)
+        for step, (source, source_step) in plan.reused.items():
+            cache.adopt(rd, step, source, source_step, plan.keys[step])
+        reuse = {s: k for s, k in plan.run_keys.items() if k != rd.run_id}
+        left_out = plan.left_out(keep)
         submission = int(previous.get("submission", 0)) + 1
         name = workflow_name(pipeline, rd.run_id, submission)
-        target = RunTarget(rd.run_id, name, info.get("parameters") or {}, keep, claim)
-        body = build_workflow(pipeline, _settings_ns(settings, namespace), target=target)
+        target = RunTarget(
+            rd.run_id, name, info.get("parameters") or {}, left_out, claim, reuse=reuse
+        )
         used_claim = claim or settings.existing_claim
         if settings.s3 is None and not used_claim:
             used_claim = f"{name}-data"  # Argo names volumeClaimTemplates PVCs so
+        to_run = [s for s in pipeline.steps if s.name not in left_out]
         rd.update_info(
             argo={
                 "namespace": namespace,
-                "workflow": name,
+                "workflow": name if to_run else None,
                 "submission": submission,
                 "claim": used_claim if settings.s3 is None else None,
+                "cache_storage": storage,  # what runs share to reuse values (cache.py)
                 "server": cluster.server,
                 "context": cluster.context,
                 "fingerprints": prints,
             }
         )
-        cluster.create_workflow(namespace, body)
-        rd.emit(
-            State.RUNNING,
-            message=f"workflow {name} in namespace {namespace}"
-            + (" (resumed)" if options.resume else ""),
-            workflow=name,
-            namespace=namespace,
-        )
+        if to_run:
+            body = build_workflow(pipeline, _settings_ns(settings, namespace), target=target)
+            cluster.create_workflow(namespace, body)
+            rd.emit(
+                State.RUNNING,
+                message=f"workflow {name} in namespace {namespace}"
+                + (" (resumed)" if options.resume else ""),
+                workflow=name,
+                namespace=namespace,
+            )
+        else:
+            rd.emit(State.RUNNING, message="every step is cached or skipped: nothing to submit")
         for step in pipeline.steps:
             if step.name in keep:
                 rd.emit(State.CACHED, step.name, message="kept from before the resume")
+            elif step.name in plan.reused:
+                source = plan.reused[step.name][0]
+                rd.emit(
+                    State.CACHED,
+                    step.name,
+                    message=f"unchanged since run {source.run_id}",
+                    from_run=source.run_id,
+                )
+            elif step.name in plan.skipped:
+                from cellpipe.compiling.gates import inherited_verdict
+
+                rd.record_gate(step.name, inherited_verdict(plan.skipped[step.name]))
+                rd.emit(State.SKIPPED, step.name, message=plan.skipped[step.name])
             else:
                 rd.emit(State.PENDING, step.name)
-        return name
+        return name if to_run else None
 
     # -- cancel ------------------------------------------------------------------------------
 
@@ -439,6 +474,7 @@ class _Follower:
     ):
         self.rd, self.cluster, self.namespace, self.name = rd, cluster, namespace, name
         self.settings = settings
+        self.storage = (rd.info().get("argo") or {}).get("cache_storage")
         self.pipeline = rd.pipeline()
         self.by_task = {task_name(s.name): s.name for s in self.pipeline.steps}
         status = rd.status().steps
@@ -529,7 +565,8 @@ class _Follower:
             limit = self.pipeline.step(step).settings.retry
             for i, node in enumerate(attempts, 1):
                 self._pod_node(step, i, node, retries_left=i <= limit)
-        for step, node in omitted.items():
+        for step in [s.name for s in self.pipeline.steps if s.name in omitted]:
+            node = omitted[step]  # in topological order: a gate's reason passes down
             if self.state.get(step, State.PENDING).terminal:
                 continue
             if self.cancelling:
@@ -609,6 +646,30 @@ class _Follower:
         succeeded = node.get("phase") == "Succeeded" and (
             result is None or (result.final or {}).get("state") != "failed"
         )
+        skipped = (
+            result is not None
+            and (result.final or {}).get("state") is None
+            and any(e.get("state") == "skipped" for e in result.events)
+        )
+        if skipped:  # its own pod saw a closed gate upstream (in another part's DAG)
+            why = next(e.get("message", "") for e in result.events if e.get("state") == "skipped")
+            from cellpipe.compiling.gates import inherited_verdict
+
+            self.rd.record_gate(step, inherited_verdict(why))
+            self._emit(step, State.SKIPPED, attempt, why, force=True, pod=pod)
+            return
+        if succeeded and result is not None:
+            from cellpipe.backends.argo.cache import record_success
+
+            record_success(
+                self.rd,
+                self.pipeline,
+                step,
+                manifest=result.manifest,
+                gate=result.gate,
+                metrics=result.metrics,
+                storage=self.storage,
+            )
         if not succeeded and not message:
             message = _pod_failure(node)
         if succeeded:
@@ -733,6 +794,14 @@ class _Follower:
         return final
 
     def _skip_reason(self, step: str) -> str:
+        """Why ``step`` did not start: a closed gate upstream (its verdict, as locally, and
+        recorded so it passes down), else the upstream step that did not succeed."""
+        from cellpipe.compiling.gates import closed_upstream, inherited_verdict
+
+        why = closed_upstream(self.pipeline.step(step), self.rd.gate_verdict)
+        if why:
+            self.rd.record_gate(step, inherited_verdict(why))
+            return why
         for up in self.pipeline.step(step).after:
             st = self.state.get(up, State.PENDING)
             if st in (State.FAILED, State.SKIPPED, State.CANCELLED):

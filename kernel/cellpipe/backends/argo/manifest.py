@@ -310,8 +310,11 @@ class RunTarget:
     run_id: str
     name: str  # the Workflow's name
     parameters: Mapping[str, Any] = field(default_factory=dict)  # overrides, as values
-    skip: Collection[str] = ()  # steps that already succeeded (resume): not in the DAG
+    skip: Collection[str] = ()  # steps not to run (kept, cached, skipped): not in the DAG
     claim: str | None = None  # an existing claim holding the run's data (resume)
+    #: Steps whose values an earlier run made (the cache): step -> that run's key, under
+    #: which the storage keeps them (a sub-path of the claim, a prefix of S3 keys).
+    reuse: Mapping[str, str] = field(default_factory=dict)
 
 
 def workflow_spec(
@@ -331,6 +334,7 @@ def workflow_spec(
     skip = set(target.skip) if target else set()
     claim = (target.claim if target else None) or settings.existing_claim
     overrides = dict(target.parameters) if target else {}
+    reuse = dict(target.reuse) if target else {}
     chain = hidden_chain(pipeline)
     run_steps = [_chained(s, chain, skip) for s in pipeline.steps if s.name not in skip]
     spec: dict[str, Any] = {
@@ -353,7 +357,7 @@ def workflow_spec(
         ],
         "templates": _dags(run_steps, skip)
         + [
-            _step_template(pipeline, s, settings, images[s.name], key, chain.get(s.name))
+            _step_template(pipeline, s, settings, images[s.name], key, reuse, chain.get(s.name))
             for s in run_steps
         ],
     }
@@ -506,13 +510,47 @@ def _arguments(pipeline: Pipeline, overrides: Mapping[str, Any]) -> list[dict[st
     return out
 
 
+GATE_PARAMETER = "gate"  # a gated step's output parameter: "open" or "closed"
+
+
+def _gated_ancestors(steps: list[Step]) -> dict[str, list[str]]:
+    """Each step -> the gated steps it comes after, directly or not, among ``steps``."""
+    by_name = {s.name: s for s in steps}
+    out: dict[str, list[str]] = {}
+    for s in steps:  # topological order: an upstream step's list is already made
+        found: dict[str, None] = {}
+        for u in s.after:
+            if u not in by_name:
+                continue
+            found.update(dict.fromkeys(out[u]))
+            if by_name[u].settings.gate:
+                found[u] = None
+        out[s.name] = list(found)
+    return out
+
+
+def _when(gated: list[str]) -> str | None:
+    """The condition the controller evaluates before starting a task: every gate upstream
+    is open. Each task says so itself, since Argo counts a skipped dependency as done."""
+    if not gated:
+        return None
+    return " && ".join(
+        f"'{{{{tasks.{task_name(g)}.outputs.parameters.{GATE_PARAMETER}}}}}' == 'open'"
+        for g in gated
+    )
+
+
 def _dag(steps: list[Step], skip: set[str]) -> dict[str, Any]:
     tasks = []
+    gated = _gated_ancestors(steps)
     for s in steps:
         task: dict[str, Any] = {"name": task_name(s.name), "template": task_name(s.name)}
         deps = [task_name(u) for u in s.after if u not in skip]
         if deps:
             task["dependencies"] = deps
+        when = _when(gated[s.name])
+        if when:
+            task["when"] = when
         tasks.append(task)
     # Independent branches go on after a failure, as they do on the local backend.
     return {"name": "main", "dag": {"tasks": tasks, "failFast": False}}
@@ -599,6 +637,8 @@ def _add_fan_out(templates: list[dict[str, Any]], steps: list[str]) -> None:
                 first = {"name": f"{name}-items", "template": f"{name}-items"}
                 if task.get("dependencies"):
                     first["dependencies"] = task["dependencies"]
+                if task.get("when"):
+                    first["when"] = task["when"]
                 fan = {
                     "name": f"{name}-iteration",
                     "template": f"{name}-iteration",
@@ -606,6 +646,8 @@ def _add_fan_out(templates: list[dict[str, Any]], steps: list[str]) -> None:
                     "withParam": f"{{{{tasks.{name}-items.outputs.result}}}}",
                     "arguments": {"parameters": [{"name": "index", "value": "{{item}}"}]},
                 }
+                if task.get("when"):
+                    fan["when"] = task["when"]
                 tasks[i : i + 1] = [first, fan, {**task, "dependencies": [f"{name}-iteration"]}]
                 break
 
@@ -662,11 +704,21 @@ def _scoped_dag(steps: list[Step], skip: set[str], scope: str | None) -> dict[st
     ranked = _stable_order(order, deps)
     if ranked is None:
         return None
+    # A task may read only the outputs of tasks of its own DAG: a gate in another part is
+    # seen by the step's own pod instead (the runner skips it, reading the verdict).
+    gated = _gated_ancestors(steps)
+    when: dict[str, str | None] = {
+        task_name(s.name): _when([g for g in gated[s.name] if member(by_name[g]) == task_name(g)])
+        for s in steps
+        if member(s) == task_name(s.name)
+    }
     tasks = []
     for t in ranked:
         task: dict[str, Any] = {"name": t, "template": template[t]}
         if deps[t]:
             task["dependencies"] = deps[t]
+        if when.get(t):
+            task["when"] = when[t]
         tasks.append(task)
     name = "main" if scope is None else part_template(scope)
     return {"name": name, "dag": {"tasks": tasks, "failFast": False}}
@@ -734,12 +786,19 @@ def _chained(step: Step, chain: Mapping[str, str], skip: set[str]) -> Step:
     return replace(step, after=(*step.after, pred))
 
 
+def _read_from(step: Step, continues: str | None) -> list[str]:
+    """The steps whose data folders ``step`` reads: its inputs' producers, and the step whose
+    generator states it continues from (``hidden_chain``)."""
+    return list(dict.fromkeys([*step.inputs.values(), *filter(None, [continues])]))
+
+
 def _step_template(
     pipeline: Pipeline,
     step: Step,
     settings: ArgoSettings,
     image: str,
     key: str,
+    reuse: Mapping[str, str],
     continues: str | None = None,
 ) -> dict[str, Any]:
     from cellpipe.compiling.compiler import step_script
@@ -789,12 +848,13 @@ def _step_template(
     }
     if settings.s3 is not None:
         s3 = settings.s3
-        for producer in dict.fromkeys([*step.inputs.values(), *filter(None, [continues])]):
+        for producer in _read_from(step, continues):
+            made_in = reuse.get(producer, key)  # a cached producer's values: its run's keys
             artifacts.append(
                 {
                     "name": f"data-{task_name(producer)}",
                     "path": str(layout.data_dir(_POD_RUN, producer)),
-                    "s3": s3.location(_s3_key(s3, key, producer, "data.tgz")),
+                    "s3": s3.location(_s3_key(s3, made_in, producer, "data.tgz")),
                 }
             )
         template["outputs"] = {
@@ -823,6 +883,18 @@ def _step_template(
             },
             {"name": CLAIM_TEMPLATE, "mountPath": WORK_DIR, "subPath": f"{key}/work"},
         ]
+        # A cached producer's values stay where its run left them on the claim: mounted
+        # read-only over its folder, so this step reads them as if made in this run.
+        for producer in _read_from(step, continues):
+            if producer in reuse:
+                mounts.append(
+                    {
+                        "name": CLAIM_TEMPLATE,
+                        "mountPath": str(layout.data_dir(_POD_RUN, producer)),
+                        "subPath": f"{reuse[producer]}/{layout.DATA}/{producer}",
+                        "readOnly": True,
+                    }
+                )
     from cellpipe.backends.images import numeric_environment
 
     env: list[dict[str, Any]] = [
@@ -855,6 +927,18 @@ def _step_template(
     if resources:
         container["resources"] = resources
     template["container"] = container
+    if st.gate:
+        # The runner writes the verdict as one word; absent (the step failed before its
+        # gate was evaluated), the gate does not open.
+        template.setdefault("outputs", {})["parameters"] = [
+            {
+                "name": GATE_PARAMETER,
+                "valueFrom": {
+                    "path": str(layout.gate_output_file(_POD_RUN, step.name)),
+                    "default": "closed",
+                },
+            }
+        ]
     if st.retry:
         template["retryStrategy"] = {
             "limit": st.retry,
@@ -954,6 +1038,9 @@ def with_namespace(settings: ArgoSettings, namespace: str | None) -> ArgoSetting
     return replace(settings, namespace=namespace) if namespace else settings
 
 
+_YAML11_BOOL = re.compile(r"^(y|Y|n|N|yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF)$")
+
+
 def to_yaml(*docs: Mapping[str, Any]) -> str:
     """``docs`` as YAML, multi-line strings (step scripts) as readable literal blocks."""
     import yaml
@@ -963,6 +1050,11 @@ def to_yaml(*docs: Mapping[str, Any]) -> str:
 
     def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
         style = "|" if "\n" in data else None
+        if _YAML11_BOOL.match(data):
+            # PyYAML writes `n` plain, but YAML 1.1 readers (kubectl's, Argo's) read a plain
+            # y/n as a boolean: a parameter named `n` became `name: false`, which the API
+            # server stored and the v4.0.5 controller crashed on. Quoted, it stays a string.
+            style = "'"
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
     _Dumper.add_representer(str, _str)

@@ -6,7 +6,9 @@ run cannot read, and cellpipe does not require an object store. So the runner, a
 
     ::cellpipe-result:: <base64 of zlib of JSON>
 
-The JSON holds the step's events, its ``outputs/<step>.json`` and its metrics. The follower
+The JSON holds the step's events, its ``outputs/<step>.json``, its metrics, the manifest of
+the values it saved (their hashes key the cache of the steps downstream) and its gate's
+verdict. The follower
 reads the pod log, takes the *last* trailer (a cell printing something that looks like one
 cannot hide the real one, which comes after every cell), and strips it from the log the user
 sees. Only JSON crosses: nothing from a pod is ever unpickled.
@@ -38,6 +40,8 @@ class StepResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
+    manifest: dict[str, Any] | None = None  # the saved values' records, by name
+    gate: dict[str, Any] | None = None  # the gate's verdict (cellpipe.compiling.gates)
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -54,6 +58,8 @@ class StepResult:
             "events": self.events,
             "outputs": self.outputs,
             "metrics": self.metrics,
+            "manifest": self.manifest,
+            "gate": self.gate,
         }
 
 
@@ -81,6 +87,8 @@ def decode(payload: str) -> StepResult:
         events=[e for e in data.get("events") or [] if isinstance(e, dict)],
         outputs=data.get("outputs") if isinstance(data.get("outputs"), dict) else None,
         metrics=data.get("metrics") if isinstance(data.get("metrics"), dict) else None,
+        manifest=data.get("manifest") if isinstance(data.get("manifest"), dict) else None,
+        gate=data.get("gate") if isinstance(data.get("gate"), dict) else None,
     )
 
 
