@@ -7,7 +7,11 @@ twice. The gallery is the one of the installed scikit-learn, fetched from the pa
 into a cache outside the clone (tests/gallery.py); nothing of it is committed.
 
 The examples are those of the gallery that need no download (built-in and generated
-datasets only), have at least two sections, and run in seconds; chosen once, by those rules.
+datasets only), have at least two sections, run in seconds, and print and draw the same in
+every top-to-bottom run; chosen once, by those rules. Left out by the last rule:
+``gaussian_process/plot_gpr_noisy_targets.py``, whose optimizer restarts draw from numpy's
+unseeded global generator (about one seed in six finds another optimum), so no run, top
+to bottom or not, can be held to one result.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 import gallery
 import nbformat
 import pytest
+from cellpipe.compiling.split import _heading
 from oracle import confirmed_differences, run_pipeline, run_top_to_bottom
 
 EXAMPLES = [
@@ -30,7 +35,6 @@ EXAMPLES = [
     "ensemble/plot_voting_regressor.py",
     "feature_selection/plot_feature_selection.py",
     "frozen/plot_frozen_examples.py",
-    "gaussian_process/plot_gpr_noisy_targets.py",
     "linear_model/plot_logistic_path.py",
     "miscellaneous/plot_pipeline_display.py",
     "neighbors/plot_lof_outlier_detection.py",
@@ -95,10 +99,9 @@ def test_each_gallery_example_is_split_one_step_per_section_with_no_prev_tags() 
     for example in EXAMPLES:
         nb = gallery.tagged(gallery.examples_dir() / example)
         tags = [t for c in nb.cells for t in c.metadata.get("tags", [])]
-        sections = [c for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## ")]
+        headings = [c for c in nb.cells if c.cell_type == "markdown" and _heading(c.source, 2)]
         steps = {t for t in tags if t.startswith("step:")}
-        assert len(steps) >= 2, example
-        assert len(steps) <= len(sections) + 1, example
+        assert 2 <= len(steps) <= len(headings), example
         assert not [t for t in tags if t.startswith("prev:")], example
 
 
