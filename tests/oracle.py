@@ -79,6 +79,7 @@ def run_pipeline(
     workdir: Path,
     parameters: dict[str, Any] | None = None,
     extra: Sequence[str] = (),
+    timeout: float = 300,
 ) -> tuple[nbformat.NotebookNode | None, subprocess.CompletedProcess[str]]:
     """Run ``cellpipe run PATH --output ...`` as a user would, from ``workdir``.
 
@@ -94,7 +95,14 @@ def run_pipeline(
         args += ["-p", f"{k}={v}"]
     env = dict(os.environ, CELLPIPE_RUNS_ROOT=str(workdir / "runs"))
     env["PYTHONPATH"] = str(REPO / "kernel") + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run(args, capture_output=True, text=True, cwd=workdir, env=env, timeout=300)
+    try:
+        proc = subprocess.run(
+            args, capture_output=True, text=True, cwd=workdir, env=env, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as exc:
+        # What the run said so far (its step lines) is what tells a stuck pod from a slow one.
+        said = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        raise AssertionError(f"`cellpipe run` still running after {timeout} s:\n{said}") from None
     nb = nbformat.read(out, as_version=4) if out.exists() else None
     return nb, proc
 
