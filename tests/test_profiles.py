@@ -15,7 +15,7 @@ from nbbuild import notebook, write
 from test_argo_backend import _trailer_log
 from test_server import call, error_of, wait_for
 
-TEAM = {"namespace": "ml", "registry": "ghcr.io/team", "existing_claim": "shared"}
+TEAM = {"namespace": "ml", "registry": "registry.example.org/team", "existing_claim": "shared"}
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_profile_add_writes_a_checked_file_that_list_and_show_print(tmp_path: Pa
         "--set",
         "ttl_after_success=60",
         "--set",
-        'image_pull_secrets=["ghcr"]',
+        'image_pull_secrets=["pull-secret"]',
         "--description",
         "the team's cluster",
         env=env,
@@ -89,7 +89,7 @@ def test_profile_add_writes_a_checked_file_that_list_and_show_print(tmp_path: Pa
             "namespace": "ml",
             "registry": "127.0.0.1:5000/library",
             "ttl_after_success": 60,
-            "image_pull_secrets": ["ghcr"],
+            "image_pull_secrets": ["pull-secret"],
         },
     }
     listed = cli("profile", "list", env=env)
@@ -106,7 +106,9 @@ def test_an_unknown_setting_is_refused_with_a_suggestion_and_nothing_is_written(
     tmp_path: Path, cli
 ) -> None:
     folder = tmp_path / "profiles"
-    proc = cli("profile", "add", "team", "--set", "regsitry=ghcr.io/team", env=_env(folder))
+    proc = cli(
+        "profile", "add", "team", "--set", "regsitry=registry.example.org/team", env=_env(folder)
+    )
     assert proc.returncode == 2
     assert "argo.regsitry: unknown setting; did you mean `registry`?" in proc.stderr
     assert not (folder / "team.json").exists()
@@ -156,7 +158,7 @@ def test_compile_target_argo_takes_namespace_registry_and_claim_from_the_profile
     nb = write(tmp_path / "nb.ipynb", notebook(("step:a", "x = 1")))
     doc = _compiled(cli, nb, "--profile", "team", **_env(profiles))
     assert doc["metadata"]["namespace"] == "ml"
-    assert _images(doc) == {"ghcr.io/team/cellpipe-step"}
+    assert _images(doc) == {"registry.example.org/team/cellpipe-step"}
     assert _claims(doc) == ["shared"]
 
 
@@ -181,7 +183,9 @@ def test_the_notebook_wins_over_the_profile_and_options_over_both(
     env = _env(profiles, CELLPIPE_PROFILE="team")
     doc = _compiled(cli, nb, **env)
     assert doc["metadata"]["namespace"] == "nb-ns"  # the notebook's
-    assert _images(doc) == {"ghcr.io/team/cellpipe-step"}  # the profile's: the notebook has none
+    assert _images(doc) == {
+        "registry.example.org/team/cellpipe-step"
+    }  # the profile's: the notebook has none
     proc = cli(
         "schedule", str(nb), "--cron", "0 3 * * *", "--namespace", "cli-ns", "-o", "-", env=env
     )
@@ -210,6 +214,48 @@ def test_image_build_push_without_a_registry_anywhere_says_where_one_can_be_give
         "--push needs --registry PREFIX (or a registry in metadata.cellpipe.argo or the "
         "profile)" in proc.stderr
     )
+
+
+def test_image_build_names_images_for_the_option_else_the_notebook_else_the_profile(
+    tmp_path: Path, profiles: Path, cli
+) -> None:
+    made: list[str] = []
+
+    def refs(nb: Path, *extra: str) -> set[str]:
+        proc = cli(
+            "image",
+            "build",
+            str(nb),
+            "--json",
+            "--profile",
+            "team",
+            *extra,
+            timeout=900,
+            env=_env(profiles),
+        )
+        assert proc.returncode == 0, proc.stderr
+        built = [i["ref"] for i in json.loads(proc.stdout)]
+        made.extend(built)
+        return {ref.rsplit(":", 1)[0] for ref in built}
+
+    plain = write(tmp_path / "plain.ipynb", notebook(("step:a", "x = 1")))
+    own = write(
+        tmp_path / "own.ipynb",
+        notebook(
+            ("step:a", "x = 1"), metadata={"cellpipe": {"argo": {"registry": "nb.example/x"}}}
+        ),
+    )
+    try:
+        assert refs(plain) == {"registry.example.org/team/cellpipe-step"}
+        assert refs(own) == {"nb.example/x/cellpipe-step"}
+        assert refs(own, "--registry", "cli.example/y") == {"cli.example/y/cellpipe-step"}
+    finally:
+        import docker
+
+        client = docker.from_env()
+        for ref in made:  # only the tags: the image stays for whoever else names it
+            client.images.remove(ref, noprune=True)
+        client.close()
 
 
 def test_a_run_on_argo_uses_the_profile_and_its_resume_keeps_those_settings(

@@ -33,7 +33,7 @@ export interface IProfileChoice {
 
 const NONE_TITLE = "Only the notebook's metadata.cellpipe.argo and the cluster's defaults";
 
-/** What a profile sets, as one line: `namespace=ml, registry=ghcr.io/team`. */
+/** What a profile sets, as one line: `namespace=ml, registry=registry.example.org/team`. */
 export function settingsText(profile: IProfile): string {
   const parts = Object.entries(profile.argo).map(
     ([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`

@@ -17,7 +17,7 @@ const LIST: IProfileList = {
       path: '/p/team.json',
       description: "the team's cluster",
       context: 'prod',
-      argo: { namespace: 'ml', image_pull_secrets: ['ghcr'] },
+      argo: { namespace: 'ml', image_pull_secrets: ['pull-secret'] },
       error: ''
     }
   ]
@@ -37,7 +37,7 @@ describe('the profile select', () => {
 
   it("titles a profile with its description, settings and file", () => {
     expect(profileChoices(LIST)[2].title).toBe(
-      `the team's cluster: context=prod, namespace=ml, image_pull_secrets=["ghcr"] (/p/team.json)`
+      `the team's cluster: context=prod, namespace=ml, image_pull_secrets=["pull-secret"] (/p/team.json)`
     );
     expect(settingsText({ ...LIST.profiles[1], context: null, argo: {} })).toBe('no settings');
   });

@@ -213,7 +213,7 @@ def profile() -> None:
 
     \b
     Examples:
-      cellpipe profile add team --set namespace=ml --set registry=ghcr.io/team \\
+      cellpipe profile add team --set namespace=ml --set registry=registry.example.org/team \\
           --set existing_claim=shared --description "the team's cluster"
       cellpipe profile list
       cellpipe profile show team
@@ -308,8 +308,8 @@ def profile_add(
 
     \b
     Example:
-      cellpipe profile add team --set namespace=ml --set registry=ghcr.io/team \\
-          --set image_pull_secrets='["ghcr"]' --set node_selector='{"pool": "cpu"}'
+      cellpipe profile add team --set namespace=ml --set registry=registry.example.org/team \\
+          --set image_pull_secrets='["pull-secret"]' --set node_selector='{"pool": "cpu"}'
     """
     from cellpipe.backends.argo.errors import ProfileError
     from cellpipe.backends.argo.profiles import Profile, check_name, profile_dir, write_profile

@@ -4,7 +4,7 @@ A profile is one JSON file, ``<folder>/<NAME>.json``::
 
     {"description": "the team's cluster",      # optional, shown by `cellpipe profile list`
      "context": "prod",                        # optional: the kubeconfig context to use
-     "argo": {"namespace": "ml", "registry": "ghcr.io/team", "existing_claim": "shared"}}
+     "argo": {"namespace": "ml", "registry": "registry.example.org/team", "existing_claim": "shared"}}
 
 ``argo`` takes exactly the keys of the notebook's ``metadata.cellpipe.argo`` (docs/argo.md),
 checked the same way. The folder is ``$CELLPIPE_PROFILE_DIR``, else
