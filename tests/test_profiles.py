@@ -351,3 +351,17 @@ async def test_an_argo_run_from_the_server_runs_with_the_profile_it_names(
     )
     assert code == 400
     assert body["message"].startswith(f"no profile 'nope' in {profiles} (profiles there: ")
+
+
+def test_runs_started_from_python_take_the_profile_cellpipe_profile_selects(
+    tmp_path: Path, profiles: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellpipe.driving.driver import prepare_run
+
+    monkeypatch.setenv("CELLPIPE_PROFILE_DIR", str(profiles))
+    monkeypatch.setenv("CELLPIPE_PROFILE", "team")
+    nb = write(tmp_path / "nb.ipynb", notebook(("step:a", "x = 1")))
+    argo = prepare_run(tmp_path / "runs", nb, backend="argo")
+    assert argo.info()["options"]["profile"]["argo"] == TEAM
+    local = prepare_run(tmp_path / "runs", nb, backend="local")
+    assert "profile" not in local.info()["options"]

@@ -157,6 +157,7 @@ class RunManager:
         options: dict[str, Any] = {"jobs": req.jobs, "no_cache": req.no_cache}
         if backend == "argo":
             name = req.profile if req.profile is not None else self.default_profile
+            options["profile"] = None  # the request's choice, not the server's environment
             if name:
                 from cellpipe.backends.argo.profiles import load_profile
 

@@ -269,8 +269,7 @@ def run(
             from cellpipe.backends.argo.cli import load_selected
 
             profile = load_selected(profile_name)
-            if profile:
-                options["profile"] = profile  # the settings themselves, for resume too
+            options["profile"] = profile  # the settings themselves, for resume too
         rd = prepare_run(
             root,
             notebook,
