@@ -10,6 +10,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
 
+# A profile selected in the developer's shell (`source .../env.sh` exports CELLPIPE_PROFILE)
+# would give every Argo test that cluster's settings: tests choose their profiles themselves.
+for _name in ("CELLPIPE_PROFILE", "CELLPIPE_PROFILE_DIR"):
+    os.environ.pop(_name, None)
+
 
 @pytest.fixture
 def runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

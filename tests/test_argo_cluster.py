@@ -545,3 +545,41 @@ def test_a_run_on_an_existing_claim_passes_values_between_steps_on_it(
     assert "sum is 10" in (rd / "logs" / "use.log").read_text()
     (wf,) = _workflows(result["run_id"])
     assert not wf["spec"].get("volumeClaimTemplates")
+
+
+def test_after_sourcing_env_sh_a_plain_notebook_runs_on_the_cluster_through_its_profile(
+    cluster, tmp_path: Path
+) -> None:
+    """`.ci/cluster up` writes a profile and env.sh selects it: a notebook without any
+    metadata.cellpipe.argo is built, pushed and run with no option naming the cluster."""
+    assert cluster.get("CELLPIPE_PROFILE"), (
+        "env.sh exports no CELLPIPE_PROFILE: it was written by an older .ci/cluster; "
+        "run `sudo .ci/cluster up` of this checkout again"
+    )
+    shell = {k: cluster[k] for k in ("CELLPIPE_PROFILE", "CELLPIPE_PROFILE_DIR")}
+    nb = write(
+        tmp_path / "plain.ipynb",
+        notebook(("step:make", "x = list(range(5))"), ("step:use", "print('sum is', sum(x))")),
+    )
+    assert "argo" not in json.loads(nb.read_text())["metadata"].get("cellpipe", {})
+    built = _cellpipe("image", "build", "--push", str(nb), cwd=tmp_path, timeout=900, **shell)
+    assert built.returncode == 0, built.stderr + built.stdout
+    registry = os.environ["CELLPIPE_CLUSTER_REGISTRY"]
+    assert f"images named for registry {registry}" in built.stderr
+
+    result, proc = _run(nb, **shell)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    rd = tmp_path / "runs" / result["run_id"]
+    kept = json.loads((rd / "run.json").read_text())["options"]["profile"]
+    assert kept["name"] == cluster["CELLPIPE_PROFILE"]
+    assert "sum is 10" in (rd / "logs" / "use.log").read_text()
+    (wf,) = _workflows(result["run_id"])
+    assert wf["metadata"]["namespace"] == os.environ["CELLPIPE_CLUSTER_NAMESPACE"]
+    images = {t["container"]["image"] for t in wf["spec"]["templates"] if "container" in t}
+    assert images and all(i.startswith(f"{registry}/cellpipe-step:") for i in images), images
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in wf["spec"].get("volumes", [])
+        if "persistentVolumeClaim" in v
+    ]
+    assert claims == [os.environ["CELLPIPE_CLUSTER_CLAIM"]]

@@ -29,6 +29,8 @@ RESPONSES = {
     models.DescribeRun: "IRunStatus",
     models.ListRunsResponse: "IRunList",
     models.DescribeBackend: "IBackend",
+    models.DescribeProfile: "IProfile",
+    models.ListProfilesResponse: "IProfileList",
 }
 EVENT_SCHEMA = REPO / "jupyter_extension" / "cellpipe_server" / "events" / "run-state.json"
 EVENT_INTERFACE = "IRunStateEvent"

@@ -26,6 +26,16 @@ class CellpipeApp(ExtensionApp):
     default_backend = Unicode(
         "local", config=True, help="Backend for runs whose request names none: local, docker, argo."
     )
+    default_profile = Unicode(
+        config=True,
+        help="Cluster profile for argo runs whose request names none (see `cellpipe profile "
+        "--help`). Default: $CELLPIPE_PROFILE of the server's environment; '' for none.",
+    )
+    profile_dir = Unicode(
+        config=True,
+        help="Where cluster profiles are read from. Default: $CELLPIPE_PROFILE_DIR, else "
+        "$XDG_CONFIG_HOME/cellpipe/profiles, as for the `cellpipe` command.",
+    )
     max_concurrent_runs = Integer(
         4,
         config=True,
@@ -64,6 +74,18 @@ class CellpipeApp(ExtensionApp):
     )
     run_manager_class = Type(RunManager, config=True, help="The RunManager implementation.")
 
+    @default("default_profile")
+    def _default_default_profile(self) -> str:
+        from cellpipe.backends.argo.profiles import selected_name
+
+        return selected_name(None) or ""
+
+    @default("profile_dir")
+    def _default_profile_dir(self) -> str:
+        from cellpipe.backends.argo.profiles import profile_dir
+
+        return str(profile_dir())
+
     @default("runs_root")
     def _default_runs_root(self) -> str:
         return str(Path(self.serverapp.root_dir) / ".cellpipe" / "runs")
@@ -79,6 +101,8 @@ class CellpipeApp(ExtensionApp):
             Path(self.serverapp.root_dir),
             Path(self.runs_root).expanduser(),
             default_backend=self.default_backend,
+            default_profile=self.default_profile or None,
+            profile_dir=Path(self.profile_dir).expanduser(),
             max_concurrent_runs=self.max_concurrent_runs,
             poll_interval=self.poll_interval,
             notify=self.notify or None,

@@ -291,6 +291,17 @@ class ResumeHandler(_CellpipeHandler):
         self.reply(await self.manager.resume(run_id, req))
 
 
+class ProfilesHandler(_CellpipeHandler):
+    """The cluster profiles an argo run can use (their settings hold no credentials: those
+    are refused in profiles as in notebooks)."""
+
+    @web.authenticated
+    @authorized(action="read")
+    @_api
+    async def get(self) -> None:
+        self.reply(await asyncio.to_thread(self.manager.profiles))
+
+
 class BackendsHandler(_CellpipeHandler):
     @web.authenticated
     @authorized(action="read")
@@ -312,4 +323,5 @@ def handlers(base: str = "/cellpipe/api") -> list[tuple[str, type[APIHandler]]]:
         (f"{base}/runs/{_RUN}/cancel", CancelHandler),
         (f"{base}/runs/{_RUN}/resume", ResumeHandler),
         (f"{base}/backends", BackendsHandler),
+        (f"{base}/profiles", ProfilesHandler),
     ]

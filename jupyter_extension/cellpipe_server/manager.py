@@ -28,8 +28,10 @@ from .models import (
     CompileRequest,
     CreateRun,
     DescribeBackend,
+    DescribeProfile,
     DescribeRun,
     DescribeStep,
+    ListProfilesResponse,
     ResumeRun,
     SplitRequest,
 )
@@ -46,6 +48,8 @@ class RunManager:
         runs_root: Path,
         *,
         default_backend: str = "local",
+        default_profile: str | None = None,
+        profile_dir: Path | None = None,
         max_concurrent_runs: int = 4,
         poll_interval: float = 0.25,
         notify: Any = None,
@@ -55,6 +59,8 @@ class RunManager:
         self.root = Path(root_dir).resolve()
         self.runs_root = Path(runs_root)
         self.default_backend = default_backend
+        self.default_profile = default_profile or None
+        self.profile_dir = profile_dir
         self.max_concurrent_runs = max_concurrent_runs
         self.poll_interval = poll_interval
         self.notify = notify
@@ -148,6 +154,15 @@ class RunManager:
         backend = req.backend or self.default_backend
         available_backend(backend)  # 503 with the reason, before anything is prepared
         source: Any = req.content if req.content is not None else path
+        options: dict[str, Any] = {"jobs": req.jobs, "no_cache": req.no_cache}
+        if backend == "argo":
+            name = req.profile if req.profile is not None else self.default_profile
+            options["profile"] = None  # the request's choice, not the server's environment
+            if name:
+                from cellpipe.backends.argo.profiles import load_profile
+
+                profile = await asyncio.to_thread(load_profile, name, self._profile_folder())
+                options["profile"] = profile.to_json()
         rd = await asyncio.to_thread(
             prepare_run,
             self.runs_root,
@@ -155,7 +170,7 @@ class RunManager:
             path=str(path),
             backend=backend,
             parameters=req.parameters,
-            options={"jobs": req.jobs, "no_cache": req.no_cache},
+            options=options,
             notify=self.notify,
         )
         self._queue.append((rd.run_id, False))
@@ -228,6 +243,22 @@ class RunManager:
                 ok, why = False, str(exc)
             out.append(DescribeBackend(name=name, available=ok, reason=why))
         return out
+
+    def profiles(self) -> ListProfilesResponse:
+        """The cluster profiles of the server's profile folder (a broken one with its error)."""
+        from cellpipe.backends.argo.profiles import list_profiles
+
+        folder = self._profile_folder()
+        return ListProfilesResponse(
+            profiles=[DescribeProfile(**p.to_json()) for p in list_profiles(folder)],
+            default=self.default_profile,
+            folder=str(folder),
+        )
+
+    def _profile_folder(self) -> Path:
+        from cellpipe.backends.argo.profiles import profile_dir
+
+        return self.profile_dir if self.profile_dir is not None else profile_dir()
 
     # -- internals ---------------------------------------------------------------------------------
 

@@ -30,6 +30,12 @@ class CreateRun(CompileRequest):
     parameters: dict[str, Any] = Field(default_factory=dict)
     jobs: int | None = Field(default=None, ge=1)
     no_cache: bool = False
+    profile: str | None = Field(
+        default=None,
+        description="argo: the cluster profile to run with; None: the server's default "
+        "(CellpipeApp.default_profile, else $CELLPIPE_PROFILE); '': none. Other backends "
+        "ignore it.",
+    )
 
 
 class ResumeRun(_Body):
@@ -94,3 +100,24 @@ class DescribeBackend(BaseModel):
     name: str
     available: bool
     reason: str = ""
+
+
+class DescribeProfile(BaseModel):
+    name: str
+    path: str = Field(description="The profile's file on the server.")
+    description: str = ""
+    context: str | None = Field(None, description="The kubeconfig context it submits with.")
+    argo: dict[str, Any] = Field(
+        default_factory=dict, description="Its settings: keys of metadata.cellpipe.argo."
+    )
+    error: str = Field(
+        "", description="Why it cannot be used (bad JSON, an unknown key); '': it can."
+    )
+
+
+class ListProfilesResponse(BaseModel):
+    profiles: list[DescribeProfile]
+    default: str | None = Field(
+        None, description="The profile an argo run gets when its request names none."
+    )
+    folder: str = Field(description="Where the server reads profiles from.")

@@ -6,6 +6,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { IProfileList } from './profiles';
 import { ISplitPlan } from './split';
 import { IRunStatus } from './state';
 
@@ -169,11 +170,13 @@ export class CellpipeApi {
     path: string,
     content: unknown,
     backend: string,
-    parameters: Record<string, unknown>
+    parameters: Record<string, unknown>,
+    profile: string | null = null
   ): Promise<IRunStatus> {
+    // profile: argo's cluster profile ('' none); null lets the server choose its default.
     return this.request(['runs'], {
       method: 'POST',
-      body: JSON.stringify({ path, content, backend, parameters })
+      body: JSON.stringify({ path, content, backend, parameters, profile })
     });
   }
 
@@ -206,6 +209,11 @@ export class CellpipeApi {
 
   backends(): Promise<IBackend[]> {
     return this.request(['backends']);
+  }
+
+  /** The server's cluster profiles for argo runs. */
+  profiles(): Promise<IProfileList> {
+    return this.request(['profiles']);
   }
 
   /** A step's log (stdout and stderr) as plain text. */

@@ -155,6 +155,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
     void refreshBackends();
 
+    const refreshProfiles = async (): Promise<void> => {
+      try {
+        sidebar.setProfiles(await api.profiles());
+      } catch {
+        sidebar.setProfiles(null); // an older server: the select offers only "none"
+      }
+    };
+    void refreshProfiles();
+
     const pipelineFor = (panel: NotebookPanel | null): NotebookPipeline | null =>
       panel ? (pipelines.get(panel) ?? null) : null;
 
@@ -301,6 +310,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: () => {
         app.shell.activateById(sidebar.id);
         void refreshBackends();
+        void refreshProfiles();
       }
     });
 
@@ -527,7 +537,12 @@ const plugin: JupyterFrontEndPlugin<void> = {
                 return;
               }
               app.shell.activateById(sidebar.id);
-              void p.compileAndRun(backendOf(p), { ...(run.parameters ?? {}) });
+              const backend = backendOf(p);
+              void p.compileAndRun(
+                backend,
+                { ...(run.parameters ?? {}) },
+                sidebar.runProfile(backend)
+              );
             },
             applyOutputs: run => {
               if (p.isDisposed) {

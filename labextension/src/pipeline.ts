@@ -186,7 +186,11 @@ export class NotebookPipeline {
   }
 
   /** Compile the open content and, if it compiles, start a run of it. */
-  async compileAndRun(backend: string, parameters: Record<string, unknown>): Promise<void> {
+  async compileAndRun(
+    backend: string,
+    parameters: Record<string, unknown>,
+    profile: string | null = null
+  ): Promise<void> {
     if (this.isActive) {
       return;
     }
@@ -205,7 +209,13 @@ export class NotebookPipeline {
     this.phase = 'starting';
     this.emit();
     try {
-      const run = await this.api.createRun(this.path, this.content(), backend, parameters);
+      const run = await this.api.createRun(
+        this.path,
+        this.content(),
+        backend,
+        parameters,
+        profile
+      );
       this.show(run, false);
     } catch (e) {
       this.phase = 'idle';

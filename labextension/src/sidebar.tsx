@@ -20,6 +20,7 @@ import {
 } from './groups';
 import { parsePythonLiteral } from './literals';
 import { NotebookPipeline } from './pipeline';
+import { chosenProfile, IProfileList, profileChoices } from './profiles';
 import { onRowKey, tabStop, tabStopKey } from './roving';
 import {
   countSteps,
@@ -71,6 +72,17 @@ export class PipelineSidebar extends ReactWidget {
     this._pipeline = value;
     value?.changed.connect(this.onChanged, this);
     this.onChanged();
+  }
+
+  /** The server's cluster profiles (null: not known, e.g. the request failed). */
+  setProfiles(profiles: IProfileList | null): void {
+    this.profiles = profiles;
+    this.update();
+  }
+
+  /** The profile a run on `backend` asks for: the selected one on argo, else null. */
+  runProfile(backend: string): string | null {
+    return backend === 'argo' ? chosenProfile(this.profiles, this.profileChoice) : null;
   }
 
   setBackends(backends: IBackend[] | null, error = ''): void {
@@ -132,7 +144,8 @@ export class PipelineSidebar extends ReactWidget {
       this.update();
       return;
     }
-    void p.compileAndRun(this.backendOf(p), values);
+    const backend = this.backendOf(p);
+    void p.compileAndRun(backend, values, this.runProfile(backend));
   }
 
   render(): JSX.Element {
@@ -154,6 +167,34 @@ export class PipelineSidebar extends ReactWidget {
         {this.renderSteps(p)}
         {this.renderHistory(p)}
       </div>
+    );
+  }
+
+  /** The cluster profile an argo run gets (cellpipe profile); the notebook's settings win. */
+  private renderProfile(): JSX.Element {
+    const value = chosenProfile(this.profiles, this.profileChoice);
+    const folder = this.profiles?.folder ?? 'the server';
+    return (
+      <label
+        className="cellpipe-field"
+        title={`Cluster settings from a profile in ${folder}; the notebook's metadata.cellpipe.argo wins over them`}
+      >
+        <span>Profile</span>
+        <select
+          aria-label="Profile"
+          value={value}
+          onChange={e => {
+            this.profileChoice = e.currentTarget.value;
+            this.update();
+          }}
+        >
+          {profileChoices(this.profiles).map(c => (
+            <option key={c.value} value={c.value} disabled={c.disabled} title={c.title}>
+              {c.label}
+            </option>
+          ))}
+        </select>
+      </label>
     );
   }
 
@@ -208,6 +249,7 @@ export class PipelineSidebar extends ReactWidget {
             })}
           </select>
         </label>
+        {backend === 'argo' ? this.renderProfile() : null}
         <div className="cellpipe-buttons">
           <button
             className="jp-Button jp-mod-styled jp-mod-accept cellpipe-run"
@@ -770,6 +812,9 @@ export class PipelineSidebar extends ReactWidget {
 
   private _pipeline: NotebookPipeline | null = null;
   private backends: IBackend[] | null = null;
+  private profiles: IProfileList | null = null;
+  /** The profile the user picked (null: none picked yet, the server's default applies). */
+  private profileChoice: string | null = null;
   private backendError = '';
   private ticker: ReturnType<typeof setInterval> | null = null;
   private readonly params = new WeakMap<NotebookPipeline, Record<string, string>>();

@@ -17,6 +17,8 @@ from typing import Any
 import click
 
 from cellpipe._version import __version__
+from cellpipe.backends.argo.cli import profile as profile_command
+from cellpipe.backends.argo.cli import profile_option
 from cellpipe.backends.argo.cli import schedule as schedule_command
 from cellpipe.backends.docker.cli import image as image_group
 from cellpipe.cli.common import (
@@ -79,9 +81,17 @@ def cli(ctx: click.Context, debug: bool) -> None:
     show_default=True,
     help="What to generate.",
 )
+@profile_option
 @json_option
 @click.pass_obj
-def compile(obj: Context, notebook: str, out_dir: str | None, target: str, as_json: bool) -> None:
+def compile(
+    obj: Context,
+    notebook: str,
+    out_dir: str | None,
+    target: str,
+    profile_name: str | None,
+    as_json: bool,
+) -> None:
     """Check a notebook and show its pipeline: steps, dependencies, inputs -> outputs.
 
     Exits 2 and lists every problem (with cell numbers) when the notebook cannot run as a
@@ -91,11 +101,13 @@ def compile(obj: Context, notebook: str, out_dir: str | None, target: str, as_js
     from cellpipe.rundir.runs import RunDir
 
     obj.json = as_json
+    if profile_name and target != "argo":
+        raise click.UsageError("--profile holds Argo settings: use it with --target argo")
     pipeline = compile_notebook(notebook)
     if target == "argo":
-        from cellpipe.backends.argo.cli import compile_argo
+        from cellpipe.backends.argo.cli import compile_argo, load_selected
 
-        return compile_argo(pipeline, out_dir, as_json)
+        return compile_argo(pipeline, out_dir, as_json, load_selected(profile_name))
     if out_dir:
         RunDir(Path(out_dir)).write_pipeline(pipeline)
     if as_json:
@@ -202,6 +214,7 @@ def _ranges(numbers: list[int]) -> str:
     "Put secrets in ${VARIABLES}: they are read when sending, never stored. The notebook's "
     "metadata.cellpipe.notify wins. Default: $CELLPIPE_NOTIFY.",
 )
+@profile_option
 @runs_root_option
 @json_option
 @click.pass_obj
@@ -216,14 +229,20 @@ def run(
     resume: str | None,
     executed: str | None,
     notify: str | None,
+    profile_name: str | None,
     runs_root: str | None,
     as_json: bool,
 ) -> None:
     """Run a notebook as a pipeline and wait for it to finish.
 
+    With --backend argo, cluster settings come from the notebook's metadata.cellpipe.argo
+    over the profile --profile (else $CELLPIPE_PROFILE) names; see `cellpipe profile --help`.
+
     Exit status: 0 when every step succeeded, 1 when a step failed, 2 for bad input.
     """
     obj.json = as_json
+    if profile_name and backend_name != "argo" and not resume:
+        raise click.UsageError("--profile holds Argo settings: use it with --backend argo")
     backend = _early_backend(backend_name)  # first: it warms up while we compile
     from cellpipe.compiling.notebook import parse_parameter_options
     from cellpipe.core.errors import ParameterError
@@ -231,21 +250,32 @@ def run(
 
     root = runs_root_path(runs_root)
     overrides = parse_parameter_options(raw_params)
+    profile = None
     if resume:
         if overrides:
             raise ParameterError(
                 "--resume keeps the run's parameters; start a new run to change them"
             )
+        if profile_name is not None:
+            raise ParameterError(
+                "--resume keeps the run's profile settings; start a new run to change them"
+            )
         rd = prepare_resume(root, resume, notebook)
     elif not notebook:
         raise ParameterError("give a NOTEBOOK to run, or --resume RUN_ID")
     else:
+        options: dict[str, Any] = {"jobs": jobs, "no_cache": no_cache, "namespace": namespace}
+        if backend_name == "argo":
+            from cellpipe.backends.argo.cli import load_selected
+
+            profile = load_selected(profile_name)
+            options["profile"] = profile  # the settings themselves, for resume too
         rd = prepare_run(
             root,
             notebook,
             backend=backend_name,
             parameters=overrides,
-            options={"jobs": jobs, "no_cache": no_cache, "namespace": namespace},
+            options=options,
             via="cli",
             notify=notify,
         )
@@ -253,8 +283,10 @@ def run(
     for d in pipeline.diagnostics:
         click.echo(f"cellpipe: warning: {d}", err=True)
     if not as_json:
+        via = f", profile {profile['name']}" if profile else ""
         click.echo(
-            f"cellpipe: run {rd.run_id} ({len(pipeline.steps)} steps, {backend_name})", err=True
+            f"cellpipe: run {rd.run_id} ({len(pipeline.steps)} steps, {backend_name}{via})",
+            err=True,
         )
 
     progress: _Progress | None = None
@@ -565,6 +597,7 @@ for _command in (
     lineage_command,
     serve_command,
     image_group,
+    profile_command,
     schedule_command,
     report_command,
     tag_command,

@@ -37,7 +37,9 @@ def prepare_run(
     ``via`` names what started it for the audit trail (``cli``, ``kernel``, ``server``,
     ``serve``); by default it is guessed from the process. ``notify``: where to say that
     the run ended (``--notify``, ``c.CellpipeApp.notify``) unless the notebook's
-    ``metadata.cellpipe.notify`` says; see ``cellpipe.driving.notify``."""
+    ``metadata.cellpipe.notify`` says; see ``cellpipe.driving.notify``. An argo run's
+    ``options["profile"]`` is the cluster profile's JSON (None: none); when the caller
+    leaves it out, ``$CELLPIPE_PROFILE`` selects it."""
     from cellpipe.compiling.compiler import compile_notebook, inline_references
     from cellpipe.compiling.notebook import notebook_settings, read_notebook, resolve_parameters
 
@@ -49,6 +51,13 @@ def prepare_run(
     nb = inline_references(nb, name).nb
     values = resolve_parameters(list(pipeline.parameters), dict(parameters or {}))
     opts = dict(options or {})
+    if backend == "argo" and "profile" not in opts:
+        # Callers that choose (the CLI's --profile, the server's request) set it, None
+        # included; the rest (the API, %cellpipe) get the environment's $CELLPIPE_PROFILE.
+        from cellpipe.backends.argo.profiles import resolve
+
+        profile = resolve(None)
+        opts["profile"] = profile.to_json() if profile else None
     target = _notify_target(notebook_settings(nb).get("notify"), notify)
     if target is not None:
         opts["notify"] = target.to_json()  # templates only: secrets stay in the environment

@@ -311,10 +311,14 @@ class ArgoBackend:
         pipeline = rd.pipeline()
         rd.write_driver()
         try:
+            profile = opts.get("profile") or None  # kept in run.json: a resume uses it too
             settings = ArgoSettings.from_notebook(
-                pipeline.settings, namespace=opts.get("namespace"), parallelism=opts.get("jobs")
+                pipeline.settings,
+                profile,
+                namespace=opts.get("namespace"),
+                parallelism=opts.get("jobs"),
             )
-            cluster = Cluster(opts.get("context"))
+            cluster = Cluster(opts.get("context") or (profile or {}).get("context"))
             namespace = settings.namespace or cluster.default_namespace
             previous = info.get("argo") or {}
             if options.resume and previous and self._still_running(cluster, previous):

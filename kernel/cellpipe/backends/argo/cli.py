@@ -14,6 +14,23 @@ import click
 
 from cellpipe.core.model import Pipeline
 
+profile_option = click.option(
+    "--profile",
+    "profile_name",
+    metavar="NAME",
+    help="argo: cluster settings from profile NAME (see `cellpipe profile --help`); the "
+    "notebook's metadata.cellpipe.argo and the options here win over it, key by key. "
+    "Default: $CELLPIPE_PROFILE; --profile '' for none.",
+)
+
+
+def load_selected(profile_name: str | None) -> dict[str, Any] | None:
+    """The profile ``--profile`` (else ``$CELLPIPE_PROFILE``) names, as JSON; None for none."""
+    from cellpipe.backends.argo.profiles import resolve
+
+    profile = resolve(profile_name)
+    return profile.to_json() if profile else None
+
 
 def _warn_all(pipeline: Pipeline, settings: Any) -> None:
     from cellpipe.backends.argo.manifest import file_warnings
@@ -41,11 +58,13 @@ def _image_hint(doc: dict[str, Any], pipeline: Pipeline, registry: str | None) -
     )
 
 
-def compile_argo(pipeline: Pipeline, out: str | None, as_json: bool) -> None:
+def compile_argo(
+    pipeline: Pipeline, out: str | None, as_json: bool, profile: dict[str, Any] | None = None
+) -> None:
     """``cellpipe compile NB --target argo [-o FILE]``: the Workflow as YAML (stdout without -o)."""
     from cellpipe.backends.argo.manifest import ArgoSettings, build_workflow, to_yaml
 
-    settings = ArgoSettings.from_notebook(pipeline.settings)
+    settings = ArgoSettings.from_notebook(pipeline.settings, profile)
     doc = build_workflow(pipeline, settings)
     _warn_all(pipeline, settings)
     if as_json:
@@ -89,6 +108,7 @@ def compile_argo(pipeline: Pipeline, out: str | None, as_json: bool) -> None:
 @click.option("--history", type=click.IntRange(min=0), help="Succeeded runs kept. Default: 3.")
 @click.option("--failed-history", type=click.IntRange(min=0), help="Failed runs kept. Default: 1.")
 @click.option("--suspend", is_flag=True, help="Create it suspended (no runs until resumed).")
+@profile_option
 def schedule(
     notebook: str,
     crons: tuple[str, ...],
@@ -102,6 +122,7 @@ def schedule(
     history: int | None,
     failed_history: int | None,
     suspend: bool,
+    profile_name: str | None,
 ) -> None:
     """Run NOTEBOOK on a schedule: an Argo CronWorkflow, written as YAML or submitted.
 
@@ -109,6 +130,7 @@ def schedule(
     Examples:
       cellpipe schedule nightly.ipynb --cron "0 3 * * *" -o cron.yaml
       cellpipe schedule nightly.ipynb --cron "0 3 * * *" --timezone Europe/Paris --submit
+      cellpipe schedule nightly.ipynb --cron "0 3 * * *" --profile prod --submit
     """
     from cellpipe.backends.argo.errors import ArgoSettingsError
     from cellpipe.backends.argo.manifest import ArgoSettings, Schedule, build_cron_workflow, to_yaml
@@ -142,15 +164,16 @@ def schedule(
         else defaults.get("failed_history", 1),
         suspend=suspend,
     )
-    settings = ArgoSettings.from_notebook(pipeline.settings, namespace=namespace)
+    profile = load_selected(profile_name)
+    settings = ArgoSettings.from_notebook(pipeline.settings, profile, namespace=namespace)
     cluster = None
     if submit:
         from cellpipe.backends.argo.backend import Cluster
 
-        cluster = Cluster()
+        cluster = Cluster((profile or {}).get("context"))
         if not settings.namespace:
             settings = ArgoSettings.from_notebook(
-                pipeline.settings, namespace=cluster.default_namespace
+                pipeline.settings, profile, namespace=cluster.default_namespace
             )
     doc = build_cron_workflow(pipeline, settings, when, name=name)
     _warn_all(pipeline, settings)
@@ -167,3 +190,142 @@ def schedule(
         + (f" ({when.timezone})" if when.timezone else "")
     )
     click.echo(_image_hint(doc, pipeline, settings.registry), err=True)
+
+
+# -- cellpipe profile -------------------------------------------------------------------------
+
+
+@click.group("profile")
+def profile() -> None:
+    """Named cluster profiles: Argo settings kept outside the notebook.
+
+    A profile is one JSON file, FOLDER/NAME.json: under "argo" the keys a notebook's
+    metadata.cellpipe.argo takes (namespace, registry, service_account, existing_claim,
+    storage_class, s3, node_selector, image_pull_secrets, ...; see docs/argo.md), checked
+    the same way; optionally a "description" and a "context" (the kubeconfig context to
+    submit with). FOLDER is $CELLPIPE_PROFILE_DIR, else $XDG_CONFIG_HOME/cellpipe/profiles
+    (~/.config/cellpipe/profiles).
+
+    `run --backend argo`, `compile --target argo`, `schedule` and `image build` use the
+    profile that --profile NAME names, else $CELLPIPE_PROFILE. Key by key, their options
+    win over the notebook's metadata.cellpipe.argo, which wins over the profile. A run keeps
+    its profile's settings: `run --resume` uses them even if the file changed since.
+
+    \b
+    Examples:
+      cellpipe profile add team --set namespace=ml --set registry=registry.example.org/team \\
+          --set existing_claim=shared --description "the team's cluster"
+      cellpipe profile list
+      cellpipe profile show team
+      cellpipe image build --profile team --push nb.ipynb
+      CELLPIPE_PROFILE=team cellpipe run nb.ipynb --backend argo
+
+    To change a profile, edit its file (`profile show` prints its path) or run `profile add
+    NAME --replace ...`; to remove it, delete the file.
+    """
+
+
+@profile.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout only.")
+def profile_list(as_json: bool) -> None:
+    """List the profiles; `*` marks the one $CELLPIPE_PROFILE selects.
+
+    A profile that cannot be used (bad JSON, an unknown key) is listed with why.
+    """
+    from cellpipe.backends.argo.profiles import list_profiles, profile_dir, selected_name
+
+    folder = profile_dir()
+    listed = list_profiles(folder)
+    selected = selected_name(None)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "folder": str(folder),
+                    "selected": selected,
+                    "profiles": [p.to_json() for p in listed],
+                },
+                indent=1,
+            )
+        )
+        return
+    if not listed:
+        where = "does not exist" if not folder.is_dir() else "holds no profiles"
+        click.echo(f"{folder} {where}; add one with `cellpipe profile add NAME --set KEY=VALUE`")
+        return
+    click.echo(f"profiles in {folder}:")
+    width = max(len(p.name) for p in listed)
+    for p in listed:
+        mark = "*" if p.name == selected else " "
+        what = p.profile.description if p.profile else f"(cannot be used: {p.error})"
+        click.echo(f"{mark} {p.name:<{width}}  {what}".rstrip())
+    if selected and selected not in {p.name for p in listed}:
+        click.echo(f"$CELLPIPE_PROFILE names {selected!r}, which is not there", err=True)
+
+
+@profile.command("show")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print only the profile, as JSON.")
+def profile_show(name: str | None, as_json: bool) -> None:
+    """Print a profile's file and settings (default: $CELLPIPE_PROFILE's)."""
+    from cellpipe.backends.argo.errors import ProfileError
+    from cellpipe.backends.argo.profiles import ENV_PROFILE, load_profile, selected_name
+
+    name = name or selected_name(None)
+    if not name:
+        raise ProfileError(f"give a profile NAME (${ENV_PROFILE} selects none)")
+    p = load_profile(name)
+    if as_json:
+        click.echo(json.dumps(p.to_json(), indent=1))
+        return
+    click.echo(f"profile {p.name}: {p.path}")
+    if p.description:
+        click.echo(f"  description: {p.description}")
+    click.echo(f"  context: {p.context or '(the kubeconfig current context)'}")
+    if not p.argo:
+        click.echo("  argo: (no settings)")
+    for key, value in p.argo.items():
+        click.echo(f"  argo.{key}: {json.dumps(value)}")
+
+
+@profile.command("add")
+@click.argument("name")
+@click.option(
+    "--set",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An Argo setting (a key of metadata.cellpipe.argo). VALUE is read as JSON when it "
+    'is JSON (60, true, ["a"], {"k": "v"}), else as text. Repeatable.',
+)
+@click.option("--description", default="", help="One line saying what the profile is for.")
+@click.option("--context", help="The kubeconfig context to submit with (default: its current).")
+@click.option("--replace", is_flag=True, help="Overwrite the profile if it exists.")
+def profile_add(
+    name: str, pairs: tuple[str, ...], description: str, context: str | None, replace: bool
+) -> None:
+    """Write a profile, after checking every setting as a notebook's are checked.
+
+    \b
+    Example:
+      cellpipe profile add team --set namespace=ml --set registry=registry.example.org/team \\
+          --set image_pull_secrets='["pull-secret"]' --set node_selector='{"pool": "cpu"}'
+    """
+    from cellpipe.backends.argo.errors import ProfileError
+    from cellpipe.backends.argo.profiles import Profile, check_name, profile_dir, write_profile
+
+    check_name(name)
+    argo: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ProfileError(f"--set {pair!r}: expects KEY=VALUE, e.g. --set namespace=ml")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        argo[key.strip()] = value
+    path = profile_dir() / f"{name}.json"
+    written = write_profile(Profile(name, path, description, context, argo), replace=replace)
+    click.echo(f"wrote profile {name}: {written}")
+    click.echo(f"use it with --profile {name}, or export CELLPIPE_PROFILE={name}", err=True)

@@ -21,6 +21,10 @@ class ArgoSettingsError(CellpipeError):
     http_status = 400
 
 
+class ProfileError(ArgoSettingsError):
+    """A profile that is missing, unreadable or holds a bad setting (exit 2)."""
+
+
 class ClusterError(CellpipeError):
     """The cluster refused or failed a request (the message says which and why)."""
 

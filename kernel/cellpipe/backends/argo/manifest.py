@@ -132,22 +132,48 @@ class ArgoSettings:
     parallelism: int | None = None
 
     @classmethod
-    def from_notebook(cls, notebook_settings: Mapping[str, Any], **overrides: Any) -> ArgoSettings:
-        """``metadata.cellpipe.argo`` with ``overrides`` (options given on the command line,
-        None meaning "not given") on top. Raises ArgoSettingsError naming the bad field."""
+    def from_notebook(
+        cls,
+        notebook_settings: Mapping[str, Any],
+        profile: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> ArgoSettings:
+        """``metadata.cellpipe.argo`` over a profile's ``argo`` settings (``profile``: a
+        :class:`~cellpipe.backends.argo.profiles.Profile` as JSON, or None), with
+        ``overrides`` (options given on the command line, None meaning "not given") on top:
+        options > notebook > profile, key by key. Raises ArgoSettingsError naming the bad
+        field and where it was written."""
         raw = notebook_settings.get("argo") or {}
         if not isinstance(raw, Mapping):
             raise ArgoSettingsError("metadata.cellpipe.argo must be an object of settings")
-        merged = dict(raw)
-        merged.update({k: v for k, v in overrides.items() if v is not None})
+        merged: dict[str, tuple[Any, str]] = {}
+        if profile:
+            where = f"profile {profile.get('name')} ({profile.get('path')}): argo"
+            for key, value in (profile.get("argo") or {}).items():
+                merged[key] = (value, where)
+        for key, value in raw.items():
+            merged[key] = (value, NOTEBOOK_ARGO)
+        for key, value in overrides.items():
+            if value is not None:
+                merged[key] = (value, NOTEBOOK_ARGO)
         return _parse_settings(merged)
 
 
-def _parse_settings(raw: Mapping[str, Any]) -> ArgoSettings:
+NOTEBOOK_ARGO = "metadata.cellpipe.argo"
+
+
+def parse_settings(raw: Mapping[str, Any], where: str = NOTEBOOK_ARGO) -> ArgoSettings:
+    """``raw`` (the keys of ``metadata.cellpipe.argo``) checked; errors say ``where.KEY``."""
+    if not isinstance(raw, Mapping):
+        raise ArgoSettingsError(f"{where} must be an object of settings")
+    return _parse_settings({k: (v, where) for k, v in raw.items()})
+
+
+def _parse_settings(raw: Mapping[str, tuple[Any, str]]) -> ArgoSettings:
     known = {f for f in ArgoSettings.__dataclass_fields__}
     values: dict[str, Any] = {}
-    for key, value in raw.items():
-        where = f"metadata.cellpipe.argo.{key}"
+    for key, (value, prefix) in raw.items():
+        where = f"{prefix}.{key}"
         if any(w in key.lower() for w in _CREDENTIAL_WORDS) and not key.endswith("_secret"):
             raise ArgoSettingsError(
                 f"{where}: credentials never go into a notebook or a manifest; store them in a "

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from cellpipe.backends.argo.cli import profile_option
+
 
 @click.group("image")
 def image() -> None:
@@ -18,7 +20,8 @@ def image() -> None:
     "--registry",
     metavar="PREFIX",
     help="Name the images PREFIX/cellpipe-step:<hash> (e.g. ghcr.io/team), as the Argo "
-    "backend expects them.",
+    "backend expects them. Default: the notebook's metadata.cellpipe.argo.registry, else "
+    "the profile's (--profile).",
 )
 @click.option(
     "--tag",
@@ -26,22 +29,36 @@ def image() -> None:
     metavar="REF",
     help="Also tag the image as REF (only when the notebook's steps need one image).",
 )
-@click.option("--push", is_flag=True, help="Push the images (needs --registry).")
+@click.option("--push", is_flag=True, help="Push the images (needs a registry).")
+@profile_option
 @click.option("--json", "as_json", is_flag=True, help="Print the images as JSON on stdout.")
 def build(
-    notebook: str, registry: str | None, extra_tag: str | None, push: bool, as_json: bool
+    notebook: str,
+    registry: str | None,
+    extra_tag: str | None,
+    push: bool,
+    profile_name: str | None,
+    as_json: bool,
 ) -> None:
-    """Build the images NOTEBOOK's steps need; images that exist are not built again."""
+    """Build the images NOTEBOOK's steps need; images that exist are not built again.
+
+    The registry is --registry, else the one an Argo run of NOTEBOOK names its images with
+    (metadata.cellpipe.argo.registry, else the profile's), so `image build --push` pushes
+    what `run --backend argo` pulls.
+    """
     from cellpipe.backends.docker.build import build_image, docker_client, push_image
     from cellpipe.backends.images import plan_images
     from cellpipe.compiling.compiler import compile_notebook
 
+    pipeline = compile_notebook(notebook)
+    if not registry:
+        registry = _argo_registry(pipeline, profile_name)
     if push and not registry:
         raise click.UsageError(
-            "--push needs --registry PREFIX: images named cellpipe-step:<hash> would go to "
-            "Docker Hub's library"
+            "--push needs --registry PREFIX (or a registry in metadata.cellpipe.argo or the "
+            "profile): images named cellpipe-step:<hash> would go to Docker Hub's library"
         )
-    plans = plan_images(compile_notebook(notebook), registry)
+    plans = plan_images(pipeline, registry)
     by_ref: dict[str, list[str]] = {}
     for step, spec in plans.items():
         by_ref.setdefault(spec.ref, []).append(step)
@@ -90,6 +107,18 @@ def build(
         pushed = ", pushed" if r["pushed"] else ""
         packages = ", ".join(r["packages"]) or "no extra packages"
         click.echo(f"{r['ref']}{extra}: {what}{pushed}; steps {', '.join(r['steps'])}; {packages}")
+
+
+def _argo_registry(pipeline: object, profile_name: str | None) -> str | None:
+    """The registry prefix an Argo run of ``pipeline`` uses: the notebook's, else the
+    selected profile's."""
+    from cellpipe.backends.argo.cli import load_selected
+    from cellpipe.backends.argo.manifest import ArgoSettings
+
+    settings = ArgoSettings.from_notebook(pipeline.settings, load_selected(profile_name))  # type: ignore[attr-defined]
+    if settings.registry:
+        click.echo(f"cellpipe: images named for registry {settings.registry}", err=True)
+    return settings.registry
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
