@@ -112,6 +112,9 @@ def test_a_20_item_foreach_runs_a_pod_per_iteration_and_equals_the_top_to_bottom
     assert states["loop"]["state"] == "succeeded", states["loop"]
     assert states["loop"]["iterations"] == {"done": 20, "total": 20}
     assert "iterations" not in states["setup"]
+    # Its duration is the fan-out's, from the `-items` pod to the merge (as a local loop's
+    # covers its iterations), not the merging pod's own second.
+    assert states["loop"]["duration_s"] > 20, states["loop"]
     # Exactly one pod per iteration, then the step's own pod merged them.
     pods = _iteration_pods(run_id, "loop")
     assert sorted(_index(p) for p in pods) == list(range(20))

@@ -485,6 +485,7 @@ class _Follower:
             for kind in ("items", "iteration"):
                 self.fan[f"{task_name(step)}-{kind}"] = (step, kind)
         self.progress: dict[str, tuple[int, int]] = {}  # step -> (done, total) last told
+        self.fan_started: dict[str, str] = {}  # step -> its `-items` pod's startedAt
         status = rd.status().steps
         self.state: dict[str, State] = {n: st.state for n, st in status.items()}
         self.finished_pods: set[str] = set()
@@ -645,6 +646,8 @@ class _Follower:
                 return
             self.pending.pop(step, None)
             self.pending_nodes.pop(step, None)
+            if node.get("startedAt"):
+                self.fan_started.setdefault(step, node["startedAt"])
             if self.state.get(step) is not State.RUNNING:
                 self._emit(step, State.RUNNING, 1, "", force=True, pod=pod_name(self.name, node))
         listed = next(
@@ -714,6 +717,9 @@ class _Follower:
             told = [e["iterations"] for e in result.events if "iterations" in e]
             if told:  # a foreach step's last {done, total}, as its pod counted them
                 extra["iterations"] = told[-1]
+            span = _seconds_between(self.fan_started.get(step), node.get("finishedAt"))
+            if span is not None and attempt == 1:  # a fan-out: from its `-items` pod on
+                extra["duration_s"] = span
         succeeded = node.get("phase") == "Succeeded" and (
             result is None or (result.final or {}).get("state") != "failed"
         )
@@ -886,6 +892,19 @@ class _Follower:
             return
         self.state[step] = state
         self.rd.emit(state, step, attempt=attempt, message=message, **extra)
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one of Argo's timestamps (``2026-12-04T19:27:51Z``) to another."""
+    from datetime import datetime
+
+    if not start or not end:
+        return None
+    try:
+        a, b = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (start, end))
+    except ValueError:
+        return None
+    return max(0.0, (b - a).total_seconds())
 
 
 def _pod_failure(node: dict[str, Any]) -> str:
