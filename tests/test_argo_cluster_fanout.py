@@ -21,6 +21,7 @@ from nbbuild import notebook, write
 from oracle import differences, run_top_to_bottom
 from test_argo_cluster import (  # noqa: F401  (cluster: the fixture)
     _cellpipe,
+    _kubectl,
     _pods,
     _push_images,
     _run,
@@ -77,6 +78,13 @@ def _index(pod: dict[str, Any]) -> int:
     return int(main["args"][main["args"].index("--foreach-iteration") + 1])
 
 
+def _clean_up(run_id: str) -> None:
+    """Delete the run's Workflows (their pods and volume go with them): a failed run's
+    would stay for `ttl_after_failure` on the node the other tests share."""
+    selector = f"cellpipe.io/run-id={run_id}"
+    _kubectl("delete", "workflows", "-l", selector, "--wait=false", admin=True)
+
+
 def _events(run_dir: Path, step: str) -> list[dict[str, Any]]:
     lines = (run_dir / "events.jsonl").read_text().splitlines()
     return [e for e in map(json.loads, lines) if e.get("step") == step]
@@ -130,6 +138,7 @@ def test_a_20_item_foreach_runs_a_pod_per_iteration_and_equals_the_top_to_bottom
         f"20-item foreach on argo: {took:.1f}s, {len(pods)} iteration pods "
         f"(parallelism {PARALLELISM}), workflow {wf['status'].get('phase')}"
     )
+    _clean_up(run_id)
 
 
 def test_a_failed_iteration_fails_the_step_naming_the_item(tmp_path: Path) -> None:
@@ -151,6 +160,7 @@ def test_a_failed_iteration_fails_the_step_naming_the_item(tmp_path: Path) -> No
     )
     assert states["after"]["state"] == "skipped"
     assert len(_iteration_pods(result["run_id"], "loop")) == 4
+    _clean_up(result["run_id"])
 
 
 def test_retry_on_a_foreach_step_reruns_only_the_iteration_that_failed(tmp_path: Path) -> None:
@@ -199,3 +209,4 @@ def test_retry_on_a_foreach_step_reruns_only_the_iteration_that_failed(tmp_path:
         if n.get("templateName") == "loop" and n["type"] == "Pod"
     )
     assert attempts == [("loop(0)", "Failed"), ("loop(1)", "Succeeded")]
+    _clean_up(result["run_id"])
