@@ -133,3 +133,24 @@ def test_sharing_the_analysis_could_not_see_is_noted_in_the_log(cli, tmp_path: P
     assert status["state"] == "succeeded", proc.stderr
     log = (tmp_path / "runs" / status["run_id"] / "logs" / "keep.log").read_text()
     assert "registry share objects with item, which this step does not hand on" in log
+
+
+def test_a_name_changed_through_another_and_read_in_a_later_cell_of_the_step_is_loaded(
+    cli, tmp_path: Path
+) -> None:
+    # `data.append` changes `holder` too (they share a list); `show` never assigns `holder`,
+    # so its second cell needs `make`'s value. (Found in scikit-learn's gallery: `rng.normal`
+    # then `kernel` read two cells later gave NameError.)
+    write(
+        tmp_path / "p.ipynb",
+        notebook(
+            ("step:make", "data = [1, 2]\nholder = {'d': data}"),
+            ("step:show", "data.append(3)"),
+            "print(holder)",
+        ),
+    )
+    proc = cli("run", "p.ipynb", "--json")
+    status = json.loads(proc.stdout)
+    assert status["state"] == "succeeded", proc.stderr
+    log = (tmp_path / "runs" / status["run_id"] / "logs" / "show.log").read_text()
+    assert "{'d': [1, 2, 3]}" in log

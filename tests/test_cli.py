@@ -113,3 +113,19 @@ def test_the_cli_starts_quickly(cli) -> None:
     elapsed = time.perf_counter() - t0
     assert proc.stdout.strip() == "cellpipe, version 0.1.0"
     assert elapsed < 1.0  # about 0.1 s here; generous so a busy CI machine never flakes
+
+
+def test_a_run_without_a_terminal_says_each_steps_state_on_stderr(cli, tmp_path: Path) -> None:
+    write(
+        tmp_path / "p.ipynb",
+        notebook(("step:load", "x = 1"), ("step:check", "assert x == 2, 'x is not 2'")),
+    )
+    proc = cli("run", "p.ipynb")
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("cellpipe: step ")]
+    assert any(line.startswith("cellpipe: step load: succeeded in ") for line in lines), lines
+    assert any(
+        line.startswith("cellpipe: step check: failed in ")
+        and line.endswith("(cell 2: AssertionError: x is not 2)")
+        for line in lines
+    ), lines

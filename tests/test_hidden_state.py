@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -259,3 +260,22 @@ def test_a_generator_a_step_merely_imports_is_not_a_change_the_next_steps_contin
     assert not [e for e in again if "numpy.random" in e.get("message", "")]
     outputs = json.loads(rd.outputs_path("join").read_text())["cells"]
     assert [o["text"] for c in outputs.values() for o in c["outputs"]] == ["3.0 2.0\n"]
+
+
+def test_estimators_displayed_by_parallel_steps_are_numbered_as_top_to_bottom(
+    cli, tmp_path: Path
+) -> None:
+    # scikit-learn numbers the HTML of each displayed estimator with a process-wide counter.
+    nb = notebook(
+        ("step:first", "from sklearn.linear_model import LinearRegression\nLinearRegression()"),
+        ("step:second", "from sklearn.tree import DecisionTreeRegressor\nDecisionTreeRegressor()"),
+    )
+    rd = _run(cli, tmp_path, nb)
+
+    def container_ids(step: str) -> list[str]:
+        cells = json.loads(rd.outputs_path(step).read_text())["cells"]
+        html = "".join(o["data"]["text/html"] for c in cells.values() for o in c["outputs"])
+        return re.findall(r'id="(sk-container-id-\d+)"', html)
+
+    assert container_ids("first") == ["sk-container-id-1"]
+    assert container_ids("second") == ["sk-container-id-2"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from oracle import differences, has_figures, run_pipeline, run_top_to_bottom
+from oracle import confirmed_differences, run_pipeline, run_top_to_bottom
 
 HERE = Path(__file__).parent / "notebooks" / "realistic"
 sys.path.insert(0, str(HERE))
@@ -28,15 +28,19 @@ def _case(name: str) -> Any:
     return pytest.param(name, marks=marks, id=name)
 
 
-def _both_ways(name: str, workdir: Path) -> tuple[Any, Any, Any, Any]:
+def _both_ways(name: str, workdir: Path) -> tuple[Any, list[str]]:
     sides = {}
     for side in ("top-to-bottom", "pipeline"):
         (workdir / side).mkdir()
         sides[side] = Path(shutil.copy(HERE / f"{name}.ipynb", workdir / side))
     executed, proc = run_pipeline(sides["pipeline"], workdir, None, ("--jobs", "4"))
     expected = run_top_to_bottom(sides["top-to-bottom"])
-    again = run_top_to_bottom(sides["top-to-bottom"]) if has_figures(expected) else None
-    return expected, executed, proc, again
+    problems = (
+        confirmed_differences(expected, executed, lambda: run_top_to_bottom(sides["top-to-bottom"]))
+        if executed is not None
+        else []
+    )
+    return proc, problems
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +60,8 @@ def both_ways(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [_case(n) for n in sorted(NOTEBOOKS)])
 def test_a_realistic_notebook_runs_as_top_to_bottom(name: str, both_ways) -> None:
-    expected, executed, proc, again = both_ways[name].result()
+    proc, problems = both_ways[name].result()
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    problems = differences(expected, executed, again)
     assert not problems, "pipeline outputs differ from top to bottom:\n" + "\n".join(problems)
 
 

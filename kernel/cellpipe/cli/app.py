@@ -257,7 +257,9 @@ def run(
             f"cellpipe: run {rd.run_id} ({len(pipeline.steps)} steps, {backend_name})", err=True
         )
 
-    progress = _Progress(rd) if not as_json and sys.stderr.isatty() else None
+    progress: _Progress | None = None
+    if not as_json:
+        progress = _Progress(rd) if sys.stderr.isatty() else _StepLines(rd)
     if progress:
         progress.start()
     try:
@@ -333,6 +335,37 @@ class _Progress:
                     live.update(_status_table(self.rd.status(), live=True))
                 except (OSError, ValueError):
                     continue
+
+
+class _StepLines(_Progress):
+    """Without a terminal (a CI log, a pipe): a line on stderr each time a step's state or
+    message changes, so that a long or stuck run says where it is (a pod waiting for a
+    node, an image pull) while it waits, not only at the end."""
+
+    def _loop(self) -> None:
+        said: dict[str, tuple[str, str | None]] = {}
+        while True:
+            stopping = self._stop.wait(1.0)
+            try:
+                steps = self.rd.status().steps
+            except (OSError, ValueError):
+                steps = {}
+            for name, st in steps.items():
+                now = (st.state.value, st.message or None)
+                if said.get(name, ("pending", None)) != now:
+                    said[name] = now
+                    click.echo(f"cellpipe: step {_step_line(name, st)}", err=True)
+            if stopping:
+                return
+
+
+def _step_line(name: str, st: Any) -> str:
+    line = f"{name}: {st.state.value}"
+    if st.duration_s is not None and st.state.terminal:
+        line += f" in {st.duration_s:.2f} s"
+    if st.message and st.state.value != "succeeded":
+        line += f" ({st.message})"
+    return line
 
 
 def _status_table(status: Any, live: bool = False) -> Any:

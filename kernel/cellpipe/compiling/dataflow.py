@@ -54,6 +54,7 @@ class _StepFlow:
     )  # name -> producer, writer idx, reader no.
     writes: dict[str, list[int]] = field(default_factory=dict)  # name -> writing cell indexes
     carried: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # kept earlier values
+    bound: set[str] = field(default_factory=set)  # names a cell of the step assigns
     absent: list[str] = field(default_factory=list)  # prelude names unbound before its cells
     metrics: list[str] = field(default_factory=list)
 
@@ -229,6 +230,11 @@ def resolve(
                         )
                     )
                 continue
+            if w.step == step and name in flows[step].carried and name not in flows[step].bound:
+                # An earlier cell of this step changed `name` without reading it (through a
+                # name sharing its objects): the step still holds the earlier step's value.
+                flows[step].inputs.setdefault(name, flows[step].carried[name])
+                continue
             if w.step is None or w.step == step:
                 continue
             if name in carried and name not in implicit:
@@ -284,6 +290,8 @@ def resolve(
             writers[name] = _Writer(cell, step, deleted, name in flow.imports)
             if step:
                 flows[step].writes.setdefault(name, []).append(cell.index)
+        if step:
+            flows[step].bound |= flow.writes
         for name in binds | flow.deletes:
             if name in flow.imports:
                 modules[name] = flow.imports[name]

@@ -63,6 +63,14 @@ HIDDEN: dict[str, Hidden] = {
         Hidden("@numpy.printoptions", "numpy print options", implicit=True, module="numpy"),
         Hidden("@pandas.options", "pandas options", implicit=True, module="pandas"),
         Hidden("@sklearn.config", "scikit-learn config", implicit=True, module="sklearn"),
+        # Consumed as a generator is: each displayed estimator takes the next HTML ids.
+        Hidden(
+            "@sklearn.html_ids",
+            "scikit-learn's HTML ids",
+            implicit=False,
+            drawn=True,
+            module="sklearn",
+        ),
         Hidden("@matplotlib.rcParams", "matplotlib rcParams", implicit=True, module="matplotlib"),
         Hidden("@torch.default_dtype", "torch default dtype", implicit=True, module="torch"),
         Hidden("@history", "IPython's output history (`_`, `Out`)", implicit=False),

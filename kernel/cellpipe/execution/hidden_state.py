@@ -57,6 +57,10 @@ class Provider:
     fingerprint: Callable[[], str]
     module: str | None = None
     importer: Callable[[], None] | None = None  # makes it active, to restore into it
+    #: The fingerprint its state has when its library has just been imported, where that is
+    #: always the same (a counter at 0; not a generator's fresh seed): a step that imports
+    #: the library and leaves another state has changed it.
+    fresh: str | None = None
 
     def active(self) -> bool:
         return self.module is None or self.module in sys.modules
@@ -367,6 +371,21 @@ def execution_counts(pipeline: Any, parameters: dict[str, Any]) -> dict[str, int
 # -- the registry ------------------------------------------------------------------------------
 
 
+def _sklearn_ids() -> tuple[Any, Any]:
+    html = _mod("sklearn.utils._repr_html.estimator")
+    return html._CONTAINER_ID_COUNTER, html._ESTIMATOR_ID_COUNTER
+
+
+def _sklearn_ids_get() -> tuple[int, int]:
+    container, estimator = _sklearn_ids()
+    return container.count, estimator.count
+
+
+def _sklearn_ids_set(counts: tuple[int, int]) -> None:
+    for counter, count in zip(_sklearn_ids(), counts, strict=True):
+        counter.count = count
+
+
 def _fp_of(get: Callable[[], Any]) -> Callable[[], str]:
     return lambda: _digest(repr(get()))
 
@@ -447,6 +466,17 @@ PROVIDERS: tuple[Provider, ...] = (
         _sklearn_set,
         _fp_of(lambda: sorted(_mod("sklearn").get_config().items())),
         module="sklearn",
+    ),
+    Provider(
+        # The HTML of a displayed estimator numbers its elements with two process-wide
+        # counters (``sk-container-id-3``): top to bottom they go on from cell to cell.
+        "sklearn.html_ids",
+        "@sklearn.html_ids",
+        _sklearn_ids_get,
+        _sklearn_ids_set,
+        lambda: repr(_sklearn_ids_get()),
+        module="sklearn.utils._repr_html.estimator",
+        fresh=repr((0, 0)),
     ),
     Provider(
         "matplotlib.rcParams",
@@ -615,14 +645,22 @@ class Tracker:
         the step merely imported is not a change: a setting holds its defaults and a
         generator a fresh seed, which the next step's own import gives again. A generator
         that became active in a step whose source seeds or draws from it is one
-        (``import numpy as np; np.random.seed(0)``): the next steps continue from it."""
+        (``import numpy as np; np.random.seed(0)``): the next steps continue from it. So is
+        a state other than the fresh one of a provider whose fresh state is always the same."""
         entry, exit_ = self.entry or {}, self.exit or {}
         return [
             n
             for n, fp in exit_.items()
             if fp is not None
             and entry.get(n) != fp
-            and (entry.get(n) is not None or (self.seeds and HIDDEN[BY_NAME[n].pseudo].drawn))
+            and (
+                entry.get(n) is not None
+                or (
+                    BY_NAME[n].fresh != fp
+                    if BY_NAME[n].fresh is not None
+                    else self.seeds and HIDDEN[BY_NAME[n].pseudo].drawn
+                )
+            )
         ]
 
     def to_json(self) -> dict[str, Any]:
