@@ -386,17 +386,58 @@ def test_the_pods_of_a_fan_out_leave_each_iteration_for_the_step_to_merge(tmp_pa
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
+    def items() -> list[int]:
+        listed = json.loads(runner("--step", "sweep", "--foreach-items"))
+        assert {i["total"] for i in listed} == {7}
+        return [i["index"] for i in listed]
+
     runner("--step", "setup")
-    assert json.loads(runner("--step", "sweep", "--foreach-items")) == [0, 1, 2, 3, 4, 5, 6]
+    assert items() == [0, 1, 2, 3, 4, 5, 6]
     for i in (0, 2, 5, 6):
         assert runner("--step", "sweep", "--foreach-iteration", str(i)) == ""
-    assert json.loads(runner("--step", "sweep", "--foreach-items")) == [1, 3, 4]
+    assert items() == [1, 3, 4]
     for i in (1, 3, 4):
         runner("--step", "sweep", "--foreach-iteration", str(i))
     runner("--step", "sweep")
     log = rd.log_path("sweep").read_text()
-    assert "7 iterations, 0 run, 7 from the cache" in log
+    assert "7 iterations, 0 run, 0 from the cache, 7 in pods of their own" in log
     assert "alpha=3.5 score=150.41" in log
+
+
+def test_an_iteration_that_failed_in_its_pod_fails_the_step_once_and_a_retry_reruns_it(
+    tmp_path: Path,
+) -> None:
+    """The pod of the failed iteration leaves the failure: the step's first attempt reports
+    it (naming the item) without running it again, as a local first attempt would; the
+    retry runs that iteration, and only it, again."""
+    from cellpipe.driving.driver import prepare_run
+
+    _counting(tmp_path, "[1, 2, 3, 4]")
+    (tmp_path / "broken").write_text("")
+    rd = prepare_run(tmp_path / "runs", tmp_path / "n.ipynb")
+
+    def runner(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cellpipe.runner", "--run-dir", str(rd.path), *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "kernel")},
+        )
+
+    assert runner("--step", "setup").returncode == 0
+    for i in range(4):
+        assert runner("--step", "loop", "--foreach-iteration", str(i)).returncode == 0
+    assert _runs(tmp_path) == {1: 1, 2: 1, 3: 1, 4: 1}
+    assert runner("--step", "loop").returncode == 1
+    loop = rd.status().steps["loop"]
+    assert loop.message == ("cell 3: RuntimeError: broken (in iteration 3 of 4, x = 3)")
+    assert _runs(tmp_path) == {1: 1, 2: 1, 3: 1, 4: 1}  # reported, not run again
+    (tmp_path / "broken").unlink()
+    assert runner("--step", "loop", "--attempt", "2").returncode == 0
+    assert _runs(tmp_path) == {1: 1, 2: 1, 3: 2, 4: 1}
+    log = rd.log_path("loop").read_text()
+    assert "4 iterations, 1 run, 0 from the cache, 3 in pods of their own" in log
 
 
 def test_cancel_ends_the_workers_too(cli, tmp_path: Path, runs_root: Path) -> None:

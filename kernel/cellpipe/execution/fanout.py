@@ -41,6 +41,7 @@ _ITEM = "__cellpipe_item__"
 _ITEMS = "__cellpipe_items__"
 _PROGRESS_INTERVAL_S = 0.5
 _CACHE = ".foreach-cache"
+_FAILED = "failed"  # in the run's own store: iterations an Argo fan-out's pod saw fail
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Iteration:
     values: dict[str, Any] | None = None  # the names it bound (the last iteration only)
     error: dict[str, Any] | None = None
     cached: bool = False
+    in_pod: bool = False  # run by an Argo fan-out's pod of its own (pod_main)
+    run_id: str | None = None  # the run that kept it, once read back from a store
 
 
 @dataclass
@@ -64,6 +67,7 @@ class FanoutResult:
     total: int = 0
     ran: int = 0
     cached: int = 0
+    in_pods: int = 0  # of this run, each in an Argo fan-out pod of its own
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -122,6 +126,15 @@ def run_foreach(
     plan, items, keys, (own, shared), done, count = prep
     total = len(items)
     result = FanoutResult([], count, None, total=total)
+    # An Argo fan-out's pod that saw its iteration fail left the failure (outputs and
+    # error): this attempt reports it as a local run's first attempt would, without running
+    # the iteration again. Taken once: a retry of the step runs the iteration again.
+    for i in range(total):
+        if i not in done:
+            failed = _take_failure(own, keys[i], rd.run_id)
+            if failed is not None:
+                failed.index = i
+                done[i] = failed
     if total == 0:
         return result
     opts = rd.info().get("options") or {}
@@ -152,8 +165,11 @@ def run_foreach(
                 if o.get("output_type") == "stream":
                     log.write(o["text"] if isinstance(o["text"], str) else "".join(o["text"]))
         replayed = _replay(ns, it)
-        result.cached += it.cached
-        result.ran += not it.cached
+        if it.in_pod and it.run_id == rd.run_id:
+            result.in_pods += 1
+        else:
+            result.cached += it.cached
+            result.ran += not it.cached
         if not it.ok or replayed is not None:
             err = dict(replayed or it.error or {})
             err["evalue"] = (
@@ -264,14 +280,18 @@ def pod_main(
         return 0
     plan, items, keys, (own, shared), done, _ = prep
     if items_only:
-        print(json.dumps([i for i in range(len(items)) if i not in done]))
+        total = len(items)
+        print(json.dumps([{"index": i, "total": total} for i in range(total) if i not in done]))
         return 0
     if index is None or not 0 <= index < len(items) or index in done:
         return 0
     it = _iterate(shell, plan, plan.iteration_source(_ITEM), items[index], index,
                   index == len(items) - 1)  # fmt: skip
+    it.in_pod = True
     if it.ok:
         _keep(own, shared, keys[index], rd.run_id, it)
+    else:
+        _cache_write(own / _FAILED, keys[index], rd.run_id, it)
     return 0
 
 
@@ -540,6 +560,26 @@ def _cache_read(
     if need_values and it.values is None:
         return None
     it.cached = True
+    it.run_id = entry.get("run_id")
+    return it
+
+
+def _take_failure(own: Path, key: str | None, run_id: str) -> Iteration | None:
+    """The failure an Argo fan-out's pod of this run kept for ``key``, removed as it is
+    read (see :func:`run_foreach`)."""
+    if key is None:
+        return None
+    path = own / _FAILED / key[:2] / f"{key}.pkl"
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f)
+        path.unlink()
+    except Exception:
+        return None
+    if entry.get("run_id") != run_id:
+        return None
+    it: Iteration = entry["iteration"]
+    it.run_id = run_id
     return it
 
 

@@ -288,9 +288,10 @@ def _run_foreach(
     status = "error" if res.error else "ok"
     records[cell.id] = CellRecord(res.outputs, res.execution_count, status, res.duration_s)
     if res.total:
+        pods = f", {res.in_pods} in pods of their own" if res.in_pods else ""
         log.write(
             f"--- cellpipe: foreach in cell {cell.number}: {res.total} iterations, "
-            f"{res.ran} run, {res.cached} from the cache ---\n"
+            f"{res.ran} run, {res.cached} from the cache{pods} ---\n"
         )
     if not res.error:
         return None

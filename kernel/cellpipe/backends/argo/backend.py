@@ -29,6 +29,7 @@ from cellpipe.backends.argo.manifest import (
     ArgoSettings,
     RunTarget,
     build_workflow,
+    fanned_out,
     task_name,
     workflow_name,
 )
@@ -481,10 +482,19 @@ class _Follower:
         self.storage = (rd.info().get("argo") or {}).get("cache_storage")
         self.pipeline = rd.pipeline()
         self.by_task = {task_name(s.name): s.name for s in self.pipeline.steps}
+        # A foreach step's fan-out (manifest._add_fan_out): its `-items` pod, then a pod
+        # per iteration, before the step's own pod merges them.
+        self.fan: dict[str, tuple[str, str]] = {}
+        for step in fanned_out(self.pipeline, list(self.pipeline.steps), settings):
+            for kind in ("items", "iteration"):
+                self.fan[f"{task_name(step)}-{kind}"] = (step, kind)
+        self.progress: dict[str, tuple[int, int]] = {}  # step -> (done, total) last told
+        self.fan_started: dict[str, str] = {}  # step -> its `-items` pod's startedAt
         status = rd.status().steps
         self.state: dict[str, State] = {n: st.state for n, st in status.items()}
         self.finished_pods: set[str] = set()
         self.running_pods: set[str] = set()
+        self.running_steps: set[str] = set()  # whose own pod has left Pending
         self.logs: dict[str, dict[int, str]] = {}
         self.pending: dict[str, tuple[float, str]] = {}  # step -> (since, last message)
         self.pending_nodes: dict[str, dict[str, Any]] = {}
@@ -556,7 +566,12 @@ class _Follower:
         nodes = (wf.get("status") or {}).get("nodes") or {}
         pods: dict[str, list[dict[str, Any]]] = {}
         omitted: dict[str, dict[str, Any]] = {}
+        fans: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for node in nodes.values():
+            if node.get("templateName") in self.fan and node.get("type") == "Pod":
+                step, kind = self.fan[node["templateName"]]
+                fans.setdefault(step, []).append((kind, node))
+                continue
             step = self.by_task.get(node.get("templateName", ""))
             if step is None:
                 continue
@@ -564,6 +579,8 @@ class _Follower:
                 pods.setdefault(step, []).append(node)
             elif node.get("phase") in ("Omitted", "Skipped"):
                 omitted[step] = node
+        for step, fan in fans.items():
+            self._fan_nodes(step, fan)
         for step, attempts in pods.items():
             attempts.sort(key=lambda n: (n.get("startedAt") or "~", n.get("name", "")))
             limit = self.pipeline.step(step).settings.retry
@@ -594,6 +611,7 @@ class _Follower:
             self.pending_nodes[step] = node
             return
         self.pending.pop(step, None)
+        self.running_steps.add(step)
         if phase == "Running":
             if node_id not in self.running_pods:
                 self.running_pods.add(node_id)
@@ -611,6 +629,59 @@ class _Follower:
                     step, State.RUNNING, attempt, "", force=True, pod=pod_name(self.name, node)
                 )
             self._collect(step, attempt, node, retries_left and phase != "Succeeded")
+
+    def _fan_nodes(self, step: str, fan: list[tuple[str, dict[str, Any]]]) -> None:
+        """A fan-out's pods, before the step's own: the step is running from its `-items`
+        pod on (which may wait Pending, with the reason, as a step's pod does), and
+        ``{done, total}`` counts the iterations whose pods finished, as locally (the step's
+        own pod then tells the last word: which of them succeeded)."""
+        if self.state.get(step, State.PENDING).terminal or step in self.running_steps:
+            return
+        items = [n for kind, n in fan if kind == "items"]
+        for node in items:
+            phase = node.get("phase")
+            if phase == "Pending":
+                message = node.get("message") or ""
+                since, last = self.pending.get(step, (time.time(), ""))
+                if message and message != last:
+                    self._emit(step, State.PENDING, 1, f"waiting: {message}", force=True)
+                self.pending[step] = (since, message or last)
+                self.pending_nodes[step] = node
+                return
+            self.pending.pop(step, None)
+            self.pending_nodes.pop(step, None)
+            if node.get("startedAt"):
+                self.fan_started.setdefault(step, node["startedAt"])
+            if self.state.get(step) is not State.RUNNING:
+                self._emit(step, State.RUNNING, 1, "", force=True, pod=pod_name(self.name, node))
+        listed = next(
+            (n.get("outputs", {}).get("result") for n in items if n.get("phase") == "Succeeded"),
+            None,
+        )
+        try:
+            pending = json.loads(listed) if listed else None
+        except ValueError:
+            pending = None
+        if not isinstance(pending, list):
+            return
+        total = pending[0]["total"] if pending else 0
+        finished: set[str] = set()
+        for kind, node in fan:
+            if kind == "iteration" and node.get("phase") in _POD_DONE:
+                params = (node.get("inputs") or {}).get("parameters") or []
+                index = next((p.get("value") for p in params if p.get("name") == "index"), None)
+                finished.add(index if index is not None else node.get("id", ""))
+        done = total - len(pending) + len(finished)
+        if total and self.progress.get(step) != (done, total):
+            self.progress[step] = (done, total)
+            self._emit(
+                step,
+                State.RUNNING,
+                1,
+                f"{done}/{total} iterations",
+                force=True,
+                iterations={"done": done, "total": total},
+            )
 
     def _live_log(self, step: str, attempt: int, node: dict[str, Any]) -> None:
         self._log_checked[node["id"]] = time.time()
@@ -647,6 +718,12 @@ class _Follower:
             for k in ("duration_s", "ename", "evalue", "cell", "cell_id"):
                 if k in final:
                     extra[k] = final[k]
+            told = [e["iterations"] for e in result.events if "iterations" in e]
+            if told:  # a foreach step's last {done, total}, as its pod counted them
+                extra["iterations"] = told[-1]
+            span = _seconds_between(self.fan_started.get(step), node.get("finishedAt"))
+            if span is not None and attempt == 1:  # a fan-out: from its `-items` pod on
+                extra["duration_s"] = span
         succeeded = node.get("phase") == "Succeeded" and (
             result is None or (result.final or {}).get("state") != "failed"
         )
@@ -819,6 +896,19 @@ class _Follower:
             return
         self.state[step] = state
         self.rd.emit(state, step, attempt=attempt, message=message, **extra)
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one of Argo's timestamps (``2026-12-04T19:27:51Z``) to another."""
+    from datetime import datetime
+
+    if not start or not end:
+        return None
+    try:
+        a, b = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (start, end))
+    except ValueError:
+        return None
+    return max(0.0, (b - a).total_seconds())
 
 
 def _pod_failure(node: dict[str, Any]) -> str:

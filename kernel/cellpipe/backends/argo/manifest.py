@@ -670,7 +670,7 @@ def _add_fan_out(templates: list[dict[str, Any]], steps: list[str]) -> None:
                     "template": f"{name}-iteration",
                     "dependencies": [f"{name}-items"],
                     "withParam": f"{{{{tasks.{name}-items.outputs.result}}}}",
-                    "arguments": {"parameters": [{"name": "index", "value": "{{item}}"}]},
+                    "arguments": {"parameters": [{"name": "index", "value": "{{item.index}}"}]},
                 }
                 if task.get("when"):
                     fan["when"] = task["when"]
