@@ -328,7 +328,8 @@ class FakeCluster:
         attempt: int,
     ) -> str:
         pod = f"{wf}-{template['name']}-{fnv32a(node_name)}"
-        step = template["metadata"]["annotations"]["cellpipe.io/step-name"]
+        # a step's pod, or the task unpacking the notebook's folder (no step of its own)
+        step = template["metadata"]["annotations"].get("cellpipe.io/step-name", template["name"])
         script = None
         if not self.execute or step in self.scripts:
             scripts = self.scripts.get(step) or [Script()]

@@ -220,7 +220,9 @@ def test_resume_resubmits_with_succeeded_steps_left_out(tmp_path: Path, fake: Fa
     assert state is State.SUCCEEDED
     second = fake.submitted[-1]
     assert second["metadata"]["name"] == f"{first}-r2"
-    assert [t["name"] for t in second["spec"]["templates"][0]["dag"]["tasks"]] == ["b", "c"]
+    tasks = {t["name"]: t for t in second["spec"]["templates"][0]["dag"]["tasks"]}
+    assert list(tasks) == ["cellpipe-folder", "b", "c"]  # the folder is shipped again
+    assert tasks["b"]["dependencies"] == ["cellpipe-folder"]
     claim = next(v for v in second["spec"]["volumes"] if v["name"] == "data")
     assert claim["persistentVolumeClaim"]["claimName"] == f"{first}-data"
     st = rd.status().steps
