@@ -210,12 +210,17 @@ def _workflows(run_id: str) -> list[dict[str, Any]]:
 
 
 def _pods(run_id: str, *selectors: str) -> list[dict[str, Any]]:
-    """The pods of every Workflow of the run (its pods carry only the step's label, not the
-    run's: Argo does not copy a Workflow's labels to its pods)."""
+    """The step pods of every Workflow of the run (its pods carry only the step's label, not
+    the run's: Argo does not copy a Workflow's labels to its pods; the pod unpacking the
+    notebook's folder has no step label)."""
     pods = []
     for wf in _workflows(run_id):
         selector = ",".join(
-            [f"workflows.argoproj.io/workflow={wf['metadata']['name']}", *selectors]
+            [
+                f"workflows.argoproj.io/workflow={wf['metadata']['name']}",
+                "cellpipe.io/step",
+                *selectors,
+            ]
         )
         out = _kubectl("get", "pods", "-l", selector, "-o", "json", admin=True).stdout
         pods += json.loads(out)["items"]

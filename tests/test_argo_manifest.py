@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from cellpipe.backends.argo.errors import ArgoSettingsError
+from cellpipe.backends.argo.folder import for_settings
 from cellpipe.backends.argo.manifest import (
     ArgoSettings,
     RunTarget,
@@ -100,6 +101,14 @@ def test_every_example_and_adversarial_notebook_gives_a_valid_workflow(
             images=images,
         ),
         build_cron_workflow(pipeline, settings, Schedule(("0 3 * * *",)), images=images),
+        # as `cellpipe run` submits it: the notebook's folder unpacked by a first task
+        build_workflow(
+            pipeline,
+            settings,
+            target=RunTarget("20260101-000000-abcdef", "cellpipe-nb-20260101-000000-abcdef"),
+            images=images,
+            folder=for_settings(settings, path.parent),
+        ),
     ]
     for doc in docs:
         assert manifest_problems(doc) == []
