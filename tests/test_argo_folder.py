@@ -244,6 +244,21 @@ def test_a_step_named_like_the_folder_task_is_refused(tmp_path: Path) -> None:
         _manifest(nb)
 
 
+def test_notebooks_in_the_folder_are_shipped_without_their_outputs(tmp_path: Path) -> None:
+    nb = _project(tmp_path)
+    saved = json.loads(nb.read_text())
+    saved["cells"][1]["outputs"] = [
+        {"output_type": "display_data", "data": {"image/png": "A" * 300_000}, "metadata": {}}
+    ]
+    saved["cells"][1]["execution_count"] = 7
+    nb.write_text(json.dumps(saved))
+    folder = pack(nb.parent, limit=64 * 1024, limit_text="64Ki")  # the figure would not fit
+    shipped = json.loads(_files(folder.text)["nb.ipynb"])
+    assert [c["source"] for c in shipped["cells"]] == [c["source"] for c in saved["cells"]]
+    assert shipped["cells"][1]["outputs"] == []
+    assert shipped["cells"][1]["execution_count"] is None
+
+
 # -- the pod side ---------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ import fnmatch
 import gzip
 import hashlib
 import io
+import json
 import os
 import posixpath
 import sys
@@ -162,6 +163,24 @@ class _Hashing(io.RawIOBase):
         return data
 
 
+def _without_outputs(data: bytes) -> bytes:
+    """A notebook file with its code cells' outputs and execution counts cleared: what a
+    run computes, not what it needs (a notebook saved with its figures would take the
+    folder's whole bound). Anything that is not a notebook's JSON is kept as it is."""
+    try:
+        nb = json.loads(data)
+        cells = nb["cells"]
+    except (ValueError, KeyError, TypeError):
+        return data
+    if not isinstance(cells, list):
+        return data
+    for cell in cells:
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
+    return (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
+
+
 def pack(
     root: Path,
     *,
@@ -186,6 +205,14 @@ def pack(
         ):
             for path in _walk(root, patterns, skip):
                 rel = path.relative_to(root).as_posix()
+                if path.suffix == ".ipynb":
+                    data = _without_outputs(path.read_bytes())
+                    info = tarfile.TarInfo(rel)
+                    info.size, info.mtime, info.mode = len(data), int(path.stat().st_mtime), 0o644
+                    sizes[rel] = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                    files[rel] = hashlib.sha256(data).hexdigest()
+                    continue
                 with open(path, "rb") as fh:
                     st = os.fstat(fh.fileno())
                     sizes[rel] = st.st_size
