@@ -223,6 +223,11 @@ def pack(
                     reader = _Hashing(fh)  # streamed: a huge file stops at the limit
                     tar.addfile(info, reader)
                     files[rel] = reader.h.hexdigest()
+    except OSError as exc:
+        raise ArgoSettingsError(
+            f"the notebook's folder {root} cannot be packed for Argo: {exc}; leave the file "
+            f"out with {IGNORE_SETTING}"
+        ) from None
     except _Over:
         for path in _walk(root, patterns, skip):  # the rest, to name the largest files
             rel = path.relative_to(root).as_posix()
