@@ -167,9 +167,9 @@ def test_a_run_whose_folder_is_too_big_fails_before_submitting_with_that_line(
 
 @pytest.mark.parametrize(
     ("value", "why"),
-    [("2Mi", "at most 1Mi"), ("lots", "a size such as 256Ki"), ("0", "above 0")],
+    [("512Ki", "at most 384Ki"), ("lots", "a size such as 256Ki"), ("0", "above 0")],
 )
-def test_folder_limit_is_a_size_up_to_1mi(value: str, why: str) -> None:
+def test_folder_limit_is_a_size_up_to_384ki(value: str, why: str) -> None:
     with pytest.raises(ArgoSettingsError, match=why):
         ArgoSettings.from_notebook({"argo": {"folder_limit": value}})
 

@@ -54,8 +54,10 @@ _ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 _POD_GC = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
 _CONCURRENCY = ("Allow", "Forbid", "Replace")
 _CREDENTIAL_WORDS = ("access_key", "secret_key", "password", "token", "credential")
-#: The most a packed notebook folder may weigh (compressed), whatever folder_limit says.
-MAX_FOLDER_LIMIT = 2**20
+#: The most a packed notebook folder may weigh (compressed), whatever folder_limit says: the
+#: Workflow object holds it twice as base64 (the template, and the task's node in the status:
+#: measured, 576 KB for 205 KB compressed), and the API server keeps objects under ~1.5 MB.
+MAX_FOLDER_LIMIT = 384 * 2**10
 #: The first task of a run: unpacks the notebook's folder into the working directory.
 FOLDER_TASK = "cellpipe-folder"
 
@@ -245,9 +247,9 @@ def _field(key: str, value: Any, where: str) -> Any:
             raise bad("expects a size such as 256Ki") from None
         if not 0 < amount <= MAX_FOLDER_LIMIT:
             raise bad(
-                "expects a size above 0 and at most 1Mi: the folder travels inside the "
-                "Workflow object, which the API server keeps under ~1.5 MB; put larger files "
-                "in the image or on an existing claim"
+                "expects a size above 0 and at most 384Ki: the folder travels twice inside "
+                "the Workflow object (its template and its status), which the API server "
+                "keeps under ~1.5 MB; put larger files in the image or on an existing claim"
             )
         return str(value)
     if key == "folder_ignore":
