@@ -887,5 +887,8 @@ def _pod_failure(node: dict[str, Any]) -> str:
 
 
 def _retryable(exc: CellpipeError) -> bool:
+    """Worth following again: a transient error, or a watch from a resourceVersion the API
+    server no longer keeps (410 Expired; the loop reads the Workflow again and watches on
+    from its current version)."""
     cause = exc.__cause__
-    return cause is not None and transient(cause)
+    return cause is not None and (transient(cause) or getattr(cause, "status", None) == 410)
