@@ -590,6 +590,9 @@ def test_a_schedule_every_minute_starts_a_workflow_that_succeeds_with_the_notebo
         log = _kubectl("logs", show["metadata"]["name"], "-c", "main", admin=True).stdout
         assert "scheduled: hello from the folder" in log
         print(f"cron: workflow created after {created:.0f} s, succeeded after {ran:.0f} s")
+        # whoever scheduled it may remove it (deploy/submitter-rbac.yaml)
+        removed = _kubectl("delete", "cronworkflow", name, check=False)
+        assert removed.returncode == 0, removed.stderr
     finally:
         _kubectl("delete", "cronworkflow", name, "--ignore-not-found", admin=True, check=False)
         _kubectl(
