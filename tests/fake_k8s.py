@@ -92,6 +92,7 @@ class FakeCluster:
         self.faults: list[tuple[str, str, int, str]] = []
         self.crd_installed = True
         self.drop_watch_after: int | None = None
+        self.expire_next_watch = False  # answer the next watch with 410 Expired, as etcd does
         self.submitted: list[dict[str, Any]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
@@ -328,7 +329,8 @@ class FakeCluster:
         attempt: int,
     ) -> str:
         pod = f"{wf}-{template['name']}-{fnv32a(node_name)}"
-        step = template["metadata"]["annotations"]["cellpipe.io/step-name"]
+        # a step's pod, or the task unpacking the notebook's folder (no step of its own)
+        step = template["metadata"]["annotations"].get("cellpipe.io/step-name", template["name"])
         script = None
         if not self.execute or step in self.scripts:
             scripts = self.scripts.get(step) or [Script()]
@@ -646,10 +648,17 @@ def _handler(fake: FakeCluster) -> type[BaseHTTPRequestHandler]:
             since = int(query.get("resourceVersion", ["0"])[0] or 0)
             deadline = time.time() + float(query.get("timeoutSeconds", ["5"])[0])
             drop, fake.drop_watch_after = fake.drop_watch_after, None
+            expire, fake.expire_next_watch = fake.expire_next_watch, False
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            if expire:  # the version was compacted away: one ERROR event, then the end
+                status = _status(410, "Expired", f"too old resource version: {since} ({since + 1})")
+                data = (json.dumps({"type": "ERROR", "object": status}) + "\n").encode()
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")
+                self.wfile.flush()
+                return
             sent = 0
             while time.time() < deadline:
                 with fake.lock:

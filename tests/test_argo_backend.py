@@ -123,6 +123,17 @@ def test_the_follower_resumes_a_dropped_watch_from_the_last_resource_version(
     assert rd.log_path("double").read_text() == "double ran\n"
 
 
+def test_a_watch_whose_resource_version_expired_is_followed_on(
+    tmp_path: Path, fake: FakeCluster
+) -> None:
+    fake.expire_next_watch = True
+    fake.scripts["a"] = [Script(log=_trailer_log("a", "a ran\n"), delay=0.5)]
+    rd, state = _run(tmp_path, notebook(("step:a", "x = 1")))
+    assert state is State.SUCCEEDED
+    assert rd.log_path("a").read_text() == "a ran\n"
+    assert len(fake.watch_requests()) >= 2  # watched again after the 410
+
+
 def test_a_transient_500_while_following_is_retried(tmp_path: Path, fake: FakeCluster) -> None:
     fake.fail("GET", "workflows", 500)
     rd, state = _run(tmp_path, notebook(("step:a", "x = 1")))
@@ -220,7 +231,9 @@ def test_resume_resubmits_with_succeeded_steps_left_out(tmp_path: Path, fake: Fa
     assert state is State.SUCCEEDED
     second = fake.submitted[-1]
     assert second["metadata"]["name"] == f"{first}-r2"
-    assert [t["name"] for t in second["spec"]["templates"][0]["dag"]["tasks"]] == ["b", "c"]
+    tasks = {t["name"]: t for t in second["spec"]["templates"][0]["dag"]["tasks"]}
+    assert list(tasks) == ["cellpipe-folder", "b", "c"]  # the folder is shipped again
+    assert tasks["b"]["dependencies"] == ["cellpipe-folder"]
     claim = next(v for v in second["spec"]["volumes"] if v["name"] == "data")
     assert claim["persistentVolumeClaim"]["claimName"] == f"{first}-data"
     st = rd.status().steps

@@ -210,12 +210,17 @@ def _workflows(run_id: str) -> list[dict[str, Any]]:
 
 
 def _pods(run_id: str, *selectors: str) -> list[dict[str, Any]]:
-    """The pods of every Workflow of the run (its pods carry only the step's label, not the
-    run's: Argo does not copy a Workflow's labels to its pods)."""
+    """The step pods of every Workflow of the run (its pods carry only the step's label, not
+    the run's: Argo does not copy a Workflow's labels to its pods; the pod unpacking the
+    notebook's folder has no step label)."""
     pods = []
     for wf in _workflows(run_id):
         selector = ",".join(
-            [f"workflows.argoproj.io/workflow={wf['metadata']['name']}", *selectors]
+            [
+                f"workflows.argoproj.io/workflow={wf['metadata']['name']}",
+                "cellpipe.io/step",
+                *selectors,
+            ]
         )
         out = _kubectl("get", "pods", "-l", selector, "-o", "json", admin=True).stdout
         pods += json.loads(out)["items"]
@@ -470,26 +475,10 @@ def test_a_gpu_step_on_a_node_without_gpus_fails_unschedulable_within_pending_ti
 # -- the invariant suite's adversarial notebooks ----------------------------------------------
 
 #: Each adversarial notebook the engine runs, on the cluster: the same oracle as local and
-#: Docker (tests/oracle.py).
+#: Docker (tests/oracle.py), with no differences of Argo's own (the notebook's folder is
+#: shipped into the run's working directory: a module next to the notebook, the notebook
+#: file and `!ls` of the folder are there as top to bottom).
 ARGO_CASES = tuple(name for name in CASES if name not in REJECTED)
-
-#: Where Argo differs from top to bottom beyond the oracle's known discrepancies: the pod's
-#: working directory is /cellpipe/work on the run volume, and the notebook's folder is not
-#: in the pod (docs/argo.md: compile warns). Strict: the day the engine ships the folder,
-#: these pass, fail as XPASS, and the entry must go.
-ARGO_KNOWN = {
-    "local_module": "a module next to the notebook is not in the pod: ModuleNotFoundError",
-    "working_directory": "the notebook file is not in the pod's working directory",
-    "magics_and_shell": "`!ls` of the notebook's folder lists nothing in the pod's",
-}
-
-
-def _argo_case(name: str) -> Any:
-    if name in ARGO_KNOWN:
-        return pytest.param(
-            name, marks=[pytest.mark.xfail(reason=ARGO_KNOWN[name], strict=True)], id=name
-        )
-    return invariant_case(name)
 
 
 def _both_ways_on_argo(name: str, workdir: Path) -> tuple[Any, Any, Any]:
@@ -516,7 +505,7 @@ _ADVERSARIAL = "test_adversarial_notebook_on_argo_gives_the_outputs_of_a_top_to_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [_argo_case(n) for n in ARGO_CASES])
+@pytest.mark.parametrize("name", [invariant_case(n) for n in ARGO_CASES])
 def test_adversarial_notebook_on_argo_gives_the_outputs_of_a_top_to_bottom_run(
     name: str, argo_both_ways
 ) -> None:
@@ -583,3 +572,73 @@ def test_after_sourcing_env_sh_a_plain_notebook_runs_on_the_cluster_through_its_
         if "persistentVolumeClaim" in v
     ]
     assert claims == [os.environ["CELLPIPE_CLUSTER_CLAIM"]]
+
+
+_ENDED = ("Succeeded", "Failed", "Error")
+
+
+def test_a_schedule_every_minute_starts_a_workflow_that_succeeds_with_the_notebooks_folder(
+    cluster, tmp_path: Path
+) -> None:
+    (tmp_path / "greeting.py").write_text("WORDS = 'hello from the folder'\n")
+    nb = write(
+        tmp_path / "every_minute.ipynb",
+        notebook(
+            ("imports", "import greeting"),
+            ("step:make", "words = greeting.WORDS.split()"),
+            ("step:show", "print('scheduled:', ' '.join(words))"),
+        ),
+    )
+    _push_images(nb)
+    name = f"argo-folder-cron-{os.getpid()}-{int(time.time()) % 100000}"
+    started = time.monotonic()
+    try:
+        proc = _cellpipe(
+            "schedule", str(nb), "--cron", "* * * * *", "--name", name, "--submit", cwd=tmp_path
+        )
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+        assert proc.stdout.startswith(f"scheduled {name} in namespace "), proc.stdout
+        selector = f"workflows.argoproj.io/cron-workflow={name}"
+
+        def started_workflows() -> list[dict[str, Any]]:
+            out = _kubectl("get", "workflows", "-l", selector, "-o", "json", admin=True).stdout
+            return json.loads(out)["items"]
+
+        (first, *_) = _wait("a Workflow from the CronWorkflow", 150, started_workflows)
+        created = time.monotonic() - started
+        wf_name = first["metadata"]["name"]
+
+        def phase() -> str | None:
+            out = _kubectl("get", "workflow", wf_name, "-o", "json", admin=True).stdout
+            status = json.loads(out).get("status") or {}
+            return status.get("phase") if status.get("phase") in _ENDED else None
+
+        assert _wait(f"workflow {wf_name} to end", 300, phase) == "Succeeded"
+        ran = time.monotonic() - started
+        pods = _kubectl(
+            "get",
+            "pods",
+            "-l",
+            f"workflows.argoproj.io/workflow={wf_name},cellpipe.io/step=show",
+            "-o",
+            "json",
+            admin=True,
+        ).stdout
+        (show,) = json.loads(pods)["items"]
+        log = _kubectl("logs", show["metadata"]["name"], "-c", "main", admin=True).stdout
+        assert "scheduled: hello from the folder" in log
+        print(f"cron: workflow created after {created:.0f} s, succeeded after {ran:.0f} s")
+        # whoever scheduled it may remove it (deploy/submitter-rbac.yaml)
+        removed = _kubectl("delete", "cronworkflow", name, check=False)
+        assert removed.returncode == 0, removed.stderr
+    finally:
+        _kubectl("delete", "cronworkflow", name, "--ignore-not-found", admin=True, check=False)
+        _kubectl(
+            "delete",
+            "workflows",
+            "-l",
+            f"workflows.argoproj.io/cron-workflow={name}",
+            "--ignore-not-found",
+            admin=True,
+            check=False,
+        )

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from cellpipe.backends.argo.errors import ArgoSettingsError
+from cellpipe.backends.argo.folder import for_settings
 from cellpipe.backends.argo.manifest import (
     ArgoSettings,
     RunTarget,
@@ -100,6 +101,14 @@ def test_every_example_and_adversarial_notebook_gives_a_valid_workflow(
             images=images,
         ),
         build_cron_workflow(pipeline, settings, Schedule(("0 3 * * *",)), images=images),
+        # as `cellpipe run` submits it: the notebook's folder unpacked by a first task
+        build_workflow(
+            pipeline,
+            settings,
+            target=RunTarget("20260101-000000-abcdef", "cellpipe-nb-20260101-000000-abcdef"),
+            images=images,
+            folder=for_settings(settings, path.parent),
+        ),
     ]
     for doc in docs:
         assert manifest_problems(doc) == []
@@ -635,8 +644,14 @@ def test_compile_warns_about_files_next_to_the_notebook_that_pods_cannot_see(
         ("step:use", "df2 = pd.read_csv('clean.csv')"),
     )
     pipeline = compile_notebook(write(tmp_path / "nb.ipynb", nb))
-    on_volume = file_warnings(pipeline, tmp_path, ArgoSettings())
+    assert file_warnings(pipeline, tmp_path, ArgoSettings()) == []  # shipped with the folder
+    ignored = ArgoSettings.from_notebook({"argo": {"folder_ignore": ["*.csv"]}})
+    on_volume = file_warnings(pipeline, tmp_path, ignored)
     assert [(d.step, d.name) for d in on_volume] == [("load", "train.csv")]
+    assert "leaves it out" in on_volume[0].message
     assert "put it in the image" in on_volume[0].message
+    not_shipped = ArgoSettings.from_notebook({"argo": {"ship_folder": False}})
+    (off,) = file_warnings(pipeline, tmp_path, not_shipped)
+    assert "ship_folder is false" in off.message
     with_s3 = file_warnings(pipeline, tmp_path, ArgoSettings.from_notebook({"argo": {"s3": True}}))
     assert ("use", "clean.csv") in [(d.step, d.name) for d in with_s3]

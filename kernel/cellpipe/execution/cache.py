@@ -16,9 +16,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
+import posixpath
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cellpipe.core.model import Pipeline, Step
@@ -84,11 +86,14 @@ def input_hashes(
     step: Step,
     hashes_of: Callable[[str], Mapping[str, str] | None],
     workdir: Path,
+    snapshot: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The content hashes ``step_key`` takes: each input's as its producer saved it
     (``hashes_of(producer)``: name -> sha256, None when it saved nothing), "absent" for one
     it left unset, and each file the step reads by its content. Every backend asks this, so
-    a step has one key wherever its producers ran."""
+    a step has one key wherever its producers ran. ``snapshot``: the sha256 of each file of
+    ``workdir`` as the step saw it (relative POSIX path -> hash; an Argo run's shipped
+    folder), used instead of the files as they are now."""
     hashes: dict[str, str] = {}
     saved: dict[str, Mapping[str, str] | None] = {}
     for name, producer in step.inputs.items():
@@ -98,7 +103,11 @@ def input_hashes(
         hashes[name] = "absent" if sha is None else sha
     # Files count by their content: a changed data.csv must not give a stale cache hit.
     for name in files_read(pipeline, step, workdir):
-        hashes[name] = file_hash(workdir / file_path(name))
+        if snapshot is None:
+            hashes[name] = file_hash(workdir / file_path(name))
+        else:
+            rel = PurePosixPath(posixpath.normpath(file_path(name).replace(os.sep, "/")))
+            hashes[name] = snapshot.get(rel.as_posix(), "missing")
     return hashes
 
 

@@ -538,6 +538,13 @@ def main(argv: list[str] | None = None) -> int:
         "step's container while its upstream steps still run)",
     )
     parser.add_argument(
+        "--folder",
+        type=Path,
+        metavar="PATH",
+        help="in a pod with S3 data: copy the notebook's folder unpacked at PATH into the "
+        "working directory first (see cellpipe.backends.argo.folder)",
+    )
+    parser.add_argument(
         "--foreach-items",
         action="store_true",
         help="an Argo fan-out's first pod: print the step's foreach iterations still to run "
@@ -564,6 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError:
         names = ", ".join(s.name for s in rd.pipeline().steps)
         parser.error(f"no step {args.step!r} in this pipeline; steps: {names}")
+    if args.folder is not None and args.folder.is_dir():
+        import shutil
+
+        shutil.copytree(args.folder, Path.cwd(), dirs_exist_ok=True)
     if args.parameter:
         from cellpipe.backends.argo.trailer import parse_overrides
 

@@ -29,6 +29,7 @@ name below is spelled out anywhere else.
                               for a step run on Argo, remote.json: where its values are kept
                               on the cluster (storage, run) and their manifest
         hidden/<step>.json    whose hidden state each step starts from (the scheduler's)
+        folder.tgz.b64, folder/   in an Argo pod: the notebook's folder, packed and unpacked
         metrics.json          metrics by step
         reports/<step>.html   step reports;  report.html  the run's report
         .go/<step>-<attempt>  go files of containers started ahead (Docker backend)
@@ -62,6 +63,8 @@ REPORTS = "reports"
 RUN_REPORT = "report.html"
 GO = ".go"
 HIDDEN_ENTRIES = "hidden"
+FOLDER_ARCHIVE = "folder.tgz.b64"  # in an Argo pod: the notebook's folder, packed
+FOLDER_COPY = "folder"  # in an Argo pod with S3: the notebook's folder, unpacked
 
 #: The engine's own logs in ``logs/`` (a step's log is ``logs/<step>.log``).
 DRIVER_LOG = "_driver.log"
@@ -172,6 +175,18 @@ def run_report_file(run: P) -> P:
 
 def hidden_entry_file(run: P, step: str) -> P:
     return run / HIDDEN_ENTRIES / f"{step}.json"
+
+
+def folder_archive(run: P) -> P:
+    """In an Argo pod: the notebook's folder as the manifest carries it (base64 text of a
+    gzipped tar; cellpipe.backends.argo.folder)."""
+    return run / FOLDER_ARCHIVE
+
+
+def folder_copy(run: P) -> P:
+    """In an Argo pod with S3 data: the notebook's folder, unpacked, which the step copies
+    into its working directory before its first cell."""
+    return run / FOLDER_COPY
 
 
 def go_dir(run: P) -> P:

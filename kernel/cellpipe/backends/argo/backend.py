@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from cellpipe.backends import RunOptions
 from cellpipe.backends.argo.errors import ClusterError, NoKubeconfig, transient, translate
 from cellpipe.backends.argo.manifest import (
+    FOLDER_TASK,
     ArgoSettings,
     RunTarget,
     build_workflow,
@@ -384,6 +385,14 @@ class ArgoBackend:
         if settings.s3 is None and not used_claim:
             used_claim = f"{name}-data"  # Argo names volumeClaimTemplates PVCs so
         to_run = [s for s in pipeline.steps if s.name not in left_out]
+        folder = None
+        if to_run:
+            from cellpipe.backends.argo.folder import for_settings
+
+            workdir = info.get("workdir")
+            folder = for_settings(
+                settings, Path(workdir) if workdir else None, exclude=[rd.runs_root]
+            )
         rd.update_info(
             argo={
                 "namespace": namespace,
@@ -394,10 +403,15 @@ class ArgoBackend:
                 "server": cluster.server,
                 "context": cluster.context,
                 "fingerprints": prints,
+                # what the pods find in their working directory (the cache keys' files)
+                "folder": folder
+                and {"sha256": folder.sha256, "bytes": folder.size, "files": folder.files},
             }
         )
         if to_run:
-            body = build_workflow(pipeline, _settings_ns(settings, namespace), target=target)
+            body = build_workflow(
+                pipeline, _settings_ns(settings, namespace), target=target, folder=folder
+            )
             cluster.create_workflow(namespace, body)
             rd.emit(
                 State.RUNNING,
@@ -498,6 +512,15 @@ class _Follower:
         self.logs: dict[str, dict[int, str]] = {}
         self.pending: dict[str, tuple[float, str]] = {}  # step -> (since, last message)
         self.pending_nodes: dict[str, dict[str, Any]] = {}
+        #: The steps the folder task comes before (those with no upstream step in this
+        #: Workflow): its pod waiting or failing is theirs.
+        self.first_steps = [
+            s.name
+            for s in self.pipeline.steps
+            if not self.state.get(s.name, State.PENDING).terminal
+            and all(self.state.get(u, State.PENDING).terminal for u in s.after)
+        ]
+        self.folder_failure = ""
         self.stop_requested = False
         self.gave_up = False  # we stopped the workflow because a step cannot start
         self.cancelling = False
@@ -568,6 +591,9 @@ class _Follower:
         omitted: dict[str, dict[str, Any]] = {}
         fans: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for node in nodes.values():
+            if node.get("templateName") == FOLDER_TASK and node.get("type") == "Pod":
+                self._folder_node(node)
+                continue
             if node.get("templateName") in self.fan and node.get("type") == "Pod":
                 step, kind = self.fan[node["templateName"]]
                 fans.setdefault(step, []).append((kind, node))
@@ -592,6 +618,8 @@ class _Follower:
                 continue
             if self.cancelling:
                 self._emit(step, State.CANCELLED, 0, "run cancelled before this step started")
+            elif self.folder_failure and step in self.first_steps:
+                self._emit(step, State.FAILED, 0, self.folder_failure)
             else:
                 self._emit(
                     step, State.SKIPPED, 0, self._skip_reason(step) or node.get("message", "")
@@ -681,6 +709,36 @@ class _Follower:
                 f"{done}/{total} iterations",
                 force=True,
                 iterations={"done": done, "total": total},
+            )
+
+    def _folder_node(self, node: dict[str, Any]) -> None:
+        """The pod unpacking the notebook's folder: while it waits, the first steps wait
+        with it (so ``pending_timeout`` applies); when it fails, they fail with its reason."""
+        phase = node.get("phase")
+        node_id = node.get("id", "")
+        waiting = [s for s in self.first_steps if not self.state.get(s, State.PENDING).terminal]
+        if phase == "Pending":
+            message = node.get("message") or ""
+            for step in waiting:
+                since, last = self.pending.get(step, (time.time(), ""))
+                if message and message != last:
+                    self._emit(step, State.PENDING, 1, f"waiting: {message}", force=True)
+                self.pending[step] = (since, message or last)
+                self.pending_nodes[step] = node
+            return
+        for step in list(self.pending_nodes):
+            if self.pending_nodes[step].get("id") == node_id:
+                self.pending.pop(step, None)
+                self.pending_nodes.pop(step, None)
+        if phase in ("Failed", "Error") and not self.folder_failure:
+            why = node.get("message") or ""
+            with contextlib.suppress(CellpipeError):
+                text = self.cluster.pod_log(self.namespace, pod_name(self.name, node)) or ""
+                lines = [line for line in text.splitlines() if line.startswith("cellpipe:")]
+                why = lines[-1].removeprefix("cellpipe: ") if lines else why
+            self.folder_failure = (
+                f"the notebook's folder was not unpacked into the run's volume "
+                f"({FOLDER_TASK}): {why or phase}"
             )
 
     def _live_log(self, step: str, attempt: int, node: dict[str, Any]) -> None:
@@ -851,6 +909,8 @@ class _Follower:
                 self._emit(step, State.FAILED, 0, f"the workflow {self.name} was deleted")
             elif stopped:
                 self._emit(step, State.CANCELLED, 0, "run cancelled")
+            elif self.folder_failure and step in self.first_steps:
+                self._emit(step, State.FAILED, 0, self.folder_failure)
             elif self._skip_reason(step):
                 self._emit(step, State.SKIPPED, 0, self._skip_reason(step))
             else:
@@ -921,5 +981,8 @@ def _pod_failure(node: dict[str, Any]) -> str:
 
 
 def _retryable(exc: CellpipeError) -> bool:
+    """Worth following again: a transient error, or a watch from a resourceVersion the API
+    server no longer keeps (410 Expired; the loop reads the Workflow again and watches on
+    from its current version)."""
     cause = exc.__cause__
-    return cause is not None and transient(cause)
+    return cause is not None and (transient(cause) or getattr(cause, "status", None) == 410)

@@ -94,11 +94,14 @@ def key_of(rd: RunDir, pipeline: Pipeline, step: Step) -> str | None:
         return None
     params = rd.info().get("parameters") or {}
     workdir = Path(rd.info().get("workdir") or ".")
+    # The files as the pod saw them (the folder shipped with the Workflow), not as they are
+    # now: a file edited while the run went on must not be keyed with the older results.
+    shipped = ((rd.info().get("argo") or {}).get("folder") or {}).get("files")
     return step_key(
         pipeline,
         step,
         parameters_seen(pipeline, step, params),
-        input_hashes(pipeline, step, records.get, workdir),
+        input_hashes(pipeline, step, records.get, workdir, shipped),
     )
 
 

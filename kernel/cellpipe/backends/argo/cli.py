@@ -40,6 +40,15 @@ def _warn_all(pipeline: Pipeline, settings: Any) -> None:
         click.echo(f"cellpipe: warning: {d}", err=True)
 
 
+def _folder(pipeline: Pipeline, settings: Any) -> Any:
+    """The notebook's folder, packed for the manifest (the default runs root left out)."""
+    from cellpipe.backends.argo.folder import for_settings
+    from cellpipe.rundir.runs import default_root
+
+    workdir = Path(pipeline.path).resolve().parent if pipeline.path else None
+    return for_settings(settings, workdir, exclude=[default_root()])
+
+
 def _write(text: str, out: str | None) -> None:
     if out in (None, "-"):
         click.echo(text, nl=False)
@@ -65,7 +74,7 @@ def compile_argo(
     from cellpipe.backends.argo.manifest import ArgoSettings, build_workflow, to_yaml
 
     settings = ArgoSettings.from_notebook(pipeline.settings, profile)
-    doc = build_workflow(pipeline, settings)
+    doc = build_workflow(pipeline, settings, folder=_folder(pipeline, settings))
     _warn_all(pipeline, settings)
     if as_json:
         click.echo(json.dumps(doc, indent=1))
@@ -175,7 +184,9 @@ def schedule(
             settings = ArgoSettings.from_notebook(
                 pipeline.settings, profile, namespace=cluster.default_namespace
             )
-    doc = build_cron_workflow(pipeline, settings, when, name=name)
+    doc = build_cron_workflow(
+        pipeline, settings, when, name=name, folder=_folder(pipeline, settings)
+    )
     _warn_all(pipeline, settings)
     if cluster is None:
         _write(to_yaml(doc), out)

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cellpipe.backends.argo.errors import ArgoSettingsError
+from cellpipe.backends.argo.folder import Folder, left_out
 from cellpipe.compiling.notebook import k8s_name
 from cellpipe.core.errors import Diagnostic
 from cellpipe.core.model import Pipeline, Role, Step
@@ -53,6 +54,12 @@ _ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 _POD_GC = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
 _CONCURRENCY = ("Allow", "Forbid", "Replace")
 _CREDENTIAL_WORDS = ("access_key", "secret_key", "password", "token", "credential")
+#: The most a packed notebook folder may weigh (compressed), whatever folder_limit says: the
+#: Workflow object holds it twice as base64 (the template, and the task's node in the status:
+#: measured, 576 KB for 205 KB compressed), and the API server keeps objects under ~1.5 MB.
+MAX_FOLDER_LIMIT = 384 * 2**10
+#: The first task of a run: unpacks the notebook's folder into the working directory.
+FOLDER_TASK = "cellpipe-folder"
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -130,6 +137,15 @@ class ArgoSettings:
     pod_gc_delay: str = "5m"
     pending_timeout: float = 600.0
     parallelism: int | None = None
+    ship_folder: bool = True
+    folder_limit: str = "256Ki"
+    folder_ignore: tuple[str, ...] = ()
+
+    @property
+    def folder_limit_bytes(self) -> int:
+        from cellpipe.execution.limits import quantity
+
+        return int(quantity(self.folder_limit))
 
     @classmethod
     def from_notebook(
@@ -244,6 +260,28 @@ def _field(key: str, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise bad("expects seconds > 0")
         return float(value)
+    if key == "ship_folder":
+        if not isinstance(value, bool):
+            raise bad("expects true or false")
+        return value
+    if key == "folder_limit":
+        from cellpipe.execution.limits import quantity
+
+        try:
+            amount = quantity(str(value))
+        except ValueError:
+            raise bad("expects a size such as 256Ki") from None
+        if not 0 < amount <= MAX_FOLDER_LIMIT:
+            raise bad(
+                "expects a size above 0 and at most 384Ki: the folder travels twice inside "
+                "the Workflow object (its template and its status), which the API server "
+                "keeps under ~1.5 MB; put larger files in the image or on an existing claim"
+            )
+        return str(value)
+    if key == "folder_ignore":
+        if not isinstance(value, list) or not all(isinstance(p, str) and p.strip() for p in value):
+            raise bad("expects a list of glob patterns such as data/raw/* or *.parquet")
+        return tuple(value)
     if key == "s3":
         return _parse_s3(value, where)
     raise bad("unsupported")  # pragma: no cover - every field is handled above
@@ -349,9 +387,12 @@ def workflow_spec(
     *,
     target: RunTarget | None = None,
     images: Mapping[str, str] | None = None,
+    folder: Folder | None = None,
 ) -> dict[str, Any]:
     """The ``spec`` of the Workflow that runs ``pipeline`` (also a CronWorkflow's
-    ``workflowSpec``). ``images``: image reference by step (default: ``plan_images``)."""
+    ``workflowSpec``). ``images``: image reference by step (default: ``plan_images``).
+    ``folder``: the notebook's folder, packed (:func:`cellpipe.backends.argo.folder.pack`),
+    unpacked into the working directory by a first task before any step starts."""
     if images is None:
         from cellpipe.backends.images import plan_images
 
@@ -383,10 +424,21 @@ def workflow_spec(
         ],
         "templates": _dags(run_steps, skip)
         + [
-            _step_template(pipeline, s, settings, images[s.name], key, reuse, chain.get(s.name))
+            _step_template(
+                pipeline,
+                s,
+                settings,
+                images[s.name],
+                key,
+                reuse,
+                chain.get(s.name),
+                folder is not None,
+            )
             for s in run_steps
         ],
     }
+    if folder is not None and run_steps:
+        _add_folder(spec["templates"], folder, settings, images[run_steps[0].name], key)
     fanned = fanned_out(pipeline, run_steps, settings)
     if fanned:
         _add_fan_out(spec["templates"], fanned)
@@ -432,9 +484,10 @@ def build_workflow(
     *,
     target: RunTarget | None = None,
     images: Mapping[str, str] | None = None,
+    folder: Folder | None = None,
 ) -> dict[str, Any]:
     """The Workflow running ``pipeline``: named after the run with ``target``, else with a
-    ``generateName`` (each submission its own)."""
+    ``generateName`` (each submission its own); ``folder`` as for :func:`workflow_spec`."""
     labels = {**MANAGED_BY, LABEL_NOTEBOOK: label_value(pipeline.name) or "notebook"}
     metadata: dict[str, Any] = {"labels": labels}
     if target:
@@ -449,7 +502,7 @@ def build_workflow(
         "apiVersion": API_VERSION,
         "kind": "Workflow",
         "metadata": metadata,
-        "spec": workflow_spec(pipeline, settings, target=target, images=images),
+        "spec": workflow_spec(pipeline, settings, target=target, images=images, folder=folder),
     }
 
 
@@ -497,9 +550,11 @@ def build_cron_workflow(
     *,
     name: str | None = None,
     images: Mapping[str, str] | None = None,
+    folder: Folder | None = None,
 ) -> dict[str, Any]:
     """A CronWorkflow starting ``pipeline`` on ``schedule``; each run is a Workflow whose name
-    Argo derives from the CronWorkflow's (so that name has at most 52 characters)."""
+    Argo derives from the CronWorkflow's (so that name has at most 52 characters). Its
+    ``folder`` is the notebook's folder when scheduled: every run starts from those files."""
     name = name or dns_name(f"cellpipe-{pipeline.name}", 52)
     if not _DNS1123.match(name) or len(name) > 52:
         raise ArgoSettingsError(f"{name!r} is not a DNS-1123 name of at most 52 characters")
@@ -513,7 +568,7 @@ def build_cron_workflow(
         "successfulJobsHistoryLimit": schedule.successful_history,
         "failedJobsHistoryLimit": schedule.failed_history,
         "workflowMetadata": {"labels": dict(labels)},
-        "workflowSpec": workflow_spec(pipeline, settings, images=images),
+        "workflowSpec": workflow_spec(pipeline, settings, images=images, folder=folder),
     }
     if schedule.timezone:
         spec["timezone"] = schedule.timezone
@@ -826,12 +881,20 @@ def _step_template(
     key: str,
     reuse: Mapping[str, str],
     continues: str | None = None,
+    with_folder: bool = False,
 ) -> dict[str, Any]:
     from cellpipe.compiling.compiler import step_script
 
     name = task_name(step.name)
+    if name == FOLDER_TASK:
+        raise ArgoSettingsError(
+            f"step {step.name!r} would be the task {FOLDER_TASK}, which unpacks the notebook's "
+            "folder on Argo: rename the step"
+        )
     st = step.settings
     args = ["--run-dir", RUN_DIR, "--step", step.name, "--result-trailer"]
+    if with_folder and settings.s3 is not None:  # no shared volume: each pod copies it
+        args += ["--folder", str(layout.folder_copy(_POD_RUN))]
     for p in pipeline.parameters:
         args += ["--parameter", f"{p.name}={{{{workflow.parameters.{p.name}}}}}"]
     run_info = {"run_id": "{{workflow.name}}", "name": pipeline.name, "backend": "argo"}
@@ -874,6 +937,14 @@ def _step_template(
     }
     if settings.s3 is not None:
         s3 = settings.s3
+        if with_folder:
+            artifacts.append(
+                {
+                    "name": "folder",
+                    "path": str(layout.folder_copy(_POD_RUN)),
+                    "s3": s3.location(_s3_key(s3, key, FOLDER_TASK, "folder.tgz")),
+                }
+            )
         for producer in _read_from(step, continues):
             made_in = reuse.get(producer, key)  # a cached producer's values: its run's keys
             artifacts.append(
@@ -983,6 +1054,63 @@ def _step_template(
     return template
 
 
+def _add_folder(
+    templates: list[dict[str, Any]], folder: Folder, settings: ArgoSettings, image: str, key: str
+) -> None:
+    """The task ``cellpipe-folder`` first in ``main``, every task there without dependencies
+    after it: its pod unpacks the notebook's folder (the text of a raw artifact) into the
+    run's working directory, so a step finds the files next to the notebook where top to
+    bottom finds them. With S3 (no shared volume) it unpacks into an output artifact that
+    every step's pod copies into its own working directory."""
+    archive = str(layout.folder_archive(_POD_RUN))
+    mounts: list[dict[str, Any]] = [
+        {"name": "run", "mountPath": RUN_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    template: dict[str, Any] = {
+        "name": FOLDER_TASK,
+        "metadata": {"annotations": {"cellpipe.io/folder-sha256": folder.sha256}},
+        "inputs": {
+            "artifacts": [{"name": "folder", "path": archive, "raw": {"data": folder.text}}]
+        },
+    }
+    if settings.s3 is not None:
+        dest = str(layout.folder_copy(_POD_RUN))
+        s3 = settings.s3
+        template["outputs"] = {
+            "artifacts": [
+                {
+                    "name": "folder",
+                    "path": dest,
+                    "s3": s3.location(_s3_key(s3, key, FOLDER_TASK, "folder.tgz")),
+                }
+            ]
+        }
+    else:
+        dest = WORK_DIR
+        mounts.append({"name": CLAIM_TEMPLATE, "mountPath": WORK_DIR, "subPath": f"{key}/work"})
+    template["container"] = {
+        "image": image,
+        "command": ["python3", "-m", "cellpipe.backends.argo.folder"],
+        "args": [archive, dest],
+        "workingDir": RUN_DIR,
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    main = next(t for t in templates if t["name"] == "main")
+    tasks = main["dag"]["tasks"]
+    for task in tasks:
+        if not task.get("dependencies"):
+            task["dependencies"] = [FOLDER_TASK]
+    tasks.insert(0, {"name": FOLDER_TASK, "template": FOLDER_TASK})
+    templates.append(template)
+
+
 def _step_pipeline(pipeline: Pipeline, step: Step) -> dict[str, Any]:
     """``pipeline.json`` as one step's pod needs it: the prelude and that step's cells, so
     the manifest grows with the notebook once, not once per step; no local path. The other
@@ -1028,7 +1156,8 @@ def _s3_key(s3: S3Settings, run_key: str, step: str, leaf: str) -> str:
 
 def file_warnings(pipeline: Pipeline, workdir: Path, settings: ArgoSettings) -> list[Diagnostic]:
     """Files next to the notebook that steps read by relative path, and local modules they
-    import: there, not in the pod. A file another step writes is a hand-off through the run's
+    import, that the folder shipped to the pods leaves out (``folder_ignore``, or
+    ``ship_folder: false``). A file another step writes is a hand-off through the run's
     volume, which works, except with S3 (no shared volume)."""
     from cellpipe.execution.cache import files_read
 
@@ -1048,10 +1177,19 @@ def file_warnings(pipeline: Pipeline, workdir: Path, settings: ArgoSettings) -> 
                     "there: pass its contents as a variable, or use a volume"
                 )
             elif (workdir / rel).exists():
+                if settings.ship_folder and not left_out(rel, settings.folder_ignore):
+                    continue  # shipped with the notebook's folder
+                how = (
+                    "ship_folder is false"
+                    if not settings.ship_folder
+                    else "the folder shipped to the pods leaves it out (folder_ignore and the "
+                    "default ignores)"
+                )
                 why = (
-                    f"step {step.name} reads `{rel}` next to the notebook; on Argo a step runs "
-                    f"in {WORK_DIR} on the run's volume, where that file is not: put it in the "
-                    "image (`packages:` or `image:`), on an existing claim, or read it from a URL"
+                    f"step {step.name} reads `{rel}` next to the notebook, but {how}: on Argo "
+                    f"a step runs in {WORK_DIR} on the run's volume, where that file is not; "
+                    "put it in the image (`packages:` or `image:`), on an existing claim, or "
+                    "read it from a URL"
                 )
             else:
                 continue
