@@ -372,9 +372,17 @@ class ArgoBackend:
         left_out = plan.left_out(keep)
         submission = int(previous.get("submission", 0)) + 1
         name = workflow_name(pipeline, rd.run_id, submission)
+        planned = {s: "skipped" if s in plan.skipped else "cached" for s in left_out}
         target = RunTarget(
-            rd.run_id, name, info.get("parameters") or {}, left_out, claim, reuse=reuse
+            rd.run_id,
+            name,
+            info.get("parameters") or {},
+            left_out,
+            claim,
+            reuse=reuse,
+            planned=planned,
         )
+        notify = _notify_target(info)
         used_claim = claim or settings.existing_claim
         if settings.s3 is None and not used_claim:
             used_claim = f"{name}-data"  # Argo names volumeClaimTemplates PVCs so
@@ -389,10 +397,14 @@ class ArgoBackend:
                 "server": cluster.server,
                 "context": cluster.context,
                 "fingerprints": prints,
+                # The Workflow's exit handler notifies (and cancel lets it run: Stop).
+                "notify": bool(to_run and notify is not None and not notify.command),
             }
         )
         if to_run:
-            body = build_workflow(pipeline, _settings_ns(settings, namespace), target=target)
+            body = build_workflow(
+                pipeline, _settings_ns(settings, namespace), target=target, notify=notify
+            )
             cluster.create_workflow(namespace, body)
             rd.emit(
                 State.RUNNING,
@@ -432,7 +444,9 @@ class ArgoBackend:
         argo = rd.info().get("argo") or {}
         if argo.get("workflow"):
             cluster = Cluster(argo.get("context"))
-            cluster.shutdown(argo["namespace"], argo["workflow"])
+            # Stop, unlike Terminate, still runs the exit handler: the run notifies cancelled.
+            how = "Stop" if argo.get("notify") else "Terminate"
+            cluster.shutdown(argo["namespace"], argo["workflow"], how)
             if rd.driver_alive():
                 deadline = time.time() + 30
                 while time.time() < deadline and not rd.status().state.terminal:
@@ -440,6 +454,19 @@ class ArgoBackend:
                 if rd.status().state.terminal:
                     return
         rd.settle_cancelled()
+
+
+def _notify_target(info: dict[str, Any]) -> Any:
+    """The run's notify setting (resolved at prepare time); a command is said not to run."""
+    import sys
+
+    from cellpipe.backends.argo.manifest import notify_warnings
+    from cellpipe.driving.notify import Notify
+
+    target = Notify.parse((info.get("options") or {}).get("notify"))
+    for d in notify_warnings(target):
+        print(f"cellpipe: warning: {d.message}", file=sys.stderr)
+    return target
 
 
 def _settings_ns(settings: ArgoSettings, namespace: str) -> ArgoSettings:
