@@ -8,7 +8,10 @@ helpers are ``tests/test_argo_cluster.py``'s."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,11 +22,15 @@ from typing import Any
 
 import pytest
 from nbbuild import notebook, write
+from oracle import REPO
 from test_argo_cluster import (  # noqa: F401  (cluster: the fixture)
+    _cellpipe,
     _kubectl,
     _pods,
     _push_images,
     _run,
+    _run_with_a_running_pod,
+    _step_states,
     _wait,
     _workflows,
     cluster,
@@ -85,7 +92,7 @@ def hook(cluster) -> Iterator[Hook]:  # noqa: F811
     thread.join(5)
 
 
-def _notebook(path: Path, hook: Hook, fail: bool = False) -> Path:
+def _notebook(path: Path, hook: Hook, fail: bool = False, slow: bool = False) -> Path:
     meta = {
         "cellpipe": {
             "notify": {"webhook": hook.url},
@@ -95,7 +102,10 @@ def _notebook(path: Path, hook: Hook, fail: bool = False) -> Path:
     return write(
         path,
         notebook(
-            ("step:load", "values = [1, 2, 3]"),
+            (
+                "step:load",
+                "values = [1, 2, 3]" + ("\nimport time\ntime.sleep(300)" if slow else ""),
+            ),
             ("step:total", "total = sum(values)\n" + ("raise ValueError(total)" if fail else "")),
             metadata=meta,
         ),
@@ -166,3 +176,35 @@ def test_a_failed_argo_run_posts_failed_once_naming_the_failed_step(
     assert result["state"] == "failed"  # the run's own state, as without a notification
     _secret_nowhere(hook, result["run_id"], tmp_path / "runs" / result["run_id"])
     print(f"notify on argo: failed run with exit handler {took:.1f}s, one POST")
+
+
+def test_a_cancelled_argo_run_still_runs_its_exit_handler_and_posts_cancelled(
+    hook: Hook, tmp_path: Path
+) -> None:
+    nb = _notebook(tmp_path / "slow.ipynb", hook, slow=True)
+    _push_images(nb)
+    hook.posts.clear()
+    env = dict(os.environ, CELLPIPE_RUNS_ROOT=str(tmp_path / "runs"))
+    env["PYTHONPATH"] = str(REPO / "kernel") + os.pathsep + env.get("PYTHONPATH", "")
+    with subprocess.Popen(
+        [sys.executable, "-m", "cellpipe", "run", str(nb), "--backend", "argo", "--json"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as run:
+        runs = tmp_path / "runs"
+        run_id = _run_with_a_running_pod(runs)
+        cancel = _cellpipe("cancel", run_id, cwd=tmp_path)
+        assert cancel.returncode == 0, cancel.stderr
+        out, err = run.communicate(timeout=180)
+    time.sleep(5)
+    assert run.returncode != 0, out + err
+    states = _step_states(runs / run_id)
+    assert states["load"]["state"] == "cancelled", states
+    (wf,) = _workflows(run_id)
+    assert wf["spec"].get("shutdown") == "Stop", wf["spec"]  # Terminate skips exit handlers
+    assert [p["state"] for p in hook.posts] == ["cancelled"], hook.posts
+    assert hook.posts[0]["steps"]["load"]["state"] == "cancelled"
+    assert json.loads(out)["state"] == "cancelled"

@@ -226,7 +226,7 @@ def test_the_handler_counts_a_retried_step_that_succeeded_and_a_stopped_run_as_c
     )
     retried = [{"displayName": "load(0)", "message": "Error (exit code 1)"}]
     assert _run_handler(_argo_args(doc, "Succeeded", retried), {}).returncode == 0
-    stopped = [{"displayName": "total", "message": "Stopped with strategy 'Stop'"}]
+    stopped = [{"displayName": "total", "message": "workflow shutdown with strategy:  Stop"}]
     assert _run_handler(_argo_args(doc, "Failed", stopped), {}).returncode == 0
     first, second = receiver.posts
     assert first["state"] == "succeeded"

@@ -31,7 +31,9 @@ from typing import Any
 #: Where the pod sees the run's values (and the gates' verdicts next to them), when the run's
 #: data is on a volume.
 DATA_ROOT = Path("/cellpipe/run/data")
-_STOPPED = "Stopped with strategy"
+#: How the controller words a node it stopped (``cellpipe cancel`` sets ``shutdown: Stop``):
+#: a pending node, a running pod (``exec_control.go``, two spaces), a pod not yet created.
+_STOPPED = re.compile(r"^(Stopped with strategy|workflow shutdown with strategy:)")
 _RETRY_ATTEMPT = re.compile(r"\(\d+\)$")
 
 
@@ -82,7 +84,7 @@ def run_status(
         by_task.setdefault(task, node)
     planned = dict(run.get("planned") or {})
     cancelled = workflow_status != "Succeeded" and any(
-        str(n.get("message", "")).startswith(_STOPPED) for n in failed_nodes
+        _STOPPED.match(str(n.get("message", ""))) for n in failed_nodes
     )
     graph = [tuple(s) for s in run.get("steps") or []]
     gated = {s[0] for s in graph if s[3]}
@@ -92,7 +94,7 @@ def run_status(
             state, message = planned[name], ""
         elif task in by_task:
             message = str(by_task[task].get("message") or "")
-            state = "cancelled" if message.startswith(_STOPPED) else "failed"
+            state = "cancelled" if _STOPPED.match(message) else "failed"
         else:
             state, message = "succeeded", ""
             for up in after:
