@@ -250,3 +250,53 @@ def test_a_handler_whose_secret_is_missing_says_so_and_still_exits_0(
     assert proc.returncode == 0
     assert "needs $HOOK_TOKEN, which is not set; not sent" in proc.stderr
     assert receiver.posts == []
+
+
+# -- the driver against a fake cluster: exactly one notification per run -----------------------
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from fake_k8s import FakeCluster
+
+    with FakeCluster(tmp_path / "cluster", execute=False) as cluster:
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.setenv("CELLPIPE_ARGO_POLL", "1")
+        yield cluster
+
+
+def _drive_on_argo(tmp_path: Path, notify: str, fake) -> Any:
+    from cellpipe.driving.driver import drive, prepare_run
+    from fake_k8s import Script
+    from test_argo_backend import _trailer_log
+
+    for step in ("one", "two"):
+        fake.scripts[step] = [Script(log=_trailer_log(step, f"{step} ran\n"))]
+    nb = write(tmp_path / "nb.ipynb", notebook(("step:one", "x = 1"), ("step:two", "y = x")))
+    rd = prepare_run(tmp_path / "runs", nb, backend="argo", notify=notify)
+    drive(rd)
+    return rd
+
+
+def test_an_argo_run_with_a_webhook_leaves_the_post_to_the_exit_handler(
+    tmp_path: Path,
+    fake,
+    receiver,  # noqa: F811
+) -> None:
+    rd = _drive_on_argo(tmp_path, receiver.url, fake)
+    assert rd.status().state.value == "succeeded"
+    assert fake.submitted[0]["spec"]["onExit"] == "cellpipe-notify"
+    assert receiver.posts == []  # the fake controller runs no exit handler; nor does the driver
+
+
+def test_an_argo_run_with_a_command_runs_it_here_once_and_submits_no_handler(
+    tmp_path: Path, fake, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "status.json"
+    rd = _drive_on_argo(tmp_path, f"cat >> {out}", fake)
+    assert "onExit" not in fake.submitted[0]["spec"]
+    assert json.loads(out.read_text())["state"] == "succeeded"  # one JSON document: once
+    assert json.loads(out.read_text())["run_id"] == rd.run_id
+    assert (
+        "a command cannot run on the cluster; this `cellpipe run` runs it" in capfd.readouterr().err
+    )

@@ -160,13 +160,15 @@ _NOTIFYING_BACKENDS = ("local", "docker")
 def _driver_notifies(rd: RunDir) -> bool:
     """Local and Docker runs notify from here. An Argo run notifies from the cluster, through
     its Workflow's exit handler (so scheduled runs do too), except when no Workflow was
-    submitted (every step cached or skipped): then nobody else can, so this process does.
+    submitted (every step cached or skipped) or the follower stopped it without its exit
+    handler (a pod that could not start): then nobody else does, so this process does.
     Exactly one notification per run either way."""
     info = rd.info()
     backend = info.get("backend", "local")
     if backend in _NOTIFYING_BACKENDS:
         return True
-    return backend == "argo" and not (info.get("argo") or {}).get("workflow")
+    argo = info.get("argo") or {}
+    return backend == "argo" and not (argo.get("workflow") and argo.get("notify"))
 
 
 def _notify(rd: RunDir, config: Any) -> None:

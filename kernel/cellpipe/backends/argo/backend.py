@@ -457,15 +457,19 @@ class ArgoBackend:
 
 
 def _notify_target(info: dict[str, Any]) -> Any:
-    """The run's notify setting (resolved at prepare time); a command is said not to run."""
+    """The run's notify setting (resolved at prepare time). A command cannot run on the
+    cluster: this process runs it at the run's end instead (``driver._driver_notifies``)."""
     import sys
 
-    from cellpipe.backends.argo.manifest import notify_warnings
     from cellpipe.driving.notify import Notify
 
     target = Notify.parse((info.get("options") or {}).get("notify"))
-    for d in notify_warnings(target):
-        print(f"cellpipe: warning: {d.message}", file=sys.stderr)
+    if target is not None and target.command:
+        print(
+            "cellpipe: warning: notify: a command cannot run on the cluster; this `cellpipe "
+            "run` runs it when the run ends (a scheduled or compiled Workflow cannot)",
+            file=sys.stderr,
+        )
     return target
 
 
@@ -750,6 +754,11 @@ class _Follower:
             if node:
                 self.finished_pods.add(node.get("id", ""))  # its end is our doing, not news
             self.gave_up = True
+            argo = self.rd.info().get("argo") or {}
+            if argo.get("notify"):
+                # Terminate runs no exit handler, and Stop's would report "cancelled": this
+                # failure is ours, so the driver tells it (driving.driver._driver_notifies).
+                self.rd.update_info(argo={**argo, "notify": False})
             with contextlib.suppress(CellpipeError):
                 self.cluster.shutdown(self.namespace, self.name)
 
