@@ -92,7 +92,9 @@ def hook(cluster) -> Iterator[Hook]:  # noqa: F811
     thread.join(5)
 
 
-def _notebook(path: Path, hook: Hook, fail: bool = False, slow: bool = False) -> Path:
+def _notebook(
+    path: Path, hook: Hook, fail: bool = False, slow: bool = False, gate: bool = False
+) -> Path:
     meta = {
         "cellpipe": {
             "notify": {"webhook": hook.url},
@@ -103,8 +105,10 @@ def _notebook(path: Path, hook: Hook, fail: bool = False, slow: bool = False) ->
         path,
         notebook(
             (
-                "step:load",
-                "values = [1, 2, 3]" + ("\nimport time\ntime.sleep(300)" if slow else ""),
+                "step:load" + (" gate:count>5" if gate else ""),
+                "values = [1, 2, 3]"
+                + ("\nimport time\ntime.sleep(300)" if slow else "")
+                + ("\ncount = len(values)" if gate else ""),
             ),
             ("step:total", "total = sum(values)\n" + ("raise ValueError(total)" if fail else "")),
             metadata=meta,
@@ -208,3 +212,17 @@ def test_a_cancelled_argo_run_still_runs_its_exit_handler_and_posts_cancelled(
     assert [p["state"] for p in hook.posts] == ["cancelled"], hook.posts
     assert hook.posts[0]["steps"]["load"]["state"] == "cancelled"
     assert json.loads(out)["state"] == "cancelled"
+
+
+def test_steps_behind_a_closed_gate_post_skipped_with_the_reason_a_local_run_gives(
+    hook: Hook, tmp_path: Path
+) -> None:
+    nb = _notebook(tmp_path / "gated.ipynb", hook, gate=True)
+    _push_images(nb)
+    result, proc, _ = _run_and_collect(nb, hook)
+    assert proc.returncode == 0, proc.stderr
+    assert [p["state"] for p in hook.posts] == ["succeeded"], hook.posts
+    posted = {n: (s["state"], s["message"]) for n, s in hook.posts[0]["steps"].items()}
+    local = {n: (s["state"], s["message"]) for n, s in result["steps"].items()}
+    assert posted["total"][0] == "skipped" and "gate count>5 closed" in posted["total"][1]
+    assert posted == local  # what `cellpipe run` itself reports of the same run

@@ -300,3 +300,27 @@ def test_an_argo_run_with_a_command_runs_it_here_once_and_submits_no_handler(
     assert (
         "a command cannot run on the cluster; this `cellpipe run` runs it" in capfd.readouterr().err
     )
+
+
+def test_steps_behind_a_closed_gate_are_skipped_with_its_reason_passed_down() -> None:
+    from cellpipe.backends.argo.exit_handler import run_status
+
+    run = {
+        "run_id": "R1",
+        "steps": [
+            ["evaluate", "evaluate", [], True],
+            ["deploy", "deploy", ["evaluate"], False],
+            ["announce", "announce", ["deploy"], False],
+        ],
+    }
+    verdict = {"open": False, "message": "gate accuracy>=0.9 closed: accuracy=0.5 (step evaluate)"}
+    status = run_status(run, "Succeeded", [], verdict_of={"evaluate": verdict}.get)
+    assert status["state"] == "succeeded"
+    assert {n: (s["state"], s["message"]) for n, s in status["steps"].items()} == {
+        "evaluate": ("succeeded", verdict["message"]),
+        "deploy": ("skipped", verdict["message"]),
+        "announce": ("skipped", verdict["message"]),
+    }
+    unread = run_status(run, "Succeeded", [], verdict_of=None)  # S3 data: not on a volume
+    assert unread["steps"]["deploy"]["state"] == "unknown"
+    assert unread["steps"]["announce"]["state"] == "unknown"

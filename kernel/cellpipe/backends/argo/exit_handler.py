@@ -73,8 +73,6 @@ def run_status(
     gate's recorded verdict (``verdict_of``) is closed, and ``unknown`` when the verdict
     cannot be read (S3 data). Every other step succeeded.
     """
-    from cellpipe.compiling.gates import closed_reason
-
     now = time.time() if now is None else now
     by_task: dict[str, dict[str, Any]] = {}
     for node in failed_nodes:
@@ -89,6 +87,7 @@ def run_status(
     graph = [tuple(s) for s in run.get("steps") or []]
     gated = {s[0] for s in graph if s[3]}
     steps: dict[str, dict[str, Any]] = {}
+    closed: set[str] = set()
     for name, task, after, _ in graph:
         if name in planned:
             state, message = planned[name], ""
@@ -96,25 +95,11 @@ def run_status(
             message = str(by_task[task].get("message") or "")
             state = "cancelled" if _STOPPED.match(message) else "failed"
         else:
-            state, message = "succeeded", ""
-            for up in after:
-                up_state = steps.get(up, {}).get("state")
-                if up_state in ("failed", "cancelled", "skipped"):
-                    state, message = "skipped", f"upstream step {up} {up_state}"
-                    break
-                if up_state == "unknown":
-                    state, message = "unknown", steps[up]["message"]
-                    break
-                if up in gated and up not in planned:
-                    verdict = verdict_of(up) if verdict_of else None
-                    if verdict is None:
-                        state = "unknown"
-                        message = f"behind the gate of step {up}, whose verdict is not readable"
-                        break
-                    why = closed_reason(verdict)
-                    if why:
-                        state, message = "skipped", why
-                        break
+            state, message, gate = _downstream(after, steps, gated, planned, closed, verdict_of)
+            if gate:
+                closed.add(name)  # skipped behind a closed gate: its reason passes down
+            if state == "succeeded" and name in gated and verdict_of is not None:
+                message = str((verdict_of(name) or {}).get("message") or "")  # as locally
         steps[name] = {"state": state, "message": message}
     if workflow_status == "Succeeded":
         state = "succeeded"
@@ -143,6 +128,38 @@ def run_status(
         "workflow": run.get("workflow"),
         "namespace": run.get("namespace"),
     }
+
+
+def _downstream(
+    after: list[str],
+    steps: Mapping[str, Mapping[str, Any]],
+    gated: set[str],
+    planned: Mapping[str, str],
+    closed: set[str],
+    verdict_of: Callable[[str], Mapping[str, Any] | None] | None,
+) -> tuple[str, str, bool]:
+    """The state and message of a step that did not fail, from its upstream steps, in the
+    order the follower decides it (``backend._Follower._skip_reason``): a closed gate first
+    (then True: skipped behind a gate), then an upstream step that did not succeed."""
+    from cellpipe.compiling.gates import closed_reason
+
+    for up in after:
+        if up in closed:
+            return "skipped", steps[up]["message"], True
+        if up in gated and up not in planned and steps[up]["state"] == "succeeded":
+            verdict = verdict_of(up) if verdict_of else None
+            if verdict is None:
+                return "unknown", f"behind the gate of step {up}, whose verdict is unknown", False
+            why = closed_reason(verdict)
+            if why:
+                return "skipped", why, True
+    for up in after:
+        up_state = steps[up]["state"]
+        if up_state in ("failed", "cancelled", "skipped"):
+            return "skipped", f"upstream step {up} {up_state}", False
+        if up_state == "unknown":
+            return "unknown", steps[up]["message"], False
+    return "succeeded", "", False
 
 
 def _number(text: str | None) -> float | None:
