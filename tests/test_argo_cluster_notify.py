@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -226,3 +226,19 @@ def test_steps_behind_a_closed_gate_post_skipped_with_the_reason_a_local_run_giv
     local = {n: (s["state"], s["message"]) for n, s in result["steps"].items()}
     assert posted["total"][0] == "skipped" and "gate count>5 closed" in posted["total"][1]
     assert posted == local  # what `cellpipe run` itself reports of the same run
+
+
+def test_a_missing_secret_sends_nothing_and_leaves_the_run_succeeded(
+    hook: Hook, tmp_path: Path
+) -> None:
+    nb = _notebook(tmp_path / "nosecret.ipynb", replace(hook, secret=hook.secret + "-absent"))
+    _push_images(nb)
+    result, proc, _ = _run_and_collect(nb, hook)
+    assert proc.returncode == 0, proc.stderr
+    assert result["state"] == "succeeded"
+    assert hook.posts == []
+    (wf,) = _workflows(result["run_id"])
+    assert wf["status"]["phase"] == "Succeeded"  # the handler's pod started, and exited 0
+    (pod,) = _pods(result["run_id"], "cellpipe.io/step=cellpipe-notify")
+    log = _kubectl("logs", pod["metadata"]["name"], "-c", "main", admin=True).stdout
+    assert "needs $HOOK_TOKEN, which is not set; not sent" in log, log

@@ -86,7 +86,7 @@ def test_a_webhook_becomes_the_workflows_exit_handler_with_its_secret_by_referen
     assert secret_env == [
         {
             "name": "HOOK_TOKEN",
-            "valueFrom": {"secretKeyRef": {"name": "team-hooks", "key": "token"}},
+            "valueFrom": {"secretKeyRef": {"name": "team-hooks", "key": "token", "optional": True}},
         }
     ]
     assert handler["activeDeadlineSeconds"] == 10 + 60  # the default timeout, then the pod
@@ -129,7 +129,7 @@ def test_a_scheduled_notebook_notifies_from_each_runs_exit_handler(tmp_path: Pat
     handler = _handler(doc)
     run = json.loads(handler["container"]["args"][handler["container"]["args"].index("--run") + 1])
     assert run["run_id"] == "{{workflow.name}}"  # each scheduled run is its own
-    assert {"name": "team-hooks", "key": "token"} in [
+    assert {"name": "team-hooks", "key": "token", "optional": True} in [
         e["valueFrom"]["secretKeyRef"] for e in handler["container"]["env"] if "valueFrom" in e
     ]
 

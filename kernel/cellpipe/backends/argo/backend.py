@@ -813,11 +813,18 @@ class _Follower:
                     step, State.FAILED, 0, wf_message or f"workflow {status.get('phase', 'ended')}"
                 )
         failed = [s for s, st in self.state.items() if st is State.FAILED]
+        handler = _failed_exit_handler(wf)
+        if handler and not failed and not deleted and not stopped:
+            # Argo fails a Workflow whose exit handler failed; the notification must never
+            # change the run's outcome, so the steps' states decide it.
+            import sys
+
+            print(f"cellpipe: warning: notify: the exit handler failed: {handler}", file=sys.stderr)
         if deleted:
             final, msg = State.FAILED, f"the workflow {self.name} was deleted before it finished"
         elif stopped:
             final, msg = State.CANCELLED, "cancelled"
-        elif failed or status.get("phase") != "Succeeded":
+        elif failed or (status.get("phase") != "Succeeded" and not handler):
             final = State.FAILED
             msg = (
                 f"step{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed"
@@ -851,6 +858,19 @@ class _Follower:
             return
         self.state[step] = state
         self.rd.emit(state, step, attempt=attempt, message=message, **extra)
+
+
+def _failed_exit_handler(wf: dict[str, Any]) -> str:
+    """The message of the Workflow's exit handler (the notification) when it failed, or ""."""
+    exit_template = (wf.get("spec") or {}).get("onExit")
+    for node in ((wf.get("status") or {}).get("nodes") or {}).values():
+        if (
+            exit_template
+            and node.get("templateName") == exit_template
+            and node.get("phase") in ("Failed", "Error")
+        ):
+            return node.get("message") or node.get("phase")
+    return ""
 
 
 def _pod_failure(node: dict[str, Any]) -> str:

@@ -1069,9 +1069,10 @@ def notify_template(
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     for var in notify.variables():
-        env.append(
-            {"name": var, "valueFrom": {"secretKeyRef": settings.notify_secrets[var].selector()}}
-        )
+        # optional: a missing Secret must not keep the pod from starting (Argo would then
+        # fail the Workflow); the handler logs the variable as not set and sends nothing.
+        ref = {**settings.notify_secrets[var].selector(), "optional": True}
+        env.append({"name": var, "valueFrom": {"secretKeyRef": ref}})
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if on_volume:
         mounts.append(
