@@ -324,3 +324,20 @@ def test_steps_behind_a_closed_gate_are_skipped_with_its_reason_passed_down() ->
     unread = run_status(run, "Succeeded", [], verdict_of=None)  # S3 data: not on a volume
     assert unread["steps"]["deploy"]["state"] == "unknown"
     assert unread["steps"]["announce"]["state"] == "unknown"
+
+
+def test_an_exit_handler_that_failed_does_not_fail_a_run_whose_steps_succeeded(
+    tmp_path: Path,
+    fake,
+    receiver,  # noqa: F811
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    fake.exit_handler_phase = (
+        "Failed"  # e.g. its image could not be pulled: Argo fails the Workflow
+    )
+    rd = _drive_on_argo(tmp_path, receiver.url, fake)
+    assert fake.workflow("team-a", fake.submitted[0]["metadata"]["name"])["status"]["phase"] == (
+        "Failed"
+    )
+    assert rd.status().state.value == "succeeded"
+    assert "notify: the exit handler failed: ImagePullBackOff" in capfd.readouterr().err
