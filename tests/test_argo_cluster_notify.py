@@ -93,14 +93,17 @@ def hook(cluster) -> Iterator[Hook]:  # noqa: F811
 
 
 def _notebook(
-    path: Path, hook: Hook, fail: bool = False, slow: bool = False, gate: bool = False
+    path: Path,
+    hook: Hook,
+    fail: bool = False,
+    slow: bool = False,
+    gate: bool = False,
+    claim: bool = False,
 ) -> Path:
-    meta = {
-        "cellpipe": {
-            "notify": {"webhook": hook.url},
-            "argo": {"notify_secrets": {"HOOK_TOKEN": f"{hook.secret}:token"}},
-        }
-    }
+    argo: dict[str, Any] = {"notify_secrets": {"HOOK_TOKEN": f"{hook.secret}:token"}}
+    if claim:
+        argo["existing_claim"] = os.environ["CELLPIPE_CLUSTER_CLAIM"]
+    meta = {"cellpipe": {"notify": {"webhook": hook.url}, "argo": argo}}
     return write(
         path,
         notebook(
@@ -116,11 +119,11 @@ def _notebook(
     )
 
 
-def _run_and_collect(nb: Path, hook: Hook) -> tuple[dict[str, Any], Any, float]:
+def _run_and_collect(nb: Path, hook: Hook, **env: str) -> tuple[dict[str, Any], Any, float]:
     hook.posts.clear()
     hook.paths.clear()
     started = time.monotonic()
-    result, proc = _run(nb)
+    result, proc = _run(nb, **env)
     took = time.monotonic() - started
     # The Workflow ends only once its exit handler has: the POST came before `run` returned.
     # Wait a little longer all the same, for a second POST that must not come.
@@ -242,3 +245,21 @@ def test_a_missing_secret_sends_nothing_and_leaves_the_run_succeeded(
     (pod,) = _pods(result["run_id"], "cellpipe.io/step=cellpipe-notify")
     log = _kubectl("logs", pod["metadata"]["name"], "-c", "main", admin=True).stdout
     assert "needs $HOOK_TOKEN, which is not set; not sent" in log, log
+
+
+def test_an_all_cached_rerun_submits_nothing_so_its_driver_posts_once(
+    hook: Hook, tmp_path: Path
+) -> None:
+    nb = _notebook(tmp_path / "again.ipynb", hook, claim=True)
+    _push_images(nb)
+    first, proc, _ = _run_and_collect(nb, hook)
+    assert proc.returncode == 0, proc.stderr
+    assert [p["run_id"] for p in hook.posts] == [first["run_id"]]  # from the exit handler
+    # No Workflow, so no exit handler: the driver sends, with ${HOOK_TOKEN} from its own
+    # environment, as for a local run.
+    second, proc, _ = _run_and_collect(nb, hook, HOOK_TOKEN=hook.token)
+    assert proc.returncode == 0, proc.stderr
+    assert _workflows(second["run_id"]) == []
+    assert [(p["run_id"], p["state"]) for p in hook.posts] == [(second["run_id"], "succeeded")]
+    assert {s["state"] for s in hook.posts[0]["steps"].values()} == {"cached"}
+    assert hook.paths == [f"/hook?token={hook.token}"]
