@@ -28,9 +28,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cellpipe.rundir import layout
+
 #: Where the pod sees the run's values (and the gates' verdicts next to them), when the run's
 #: data is on a volume.
-DATA_ROOT = Path("/cellpipe/run/data")
+DATA_ROOT = layout.data_root(Path("/cellpipe/run"))  # manifest.RUN_DIR
 #: How the controller words a node it stopped (``cellpipe cancel`` sets ``shutdown: Stop``):
 #: a pending node, a running pod (``exec_control.go``, two spaces), a pod not yet created.
 _STOPPED = re.compile(r"^(Stopped with strategy|workflow shutdown with strategy:)")
@@ -172,7 +174,7 @@ def _number(text: str | None) -> float | None:
 def _verdict_from(root: Path) -> Callable[[str], Mapping[str, Any] | None]:
     def read(step: str) -> Mapping[str, Any] | None:
         try:
-            return json.loads((root / step / "gate.json").read_text(encoding="utf-8"))
+            return json.loads((root / step / layout.GATE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
 
