@@ -94,6 +94,9 @@ class FakeCluster:
         self.drop_watch_after: int | None = None
         self.expire_next_watch = False  # answer the next watch with 410 Expired, as etcd does
         self.submitted: list[dict[str, Any]] = []
+        #: How the Workflow's exit handler (spec.onExit) ends, when set; Argo fails a
+        #: Workflow whose DAG succeeded but whose exit handler did not.
+        self.exit_handler_phase: str | None = None
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -214,10 +217,17 @@ class FakeCluster:
             spec = copy.deepcopy(wf["spec"])
         templates = {t["name"]: t for t in spec["templates"]}
         result = self._run_dag(ns, name, spec, templates, templates["main"], "")
+        handler_ok = True
+        if spec.get("onExit") and self.exit_handler_phase:
+            message = "" if self.exit_handler_phase == "Succeeded" else "ImagePullBackOff"
+            self._node(
+                ns, name, f"{name}.onExit", spec["onExit"], "Pod", self.exit_handler_phase, message
+            )
+            handler_ok = self.exit_handler_phase == "Succeeded"
         with self.lock:
             wf = self.workflows[(ns, name)]
             stopped = wf["spec"].get("shutdown")
-            ok = all(r == "Succeeded" for r in result.values())
+            ok = all(r == "Succeeded" for r in result.values()) and handler_ok
             wf["status"]["phase"] = "Succeeded" if ok and not stopped else "Failed"
             if stopped:
                 wf["status"]["message"] = f"Stopped with strategy '{stopped}'"

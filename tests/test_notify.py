@@ -3,7 +3,8 @@
 A real HTTP receiver on 127.0.0.1 answers with the status codes a test scripts; runs are
 real `cellpipe run` processes. The notification must never change the run's outcome, and a
 receiver that never answers delays the driver's end by at most the notification timeout.
-Argo runs are to notify from the cluster (the Workflow's exit handler); not built yet.
+Argo runs notify from the cluster (the Workflow's exit handler): tests/test_argo_notify.py and
+tests/test_argo_cluster_notify.py.
 """
 
 from __future__ import annotations

@@ -157,14 +157,27 @@ def drive(rd: RunDir, *, resume: bool = False, backend: Any = None) -> State:
     )
     state = backend.execute(rd, options)
     _step_reports(rd)
-    if opts.get("notify") and info.get("backend", "local") in _NOTIFYING_BACKENDS:
+    if opts.get("notify") and _driver_notifies(rd):
         _notify(rd, opts["notify"])
     return state
 
 
-#: Backends whose runs this process notifies about at their end. Argo's are to notify from
-#: the cluster (the Workflow's exit handler), so that scheduled runs do too: not yet built.
+#: Backends whose runs this process notifies about at their end.
 _NOTIFYING_BACKENDS = ("local", "docker")
+
+
+def _driver_notifies(rd: RunDir) -> bool:
+    """Local and Docker runs notify from here. An Argo run notifies from the cluster, through
+    its Workflow's exit handler (so scheduled runs do too), except when no Workflow was
+    submitted (every step cached or skipped) or the follower stopped it without its exit
+    handler (a pod that could not start): then nobody else does, so this process does.
+    Exactly one notification per run either way."""
+    info = rd.info()
+    backend = info.get("backend", "local")
+    if backend in _NOTIFYING_BACKENDS:
+        return True
+    argo = info.get("argo") or {}
+    return backend == "argo" and not (argo.get("workflow") and argo.get("notify"))
 
 
 def _notify(rd: RunDir, config: Any) -> None:

@@ -106,6 +106,13 @@ class Notify:
                 out[key] = getattr(self, key)
         return out
 
+    def variables(self) -> list[str]:
+        """The environment variables sending needs: the URL's ``${NAME}`` parts, or its
+        ``webhook_env`` (an Argo exit handler gets each from a Kubernetes Secret)."""
+        if self.webhook_env:
+            return [self.webhook_env]
+        return list(dict.fromkeys(_VAR.findall(self.webhook or "")))
+
     def describe(self) -> str:
         """The target as logs show it: no query string, no password, no expanded secret."""
         if self.command:

@@ -378,9 +378,17 @@ class ArgoBackend:
         left_out = plan.left_out(keep)
         submission = int(previous.get("submission", 0)) + 1
         name = workflow_name(pipeline, rd.run_id, submission)
+        planned = {s: "skipped" if s in plan.skipped else "cached" for s in left_out}
         target = RunTarget(
-            rd.run_id, name, info.get("parameters") or {}, left_out, claim, reuse=reuse
+            rd.run_id,
+            name,
+            info.get("parameters") or {},
+            left_out,
+            claim,
+            reuse=reuse,
+            planned=planned,
         )
+        notify = _notify_target(info)
         used_claim = claim or settings.existing_claim
         if settings.s3 is None and not used_claim:
             used_claim = f"{name}-data"  # Argo names volumeClaimTemplates PVCs so
@@ -406,11 +414,17 @@ class ArgoBackend:
                 # what the pods find in their working directory (the cache keys' files)
                 "folder": folder
                 and {"sha256": folder.sha256, "bytes": folder.size, "files": folder.files},
+                # The Workflow's exit handler notifies (and cancel lets it run: Stop).
+                "notify": bool(to_run and notify is not None and not notify.command),
             }
         )
         if to_run:
             body = build_workflow(
-                pipeline, _settings_ns(settings, namespace), target=target, folder=folder
+                pipeline,
+                _settings_ns(settings, namespace),
+                target=target,
+                folder=folder,
+                notify=notify,
             )
             cluster.create_workflow(namespace, body)
             rd.emit(
@@ -451,7 +465,9 @@ class ArgoBackend:
         argo = rd.info().get("argo") or {}
         if argo.get("workflow"):
             cluster = Cluster(argo.get("context"))
-            cluster.shutdown(argo["namespace"], argo["workflow"])
+            # Stop, unlike Terminate, still runs the exit handler: the run notifies cancelled.
+            how = "Stop" if argo.get("notify") else "Terminate"
+            cluster.shutdown(argo["namespace"], argo["workflow"], how)
             if rd.driver_alive():
                 deadline = time.time() + 30
                 while time.time() < deadline and not rd.status().state.terminal:
@@ -459,6 +475,23 @@ class ArgoBackend:
                 if rd.status().state.terminal:
                     return
         rd.settle_cancelled()
+
+
+def _notify_target(info: dict[str, Any]) -> Any:
+    """The run's notify setting (resolved at prepare time). A command cannot run on the
+    cluster: this process runs it at the run's end instead (``driver._driver_notifies``)."""
+    import sys
+
+    from cellpipe.driving.notify import Notify
+
+    target = Notify.parse((info.get("options") or {}).get("notify"))
+    if target is not None and target.command:
+        print(
+            "cellpipe: warning: notify: a command cannot run on the cluster; this `cellpipe "
+            "run` runs it when the run ends (a scheduled or compiled Workflow cannot)",
+            file=sys.stderr,
+        )
+    return target
 
 
 def _settings_ns(settings: ArgoSettings, namespace: str) -> ArgoSettings:
@@ -862,6 +895,11 @@ class _Follower:
             if node:
                 self.finished_pods.add(node.get("id", ""))  # its end is our doing, not news
             self.gave_up = True
+            argo = self.rd.info().get("argo") or {}
+            if argo.get("notify"):
+                # Terminate runs no exit handler, and Stop's would report "cancelled": this
+                # failure is ours, so the driver tells it (driving.driver._driver_notifies).
+                self.rd.update_info(argo={**argo, "notify": False})
             with contextlib.suppress(CellpipeError):
                 self.cluster.shutdown(self.namespace, self.name)
 
@@ -918,11 +956,18 @@ class _Follower:
                     step, State.FAILED, 0, wf_message or f"workflow {status.get('phase', 'ended')}"
                 )
         failed = [s for s, st in self.state.items() if st is State.FAILED]
+        handler = _failed_exit_handler(wf)
+        if handler and not failed and not deleted and not stopped:
+            # Argo fails a Workflow whose exit handler failed; the notification must never
+            # change the run's outcome, so the steps' states decide it.
+            import sys
+
+            print(f"cellpipe: warning: notify: the exit handler failed: {handler}", file=sys.stderr)
         if deleted:
             final, msg = State.FAILED, f"the workflow {self.name} was deleted before it finished"
         elif stopped:
             final, msg = State.CANCELLED, "cancelled"
-        elif failed or status.get("phase") != "Succeeded":
+        elif failed or (status.get("phase") != "Succeeded" and not handler):
             final = State.FAILED
             msg = (
                 f"step{'s' if len(failed) > 1 else ''} {', '.join(failed)} failed"
@@ -969,6 +1014,19 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
     except ValueError:
         return None
     return max(0.0, (b - a).total_seconds())
+
+
+def _failed_exit_handler(wf: dict[str, Any]) -> str:
+    """The message of the Workflow's exit handler (the notification) when it failed, or ""."""
+    exit_template = (wf.get("spec") or {}).get("onExit")
+    for node in ((wf.get("status") or {}).get("nodes") or {}).values():
+        if (
+            exit_template
+            and node.get("templateName") == exit_template
+            and node.get("phase") in ("Failed", "Error")
+        ):
+            return node.get("message") or node.get("phase")
+    return ""
 
 
 def _pod_failure(node: dict[str, Any]) -> str:

@@ -32,12 +32,22 @@ def load_selected(profile_name: str | None) -> dict[str, Any] | None:
     return profile.to_json() if profile else None
 
 
-def _warn_all(pipeline: Pipeline, settings: Any) -> None:
-    from cellpipe.backends.argo.manifest import file_warnings
+def _warn_all(pipeline: Pipeline, settings: Any, notify: Any = None) -> None:
+    from cellpipe.backends.argo.manifest import file_warnings, notify_warnings
 
     workdir = Path(pipeline.path).resolve().parent if pipeline.path else Path.cwd()
     for d in (*pipeline.diagnostics, *file_warnings(pipeline, workdir, settings)):
         click.echo(f"cellpipe: warning: {d}", err=True)
+    for d in notify_warnings(notify):
+        click.echo(f"cellpipe: warning: {d.message}", err=True)
+
+
+def _notify(pipeline: Pipeline, default: str | None = None) -> Any:
+    """Where the manifest's runs notify: ``metadata.cellpipe.notify``, else ``default``
+    (resolved as ``cellpipe run`` resolves it)."""
+    from cellpipe.driving.driver import _notify_target
+
+    return _notify_target(pipeline.settings.get("notify"), default)
 
 
 def _folder(pipeline: Pipeline, settings: Any) -> Any:
@@ -74,8 +84,9 @@ def compile_argo(
     from cellpipe.backends.argo.manifest import ArgoSettings, build_workflow, to_yaml
 
     settings = ArgoSettings.from_notebook(pipeline.settings, profile)
-    doc = build_workflow(pipeline, settings, folder=_folder(pipeline, settings))
-    _warn_all(pipeline, settings)
+    notify = _notify(pipeline)
+    doc = build_workflow(pipeline, settings, folder=_folder(pipeline, settings), notify=notify)
+    _warn_all(pipeline, settings, notify)
     if as_json:
         click.echo(json.dumps(doc, indent=1))
         if out not in (None, "-"):
@@ -118,6 +129,14 @@ def compile_argo(
 @click.option("--failed-history", type=click.IntRange(min=0), help="Failed runs kept. Default: 1.")
 @click.option("--suspend", is_flag=True, help="Create it suspended (no runs until resumed).")
 @profile_option
+@click.option(
+    "--notify",
+    metavar="URL",
+    envvar="CELLPIPE_NOTIFY",
+    help="Each run POSTs its status (JSON) to URL from its exit handler; ${NAME} in it comes "
+    "from the Secret metadata.cellpipe.argo.notify_secrets names. The notebook's "
+    "metadata.cellpipe.notify wins. Default: $CELLPIPE_NOTIFY.",
+)
 def schedule(
     notebook: str,
     crons: tuple[str, ...],
@@ -132,6 +151,7 @@ def schedule(
     failed_history: int | None,
     suspend: bool,
     profile_name: str | None,
+    notify: str | None,
 ) -> None:
     """Run NOTEBOOK on a schedule: an Argo CronWorkflow, written as YAML or submitted.
 
@@ -184,10 +204,11 @@ def schedule(
             settings = ArgoSettings.from_notebook(
                 pipeline.settings, profile, namespace=cluster.default_namespace
             )
+    target = _notify(pipeline, notify)
     doc = build_cron_workflow(
-        pipeline, settings, when, name=name, folder=_folder(pipeline, settings)
+        pipeline, settings, when, name=name, folder=_folder(pipeline, settings), notify=target
     )
-    _warn_all(pipeline, settings)
+    _warn_all(pipeline, settings, target)
     if cluster is None:
         _write(to_yaml(doc), out)
         if out:

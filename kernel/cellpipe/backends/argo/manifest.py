@@ -32,6 +32,7 @@ from cellpipe.compiling.notebook import k8s_name
 from cellpipe.core.errors import Diagnostic
 from cellpipe.core.model import Pipeline, Role, Step
 from cellpipe.core.pseudo import file_path
+from cellpipe.driving.notify import Notify
 from cellpipe.execution.hidden_state import PROVIDERS, generator_cells
 from cellpipe.rundir import layout
 
@@ -50,6 +51,7 @@ CLAIM_TEMPLATE = "data"
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]i?|Ki)?$")
 _PARAM_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 _POD_GC = ("OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess")
 _CONCURRENCY = ("Allow", "Forbid", "Replace")
@@ -146,6 +148,9 @@ class ArgoSettings:
         from cellpipe.execution.limits import quantity
 
         return int(quantity(self.folder_limit))
+
+    #: ``${NAME}`` of a notify webhook (or its ``webhook_env``) -> the Secret key holding it
+    notify_secrets: dict[str, SecretRef] = field(default_factory=dict)
 
     @classmethod
     def from_notebook(
@@ -284,6 +289,16 @@ def _field(key: str, value: Any, where: str) -> Any:
         return tuple(value)
     if key == "s3":
         return _parse_s3(value, where)
+    if key == "notify_secrets":
+        if not isinstance(value, Mapping):
+            raise bad('expects an object of variable names to "SECRET_NAME:KEY"')
+        refs = {}
+        for var, ref in value.items():
+            name, sep, k = str(ref).partition(":")
+            if not _ENV_NAME.match(str(var)) or not sep or not _DNS1123.match(name) or not k:
+                raise bad('expects an object of variable names to "SECRET_NAME:KEY"')
+            refs[str(var)] = SecretRef(name, k)
+        return refs
     raise bad("unsupported")  # pragma: no cover - every field is handled above
 
 
@@ -379,6 +394,8 @@ class RunTarget:
     #: Steps whose values an earlier run made (the cache): step -> that run's key, under
     #: which the storage keeps them (a sub-path of the claim, a prefix of S3 keys).
     reuse: Mapping[str, str] = field(default_factory=dict)
+    #: The states of the steps in ``skip`` (cached, skipped), for the exit handler's status.
+    planned: Mapping[str, str] = field(default_factory=dict)
 
 
 def workflow_spec(
@@ -388,11 +405,14 @@ def workflow_spec(
     target: RunTarget | None = None,
     images: Mapping[str, str] | None = None,
     folder: Folder | None = None,
+    notify: Notify | None = None,
 ) -> dict[str, Any]:
     """The ``spec`` of the Workflow that runs ``pipeline`` (also a CronWorkflow's
     ``workflowSpec``). ``images``: image reference by step (default: ``plan_images``).
     ``folder``: the notebook's folder, packed (:func:`cellpipe.backends.argo.folder.pack`),
-    unpacked into the working directory by a first task before any step starts."""
+    unpacked into the working directory by a first task before any step starts.
+    ``notify``: a webhook to tell how the run ended, from the Workflow's exit handler
+    (``notify_template``); a command cannot run there and is left out (``notify_warnings``)."""
     if images is None:
         from cellpipe.backends.images import plan_images
 
@@ -475,6 +495,13 @@ def workflow_spec(
         spec["volumeClaimGC"] = {"strategy": "OnWorkflowSuccess"}
     secret_volumes = _secret_volumes(run_steps)
     spec["volumes"] += [{"name": v, "secret": {"secretName": n}} for n, v in secret_volumes.items()]
+    if notify is not None and not notify.command:
+        first = pipeline.steps[0].name
+        handler = notify_template(
+            pipeline, settings, notify, images[first], target, key, spec["templates"]
+        )
+        spec["templates"].append(handler)
+        spec["onExit"] = handler["name"]
     return spec
 
 
@@ -485,9 +512,11 @@ def build_workflow(
     target: RunTarget | None = None,
     images: Mapping[str, str] | None = None,
     folder: Folder | None = None,
+    notify: Notify | None = None,
 ) -> dict[str, Any]:
     """The Workflow running ``pipeline``: named after the run with ``target``, else with a
-    ``generateName`` (each submission its own); ``folder`` as for :func:`workflow_spec`."""
+    ``generateName`` (each submission its own); ``folder`` and ``notify`` as for
+    :func:`workflow_spec`."""
     labels = {**MANAGED_BY, LABEL_NOTEBOOK: label_value(pipeline.name) or "notebook"}
     metadata: dict[str, Any] = {"labels": labels}
     if target:
@@ -502,7 +531,9 @@ def build_workflow(
         "apiVersion": API_VERSION,
         "kind": "Workflow",
         "metadata": metadata,
-        "spec": workflow_spec(pipeline, settings, target=target, images=images, folder=folder),
+        "spec": workflow_spec(
+            pipeline, settings, target=target, images=images, folder=folder, notify=notify
+        ),
     }
 
 
@@ -551,10 +582,12 @@ def build_cron_workflow(
     name: str | None = None,
     images: Mapping[str, str] | None = None,
     folder: Folder | None = None,
+    notify: Notify | None = None,
 ) -> dict[str, Any]:
     """A CronWorkflow starting ``pipeline`` on ``schedule``; each run is a Workflow whose name
     Argo derives from the CronWorkflow's (so that name has at most 52 characters). Its
-    ``folder`` is the notebook's folder when scheduled: every run starts from those files."""
+    ``folder`` is the notebook's folder when scheduled: every run starts from those files.
+    Each run notifies ``notify`` from its exit handler, as a submitted run does."""
     name = name or dns_name(f"cellpipe-{pipeline.name}", 52)
     if not _DNS1123.match(name) or len(name) > 52:
         raise ArgoSettingsError(f"{name!r} is not a DNS-1123 name of at most 52 characters")
@@ -568,7 +601,9 @@ def build_cron_workflow(
         "successfulJobsHistoryLimit": schedule.successful_history,
         "failedJobsHistoryLimit": schedule.failed_history,
         "workflowMetadata": {"labels": dict(labels)},
-        "workflowSpec": workflow_spec(pipeline, settings, images=images, folder=folder),
+        "workflowSpec": workflow_spec(
+            pipeline, settings, images=images, folder=folder, notify=notify
+        ),
     }
     if schedule.timezone:
         spec["timezone"] = schedule.timezone
@@ -1109,6 +1144,123 @@ def _add_folder(
             task["dependencies"] = [FOLDER_TASK]
     tasks.insert(0, {"name": FOLDER_TASK, "template": FOLDER_TASK})
     templates.append(template)
+
+
+# -- the exit handler: notifications from the cluster ----------------------------------------
+
+#: The exit handler template's name (a step whose task would have it makes it ``…-handler``).
+NOTIFY_TEMPLATE = "cellpipe-notify"
+
+
+def notify_warnings(notify: Notify | None) -> list[Diagnostic]:
+    """What an Argo manifest cannot do of ``notify``: a command has no place on the cluster."""
+    if notify is None or not notify.command:
+        return []
+    return [
+        Diagnostic(
+            "argo-notify",
+            "notify: a command cannot run on the cluster, so this Argo run will not notify; "
+            "give a webhook instead (its exit handler POSTs the run's status, see docs/argo.md)",
+            "warning",
+        )
+    ]
+
+
+def notify_template(
+    pipeline: Pipeline,
+    settings: ArgoSettings,
+    notify: Notify,
+    image: str,
+    target: RunTarget | None,
+    key: str,
+    templates: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The exit handler: a pod in a step's image that POSTs the run's status to the webhook
+    once the DAG has ended, whatever its outcome (``cellpipe.backends.argo.exit_handler``).
+
+    The URL stays a template: each ``${NAME}`` in it is an environment variable of the pod
+    from the Secret that ``notify_secrets`` names (a ``secretKeyRef``), so no secret is in
+    the manifest. Raises ArgoSettingsError for a variable without a Secret."""
+    missing = [v for v in notify.variables() if v not in settings.notify_secrets]
+    if missing:
+        raise ArgoSettingsError(
+            f"notify: the webhook needs ${{{missing[0]}}}, which on Argo comes from a Kubernetes "
+            "Secret, never from this machine: set metadata.cellpipe.argo.notify_secrets to "
+            f'{{"{missing[0]}": "SECRET_NAME:KEY"}}'
+        )
+    taken = {t["name"] for t in templates}
+    name = NOTIFY_TEMPLATE if NOTIFY_TEMPLATE not in taken else f"{NOTIFY_TEMPLATE}-handler"
+    skip = set(target.skip) if target else set()
+    planned = dict(target.planned) if target else {}
+    gated_runs = any(s.settings.gate and s.name not in skip for s in pipeline.steps)
+    on_volume = settings.s3 is None and gated_runs  # gates' verdicts: next to their values
+    run = {
+        "run_id": target.run_id if target else "{{workflow.name}}",
+        "notebook": Path(pipeline.path).name if pipeline.path else pipeline.name,
+        "workflow": "{{workflow.name}}",
+        "namespace": "{{workflow.namespace}}",
+        "steps": [
+            [s.name, task_name(s.name), list(s.after), bool(s.settings.gate)]
+            for s in pipeline.steps
+        ],
+        "planned": {
+            s.name: planned.get(s.name, "cached") for s in pipeline.steps if s.name in skip
+        },
+        "data_on_volume": on_volume,
+    }
+    args = [
+        "--notify",
+        json.dumps(notify.to_json(), separators=(",", ":")),
+        "--run",
+        json.dumps(run, separators=(",", ":")),
+        "--status",
+        "{{workflow.status}}",
+        "--failures",
+        "{{workflow.failures}}",
+        "--duration",
+        "{{workflow.duration}}",
+        "--created",
+        "{{workflow.creationTimestamp.s}}",
+    ]
+    for p in pipeline.parameters:
+        args += ["--parameter", f"{p.name}={{{{workflow.parameters.{p.name}}}}}"]
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    for var in notify.variables():
+        # optional: a missing Secret must not keep the pod from starting (Argo would then
+        # fail the Workflow); the handler logs the variable as not set and sends nothing.
+        ref = {**settings.notify_secrets[var].selector(), "optional": True}
+        env.append({"name": var, "valueFrom": {"secretKeyRef": ref}})
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if on_volume:
+        mounts.append(
+            {
+                "name": CLAIM_TEMPLATE,
+                "mountPath": str(layout.data_root(_POD_RUN)),
+                "subPath": f"{key}/{layout.DATA}",
+                "readOnly": True,
+            }
+        )
+    return {
+        "name": name,
+        "metadata": {"labels": {LABEL_STEP: name}},
+        "container": {
+            "image": image,
+            "command": ["python3", "-m", "cellpipe.backends.argo.exit_handler"],
+            "args": args,
+            "env": env,
+            "volumeMounts": mounts,
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        },
+        # All attempts take at most the notification's timeout; then the pod's own start.
+        "activeDeadlineSeconds": int(notify.timeout_s) + 60,
+    }
 
 
 def _step_pipeline(pipeline: Pipeline, step: Step) -> dict[str, Any]:
