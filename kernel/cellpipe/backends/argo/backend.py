@@ -30,6 +30,7 @@ from cellpipe.backends.argo.manifest import (
     RunTarget,
     build_workflow,
     task_name,
+    values_location,
     workflow_name,
 )
 from cellpipe.backends.argo.trailer import split_log
@@ -669,6 +670,14 @@ class _Follower:
                 gate=result.gate,
                 metrics=result.metrics,
                 storage=self.storage,
+                location=values_location(
+                    self.settings,
+                    self.namespace,
+                    (self.rd.info().get("argo") or {}).get("claim"),
+                    self.rd.run_id,
+                    step,
+                ),
+                lineage=result.lineage,
             )
         if not succeeded and not message:
             message = _pod_failure(node)

@@ -174,10 +174,18 @@ def record_success(
     gate: Mapping[str, Any] | None,
     metrics: Mapping[str, Any] | None,
     storage: str | None,
+    location: Mapping[str, Any] | None = None,
+    lineage: Mapping[str, Any] | None = None,
 ) -> None:
-    """A step that succeeded in its pod: where its values are, their hashes, its verdict and
-    metrics into this run directory; its key indexed for later runs on the same storage."""
-    rd.record_remote(step, {"storage": storage, "run_key": rd.run_id, "manifest": manifest or {}})
+    """A step that succeeded in its pod: where its values are (``location``:
+    ``manifest.values_location``), their hashes, its verdict, lineage and metrics into this
+    run directory; its key indexed for later runs on the same storage."""
+    record: dict[str, Any] = {"storage": storage, "run_key": rd.run_id, "manifest": manifest or {}}
+    if location:
+        record["location"] = dict(location)
+    rd.record_remote(step, record)
+    if lineage:
+        rd.write_lineage(step, lineage)
     if gate is not None:
         rd.record_gate(step, gate)
     if metrics:

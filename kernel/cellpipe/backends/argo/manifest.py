@@ -997,6 +997,31 @@ def _s3_key(s3: S3Settings, run_key: str, step: str, leaf: str) -> str:
     return "/".join(p for p in (s3.key_prefix, run_key, step, leaf) if p)
 
 
+def values_location(
+    settings: ArgoSettings, namespace: str, claim: str | None, run_key: str, step: str
+) -> dict[str, Any]:
+    """Where the values ``step`` saved under ``run_key`` are kept, for ``remote.json``: the
+    S3 object of its ``data`` artifact, or the claim and sub-path of its folder. Names
+    only: no credential (those stay in the cluster's Secret, and on this machine the AWS
+    tools' own)."""
+    if settings.s3 is not None:
+        s3 = settings.s3
+        where: dict[str, Any] = {"key": _s3_key(s3, run_key, step, "data.tgz")}
+        if s3.endpoint:
+            where.update(endpoint=s3.endpoint, bucket=s3.bucket, insecure=s3.insecure)
+            if s3.region:
+                where["region"] = s3.region
+        else:
+            ref = s3.repository_ref
+            where["repository"] = f"configmap {ref[0]}" if ref else "the controller's default"
+        return {"s3": where}
+    return {
+        "claim": claim,
+        "namespace": namespace,
+        "sub_path": f"{run_key}/{layout.DATA}/{step}",
+    }
+
+
 # -- what cannot be known to work -------------------------------------------------------------
 
 
