@@ -179,3 +179,26 @@ def test_a_run_whose_volume_is_gone_names_the_setting_that_keeps_it(
             fetch(rd, "make")
     assert "\n" not in str(err.value)
     assert "cellpipe-points-x-data" in str(err.value) and "ttl_after_success" in str(err.value)
+
+
+def test_load_of_a_run_on_a_volume_reads_the_values_through_a_one_pod_workflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cellpipe.backends import RunOptions
+    from cellpipe.backends.argo.backend import ArgoBackend
+    from cellpipe.driving.driver import prepare_run
+    from fake_k8s import FakeCluster
+
+    with FakeCluster(tmp_path / "cluster", execute=True) as fake:
+        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
+        monkeypatch.setenv("CELLPIPE_ARGO_POLL", "1")
+        nb = write(tmp_path / "points.ipynb", NB)
+        rd = prepare_run(tmp_path / "runs", nb, backend="argo")
+        ArgoBackend().execute(rd, RunOptions())
+        assert not (rd.data_dir("make") / "manifest.json").exists()
+        arr = cellpipe.load(rd.run_id, "make", "arr", runs_root=tmp_path / "runs")
+        reader = fake.submitted[-1]
+    assert arr.tolist() == [[0.0, 1.5, 3.0], [4.5, 6.0, 7.5]]
+    (mount,) = reader["spec"]["templates"][1]["container"]["volumeMounts"]
+    assert mount["subPath"] == f"{rd.run_id}/data/make" and mount["readOnly"] is True
+    assert (rd.data_dir("make") / "manifest.json").is_file()

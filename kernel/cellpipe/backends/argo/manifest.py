@@ -393,8 +393,9 @@ def workflow_spec(
         if settings.storage_class:
             claim_spec["storageClassName"] = settings.storage_class
         spec["volumeClaimTemplates"] = [{"metadata": {"name": CLAIM_TEMPLATE}, "spec": claim_spec}]
-        # Kept when the run fails, so `cellpipe run --resume` finds the finished steps' data.
-        spec["volumeClaimGC"] = {"strategy": "OnWorkflowSuccess"}
+        # No volumeClaimGC: the claim lives as long as its Workflow (Argo makes the Workflow
+        # its owner), until ttl_after_success / ttl_after_failure. So `cellpipe run --resume`
+        # finds a failed run's data, and `cellpipe.load` a run's values, until then.
     secret_volumes = _secret_volumes(run_steps)
     spec["volumes"] += [{"name": v, "secret": {"secretName": n}} for n, v in secret_volumes.items()]
     return spec

@@ -139,12 +139,13 @@ def _from_s3(loc: dict[str, Any], where: str) -> bytes:
 
 # -- a volume, through a one-pod Workflow -------------------------------------------------------
 
+_VALUES = "/cellpipe/values"
 #: What the reading pod runs: the folder as a gzipped tar, base64, on one line.
 _READER = (
     "import base64,io,sys,tarfile\n"
     "b=io.BytesIO()\n"
     "with tarfile.open(fileobj=b,mode='w:gz') as t:\n"
-    "    t.add('/values',arcname='.')\n"
+    "    t.add(sys.argv[1],arcname='.')\n"
     f"sys.stdout.write({MARK!r}+base64.b64encode(b.getvalue()).decode()+'\\n')\n"
 )
 
@@ -163,7 +164,7 @@ def reader_workflow(rd: RunDir, step: str, location: dict[str, Any]) -> dict[str
         "runAsGroup": settings.run_as_group,
     }
     spec: dict[str, Any] = {
-        "entrypoint": "read",
+        "entrypoint": "main",
         "ttlStrategy": {"secondsAfterCompletion": 600},
         "activeDeadlineSeconds": 300,
         "securityContext": pod_security,
@@ -174,15 +175,17 @@ def reader_workflow(rd: RunDir, step: str, location: dict[str, Any]) -> dict[str
             },
         ],
         "templates": [
+            {"name": "main", "dag": {"tasks": [{"name": "read", "template": "read"}]}},
             {
                 "name": "read",
                 "container": {
                     "image": image,
                     "command": ["python3", "-c", _READER],
+                    "args": [_VALUES],
                     "volumeMounts": [
                         {
                             "name": "run",
-                            "mountPath": "/values",
+                            "mountPath": _VALUES,
                             "subPath": location["sub_path"],
                             "readOnly": True,
                         }
@@ -192,7 +195,7 @@ def reader_workflow(rd: RunDir, step: str, location: dict[str, Any]) -> dict[str
                         "capabilities": {"drop": ["ALL"]},
                     },
                 },
-            }
+            },
         ],
     }
     if settings.service_account:
