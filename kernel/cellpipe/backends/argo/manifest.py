@@ -398,6 +398,13 @@ def workflow_spec(
         # finds a failed run's data, and `cellpipe.load` a run's values, until then.
     secret_volumes = _secret_volumes(run_steps)
     spec["volumes"] += [{"name": v, "secret": {"secretName": n}} for n, v in secret_volumes.items()]
+    volumes, claims, mounts = kale_volumes(pipeline.settings.get("volumes"))
+    spec["volumes"] += volumes
+    if claims:
+        spec["volumeClaimTemplates"] = spec.get("volumeClaimTemplates", []) + claims
+    for template in spec["templates"]:
+        if "container" in template:
+            template["container"]["volumeMounts"] += [dict(m) for m in mounts]
     return spec
 
 
@@ -956,6 +963,61 @@ def _step_template(
                 dict(t) for t in settings.tolerations + settings.gpu_tolerations
             ]
     return template
+
+
+def kale_volumes(
+    raw: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Kale's ``metadata.kubeflow_notebook.volumes`` as the Workflow's volumes, its claim
+    templates and every step's mounts: ``type: pvc`` mounts that existing claim, ``new_pvc``
+    a claim made per run (``size`` ``size_type``, ``annotations``), at ``mount_point``.
+    Raises ArgoSettingsError for what only Kubeflow's own storage can do (``pv``, ``clone``
+    and snapshots are Arrikto Rok's)."""
+    volumes: list[dict[str, Any]] = []
+    claims: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for i, vol in enumerate(raw or []):
+        where = f"metadata.kubeflow_notebook.volumes[{i}]"
+        if not isinstance(vol, Mapping):
+            raise ArgoSettingsError(f"{where}: expects an object (name, mount_point, type)")
+        kind, name, path = vol.get("type"), vol.get("name"), vol.get("mount_point")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ArgoSettingsError(f"{where}.mount_point: expects an absolute path")
+        if vol.get("snapshot") or kind not in ("pvc", "new_pvc"):
+            raise ArgoSettingsError(
+                f"{where}: Kale volume type {kind!r}"
+                + (" with a snapshot" if vol.get("snapshot") else "")
+                + " needs Kubeflow's Rok storage; on Argo give type `pvc` (an existing claim) "
+                "or `new_pvc` (a claim per run)"
+            )
+        if not isinstance(name, str) or not _DNS1123.match(name):
+            raise ArgoSettingsError(f"{where}.name: expects a Kubernetes name (got {name!r})")
+        volume = dns_name(f"kale-{name}")
+        mounts.append({"name": volume, "mountPath": path})
+        if kind == "pvc":
+            volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": name}})
+            continue
+        size = f"{vol.get('size', 1)}{vol.get('size_type', 'Gi')}"
+        if not _QUANTITY.match(size):
+            raise ArgoSettingsError(f"{where}.size: expects a quantity such as 5 Gi (got {size})")
+        meta: dict[str, Any] = {"name": volume}
+        notes = {
+            a["key"]: str(a["value"])
+            for a in vol.get("annotations") or []
+            if isinstance(a, Mapping) and a.get("key")
+        }
+        if notes:
+            meta["annotations"] = notes
+        claims.append(
+            {
+                "metadata": meta,
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": size}},
+                },
+            }
+        )
+    return volumes, claims, mounts
 
 
 def _step_pipeline(pipeline: Pipeline, step: Step) -> dict[str, Any]:
