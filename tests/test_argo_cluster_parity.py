@@ -231,3 +231,26 @@ def test_a_workflow_created_with_new_arguments_computes_what_cellpipe_run_p_comp
         assert got == [expected]
     finally:
         _kubectl("delete", "workflow", name, "--wait=false", admin=True, check=False)
+
+
+def test_cellpipe_load_of_a_run_on_its_own_volume_equals_the_local_runs_values(
+    tmp_path: Path,
+) -> None:
+    import cellpipe
+    from test_argo_cluster_s3 import CELLS, local_values
+
+    nb = write(tmp_path / "points.ipynb", notebook(*CELLS))
+    _push_images(nb)
+    result, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    names = (("make", "arr"), ("make", "frame"), ("make", "p"), ("total", "total"))
+    local = local_values(nb, names)
+    started = time.monotonic()
+    got = {n: cellpipe.load(result["run_id"], s, n, runs_root=tmp_path / "runs") for s, n in names}
+    took = time.monotonic() - started
+    assert (got["arr"] == local["arr"]).all() and got["arr"].dtype == local["arr"].dtype
+    assert got["frame"].equals(local["frame"])
+    assert type(got["p"]).__name__ == "Point" and vars(got["p"]) == vars(local["p"])
+    assert got["total"] == local["total"]
+    # two steps' folders, each read by a one-pod Workflow
+    print(f"load from the run's volume: {took:.1f}s for 2 steps")

@@ -368,7 +368,7 @@ def test_the_s3_credentials_reach_the_pods_only_as_secret_key_refs(
             assert s3.secret_key.encode() not in path.read_bytes(), path
 
 
-def _local_values(nb: Path, names: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+def local_values(nb: Path, names: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     """The same notebook run by the local backend, and ``cellpipe.load`` of its values."""
     import cellpipe
 
@@ -387,7 +387,7 @@ def test_cellpipe_load_of_an_s3_run_equals_the_local_runs_values(
     import cellpipe
 
     names = (("make", "arr"), ("make", "frame"), ("make", "p"), ("total", "total"))
-    local = _local_values(s3_run.nb, names)
+    local = local_values(s3_run.nb, names)
     for k, v in s3.local_env().items():
         monkeypatch.setenv(k, v)
     root = s3_run.run_dir.parent
