@@ -181,9 +181,10 @@ def test_a_run_whose_volume_is_gone_names_the_setting_that_keeps_it(
     assert "cellpipe-points-x-data" in str(err.value) and "ttl_after_success" in str(err.value)
 
 
-def test_load_of_a_run_on_a_volume_reads_the_values_through_a_one_pod_workflow(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def fake_argo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The notebook run on the fake cluster (a volume of its own), its pods running the
+    real runner."""
     from cellpipe.backends import RunOptions
     from cellpipe.backends.argo.backend import ArgoBackend
     from cellpipe.driving.driver import prepare_run
@@ -195,9 +196,37 @@ def test_load_of_a_run_on_a_volume_reads_the_values_through_a_one_pod_workflow(
         nb = write(tmp_path / "points.ipynb", NB)
         rd = prepare_run(tmp_path / "runs", nb, backend="argo")
         ArgoBackend().execute(rd, RunOptions())
-        assert not (rd.data_dir("make") / "manifest.json").exists()
-        arr = cellpipe.load(rd.run_id, "make", "arr", runs_root=tmp_path / "runs")
-        reader = fake.submitted[-1]
+        yield fake, rd
+
+
+def test_lineage_of_an_argo_run_names_this_run_the_producer_and_the_input_hashes(
+    fake_argo, cli, tmp_path: Path
+) -> None:
+    _, rd = fake_argo
+    proc = cli(
+        "lineage",
+        rd.run_id,
+        "total",
+        "total",
+        "--json",
+        env={"CELLPIPE_RUNS_ROOT": str(tmp_path / "runs")},
+        check=True,
+    )
+    origin = json.loads(proc.stdout)
+    assert (origin["step"], origin["run"], origin["computed_in"]) == ("total", rd.run_id, rd.run_id)
+    made = rd.remote("make")["manifest"]
+    assert {i["name"]: (i["step"], i["computed_in"], i["sha256"]) for i in origin["inputs"]} == {
+        n: ("make", rd.run_id, made[n]["sha256"]) for n in ("arr", "frame", "p")
+    }
+
+
+def test_load_of_a_run_on_a_volume_reads_the_values_through_a_one_pod_workflow(
+    fake_argo, tmp_path: Path
+) -> None:
+    fake, rd = fake_argo
+    assert not (rd.data_dir("make") / "manifest.json").exists()
+    arr = cellpipe.load(rd.run_id, "make", "arr", runs_root=tmp_path / "runs")
+    reader = fake.submitted[-1]
     assert arr.tolist() == [[0.0, 1.5, 3.0], [4.5, 6.0, 7.5]]
     (mount,) = reader["spec"]["templates"][1]["container"]["volumeMounts"]
     assert mount["subPath"] == f"{rd.run_id}/data/make" and mount["readOnly"] is True

@@ -185,7 +185,18 @@ def record_success(
         record["location"] = dict(location)
     rd.record_remote(step, record)
     if lineage:
-        rd.write_lineage(step, lineage)
+        # The pod's run directory is not this one ("run" under /cellpipe): the step ran in
+        # this run, and each input comes from where this run directory says its producer's
+        # values were made (here, or the earlier run a cached producer was reused from).
+        inputs = {
+            name: dict(source, run=rd.lineage(source.get("step", "")).get("run", rd.run_id))
+            for name, source in (lineage.get("inputs") or {}).items()
+            if isinstance(source, Mapping)
+        }
+        rd.write_lineage(
+            step,
+            dict(lineage, run=rd.run_id, notebook=rd.info().get("notebook"), inputs=inputs),
+        )
     if gate is not None:
         rd.record_gate(step, gate)
     if metrics:
