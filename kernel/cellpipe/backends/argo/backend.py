@@ -866,13 +866,15 @@ def _s3_failure(s3: S3Settings, message: str) -> str:
             f"the S3 bucket {bucket}{where} does not exist: create it or fix "
             f"`metadata.cellpipe.argo.s3.bucket` (Argo: {message})"
         )
+    secrets = [r for r in (s3.access_key_secret, s3.secret_key_secret) if r is not None]
+    named = " and ".join(f"{r.name}:{r.key}" for r in secrets) or "of the artifact repository"
     if any(w in low for w in _REFUSED):
-        secrets = [r for r in (s3.access_key_secret, s3.secret_key_secret) if r is not None]
-        named = " and ".join(f"{r.name}:{r.key}" for r in secrets) or "of the artifact repository"
         return (
             f"S3{where} refused the credentials in Secret {named}: check that Secret's "
             f"values (Argo: {message})"
         )
+    if any(f"/{r.name}/" in message or f'"{r.name}"' in message for r in secrets):
+        return f"the S3 credentials in Secret {named} cannot be read (Argo: {message})"
     return ""
 
 
