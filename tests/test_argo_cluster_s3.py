@@ -237,7 +237,8 @@ def test_a_run_on_s3_passes_values_as_artifacts_and_prints_what_top_to_bottom_pr
     assert {s: v["state"] for s, v in states.items()} == dict.fromkeys(states, "succeeded")
     (wf,) = _workflows(s3_run.run_id)
     assert not wf["spec"].get("volumeClaimTemplates")  # no volume: the values are in S3
-    listed = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"cellpipe/{s3_run.run_id}/")
+    # (no Prefix: moto's signature check gets a query string with an encoded `/` wrong)
+    listed = s3.client().list_objects_v2(Bucket=s3.bucket)
     keys = {o["Key"] for o in listed.get("Contents", [])}
     for step in ("make", "total"):
         assert f"cellpipe/{s3_run.run_id}/{step}/data.tgz" in keys, keys
