@@ -223,8 +223,7 @@ def test_steps_share_a_per_run_volume_for_data_and_the_working_directory(tmp_pat
     claim = doc["spec"]["volumeClaimTemplates"][0]
     assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
     assert claim["spec"]["storageClassName"] == "fast-ssd"
-    assert "volumeClaimGC" not in doc["spec"]  # the claim lives as long as the Workflow
-    assert doc["spec"]["ttlStrategy"]["secondsAfterSuccess"] == 3600
+    assert doc["spec"]["volumeClaimGC"] == {"strategy": "OnWorkflowSuccess"}
     mounts = {m["mountPath"]: m for m in _template(doc, "b")["container"]["volumeMounts"]}
     assert mounts["/cellpipe/run/data"]["subPath"] == "{{workflow.name}}/data"
     assert mounts["/cellpipe/work"]["subPath"] == "{{workflow.name}}/work"

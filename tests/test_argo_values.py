@@ -160,12 +160,13 @@ def test_an_object_replaced_in_the_bucket_is_refused_before_anything_is_loaded(
     assert {p.name for p in rd.data_dir("total").iterdir()} == {"lineage.json", "remote.json"}
 
 
-def test_a_run_whose_volume_is_gone_names_the_setting_that_keeps_it(
+def test_a_succeeded_run_whose_own_volume_is_gone_names_the_settings_that_keep_values(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argo_run
 ) -> None:
     from fake_k8s import FakeCluster
 
     rd, _ = argo_run
+    rd.update_info(argo={"workflow": "cellpipe-points-x", "namespace": "team-a"})
     remote = rd.remote("make")
     remote["location"] = {
         "claim": "cellpipe-points-x-data",
@@ -177,8 +178,10 @@ def test_a_run_whose_volume_is_gone_names_the_setting_that_keeps_it(
         monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig")))
         with pytest.raises(ValuesUnavailable) as err:
             fetch(rd, "make")
-    assert "\n" not in str(err.value)
-    assert "cellpipe-points-x-data" in str(err.value) and "ttl_after_success" in str(err.value)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "volume cellpipe-points-x-data when its Workflow succeeded" in message
+    assert "existing_claim" in message
 
 
 @pytest.fixture

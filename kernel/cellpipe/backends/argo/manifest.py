@@ -393,9 +393,11 @@ def workflow_spec(
         if settings.storage_class:
             claim_spec["storageClassName"] = settings.storage_class
         spec["volumeClaimTemplates"] = [{"metadata": {"name": CLAIM_TEMPLATE}, "spec": claim_spec}]
-        # No volumeClaimGC: the claim lives as long as its Workflow (Argo makes the Workflow
-        # its owner), until ttl_after_success / ttl_after_failure. So `cellpipe run --resume`
-        # finds a failed run's data, and `cellpipe.load` a run's values, until then.
+        # Kept when the run fails, so `cellpipe run --resume` finds the finished steps' data
+        # (and `cellpipe.load` their values) until ttl_after_failure deletes the Workflow.
+        # Without it Argo's default, OnWorkflowCompletion, deletes it on failure too; there
+        # is no strategy that keeps a succeeded run's claim.
+        spec["volumeClaimGC"] = {"strategy": "OnWorkflowSuccess"}
     secret_volumes = _secret_volumes(run_steps)
     spec["volumes"] += [{"name": v, "secret": {"secretName": n}} for n, v in secret_volumes.items()]
     volumes, claims, mounts = kale_volumes(pipeline.settings.get("volumes"))

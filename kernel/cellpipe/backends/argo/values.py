@@ -223,11 +223,7 @@ def _from_claim(rd: RunDir, step: str, location: dict[str, Any], where: str) -> 
     claim = location["claim"]
     cluster = Cluster(argo.get("context"))
     if not cluster.claim_exists(namespace, claim):
-        raise ValuesUnavailable(
-            f"the values of {where} are gone: its volume {claim} was deleted with the run's "
-            "Workflow; `metadata.cellpipe.argo.ttl_after_success` (and ttl_after_failure) "
-            "keeps it longer, and `existing_claim` or `s3` keeps values past the Workflow"
-        )
+        raise ValuesUnavailable(f"the values of {where} are gone: {_why_gone(rd, claim)}")
     created = cluster.create_workflow(namespace, reader_workflow(rd, step, location))
     name = created["metadata"]["name"]
     deadline = time.monotonic() + 300
@@ -252,6 +248,23 @@ def _from_claim(rd: RunDir, step: str, location: dict[str, Any], where: str) -> 
         return base64.b64decode(line[len(MARK) :].strip(), validate=True)
     except ValueError:
         raise ValuesUnavailable(f"reading the values of {where}: unreadable pod output") from None
+
+
+def _why_gone(rd: RunDir, claim: str) -> str:
+    """Why a run's claim no longer exists, and the setting that keeps values."""
+    argo = rd.info().get("argo") or {}
+    keep = "give `metadata.cellpipe.argo.existing_claim` or `s3` to keep values after a run"
+    if not str(claim).startswith(str(argo.get("workflow") or "\0")):
+        return f"the claim {claim} no longer exists in namespace {argo.get('namespace')}"
+    if rd.status().state.ok:
+        return (
+            f"Argo deleted the run's own volume {claim} when its Workflow succeeded "
+            f"(volumeClaimGC; `ttl_after_success` keeps only the Workflow): {keep}"
+        )
+    return (
+        f"its volume {claim} was deleted with the run's Workflow, "
+        f"`metadata.cellpipe.argo.ttl_after_failure` after it failed: raise it, or {keep}"
+    )
 
 
 # -- into the run directory ---------------------------------------------------------------------
