@@ -318,6 +318,7 @@ def test_a_missing_bucket_fails_the_step_in_one_line_naming_the_bucket(
     message = _step_states(tmp_path / "runs" / result["run_id"])["make"]["message"]
     assert "\n" not in message and "cellpipe-no-such-bucket" in message, message
     assert "does not exist" in message, message
+    print(f"missing bucket: failed in {took:.1f}s: {message}")
 
 
 def test_a_wrong_secret_key_fails_the_step_in_one_line_naming_the_secret(
@@ -334,6 +335,7 @@ def test_a_wrong_secret_key_fails_the_step_in_one_line_naming_the_secret(
     assert took < 180
     message = _step_states(tmp_path / "runs" / result["run_id"])["make"]["message"]
     assert "\n" not in message and f"{s3.wrong_secret}:secret_key" in message, message
+    print(f"wrong secret key: failed in {took:.1f}s: {message}")
 
 
 def _secret_refs(doc: Any) -> set[tuple[str, str, str]]:
