@@ -833,7 +833,9 @@ def _pod_failure(node: dict[str, Any], settings: ArgoSettings | None = None) -> 
     message = " ".join((node.get("message") or "").split())
     s3 = settings.s3 if settings is not None else None
     if s3 is not None and message:
-        why = _s3_failure(s3, message)
+        # Argo's wait container says each failed upload twice, "; "-joined: once is enough.
+        parts = [p.strip().rstrip(";") for p in message.split("; ")]
+        why = _s3_failure(s3, "; ".join(dict.fromkeys(p for p in parts if p)))
         if why:
             return why
     if "OOMKilled" in message:
