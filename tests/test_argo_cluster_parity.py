@@ -272,3 +272,34 @@ def test_loading_from_a_succeeded_run_whose_own_volume_argo_deleted_says_so_in_o
     message = str(err.value)
     assert "\n" not in message and "when its Workflow succeeded" in message, message
     assert "existing_claim" in message and "s3" in message
+
+
+def test_a_kale_pvc_volume_is_mounted_in_every_step_at_its_mount_point(tmp_path: Path) -> None:
+    name = f"kale-{tmp_path.name}.txt"
+    nb = write(
+        tmp_path / "kale.ipynb",
+        notebook(
+            ("step:write", f"open('/mnt/shared/{name}', 'w').write('from write')"),
+            (
+                "step:read prev:write",
+                f"import os\nprint('read:', open('/mnt/shared/{name}').read())\n"
+                f"os.remove('/mnt/shared/{name}')",
+            ),
+            metadata={
+                "kubeflow_notebook": {
+                    "volumes": [
+                        {
+                            "type": "pvc",
+                            "name": os.environ["CELLPIPE_CLUSTER_CLAIM"],
+                            "mount_point": "/mnt/shared",
+                        }
+                    ]
+                }
+            },
+        ),
+    )
+    _push_images(nb)
+    result, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    log = (tmp_path / "runs" / result["run_id"] / "logs" / "read.log").read_text()
+    assert "read: from write" in log
