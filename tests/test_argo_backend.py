@@ -393,7 +393,10 @@ def test_a_missing_s3_bucket_fails_the_step_in_one_line_naming_the_bucket(
     tmp_path: Path, fake: FakeCluster
 ) -> None:
     message = _s3_failure(
-        tmp_path, fake, "failed to put file: The specified bucket does not exist\n"
+        tmp_path,
+        fake,
+        "wait: Error (exit code 64): failed to put file: The specified bucket does not exist; "
+        "failed to put file: The specified bucket does not exist;",
     )
     assert message.startswith("the S3 bucket `team-bucket` at s3.example.test:9000 does not exist")
     assert "\n" not in message

@@ -834,8 +834,11 @@ def _pod_failure(node: dict[str, Any], settings: ArgoSettings | None = None) -> 
     s3 = settings.s3 if settings is not None else None
     if s3 is not None and message:
         # Argo's wait container says each failed upload twice, "; "-joined: once is enough.
-        parts = [p.strip().rstrip(";") for p in message.split("; ")]
-        why = _s3_failure(s3, "; ".join(dict.fromkeys(p for p in parts if p)))
+        said: list[str] = []
+        for part in (p.strip().rstrip(";") for p in message.split("; ")):
+            if part and not any(earlier.endswith(part) for earlier in said):
+                said.append(part)
+        why = _s3_failure(s3, "; ".join(said))
         if why:
             return why
     if "OOMKilled" in message:
