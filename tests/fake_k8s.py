@@ -173,6 +173,9 @@ class FakeCluster:
             return 400, _status(
                 400, "BadRequest", f"strict decoding error: {problems[0][0]}: {problems[0][1]}"
             )
+        if "name" not in body["metadata"]:  # generateName, as the API server completes it
+            body = copy.deepcopy(body)
+            body["metadata"]["name"] = body["metadata"]["generateName"] + f"{self.rv + 1:05d}"
         name = body["metadata"]["name"]
         with self.lock:
             if (ns, name) in self.workflows:
@@ -340,7 +343,8 @@ class FakeCluster:
     ) -> str:
         pod = f"{wf}-{template['name']}-{fnv32a(node_name)}"
         # a step's pod, or the task unpacking the notebook's folder (no step of its own)
-        step = template["metadata"]["annotations"].get("cellpipe.io/step-name", template["name"])
+        annotations = template.get("metadata", {}).get("annotations", {})
+        step = annotations.get("cellpipe.io/step-name", template["name"])
         script = None
         if not self.execute or step in self.scripts:
             scripts = self.scripts.get(step) or [Script()]
@@ -430,7 +434,7 @@ class FakeCluster:
             )
             return text.replace("{{workflow.name}}", wf)
 
-        for art in template["inputs"]["artifacts"]:
+        for art in template.get("inputs", {}).get("artifacts", []):
             if "raw" in art:
                 dest = Path(on_host(art["path"]))
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -444,10 +448,10 @@ class FakeCluster:
             else:
                 ref = e["valueFrom"]["secretKeyRef"]
                 env[e["name"]] = self.secrets.get((ref["name"], ref["key"]), "")
-        args = [on_host(substitute(a)) for a in c["args"]]
+        args = [on_host(substitute(a)) for a in c.get("args", [])]
         proc = subprocess.run(
             [sys.executable, *c["command"][1:], *args],
-            cwd=on_host(c["workingDir"]),
+            cwd=on_host(c["workingDir"]) if "workingDir" in c else tmp_cwd(box),
             env=env,
             capture_output=True,
             text=True,
@@ -471,6 +475,12 @@ class FakeCluster:
             wf["spec"].update(patch.get("spec", {}))
             self._bump(ns, name)
             return 200, copy.deepcopy(wf)
+
+
+def tmp_cwd(box: Path) -> Path:
+    """A pod's working directory when its container names none."""
+    box.mkdir(parents=True, exist_ok=True)
+    return box
 
 
 def _status(code: int, reason: str, message: str, name: str = "", kind: str = "") -> dict[str, Any]:

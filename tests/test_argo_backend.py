@@ -381,3 +381,50 @@ def test_the_trailer_is_stripped_from_the_log_and_the_last_one_wins() -> None:
     assert result is not None and result.final == {"state": "succeeded"}
     assert result.metrics == {"acc": 0.9}
     assert split_log("::cellpipe-result:: not-base64!\n") == ("", None)
+
+
+_S3 = {
+    "endpoint": "s3.example.test:9000",
+    "bucket": "team-bucket",
+    "access_key_secret": "s3-creds:access_key",
+    "secret_key_secret": "s3-creds:secret_key",
+}
+
+
+def _s3_failure(tmp_path: Path, fake: FakeCluster, message: str) -> str:
+    """The step's message when its pod ran the cells but Argo could not save its values."""
+    fake.scripts["a"] = [Script(phase="Error", log=_trailer_log("a", "ran\n"), message=message)]
+    nb = notebook(
+        ("step:a", "x = 1"), ("step:b", "print(x)"), metadata={"cellpipe": {"argo": {"s3": _S3}}}
+    )
+    rd, state = _run(tmp_path, nb)
+    assert state is State.FAILED
+    return rd.status().steps["a"].message
+
+
+def test_a_missing_s3_bucket_fails_the_step_in_one_line_naming_the_bucket(
+    tmp_path: Path, fake: FakeCluster
+) -> None:
+    message = _s3_failure(
+        tmp_path,
+        fake,
+        "wait: Error (exit code 64): failed to put file: The specified bucket does not exist; "
+        "failed to put file: The specified bucket does not exist;",
+    )
+    assert message.startswith("the S3 bucket `team-bucket` at s3.example.test:9000 does not exist")
+    assert "\n" not in message
+
+
+def test_refused_s3_credentials_fail_the_step_in_one_line_naming_the_secret(
+    tmp_path: Path, fake: FakeCluster
+) -> None:
+    message = _s3_failure(
+        tmp_path,
+        fake,
+        "failed to put file: The request signature we calculated does not match the "
+        "signature you provided. Check your key and signing method.",
+    )
+    assert message.startswith(
+        "S3 at s3.example.test:9000 refused the credentials in Secret "
+        "s3-creds:access_key and s3-creds:secret_key"
+    )

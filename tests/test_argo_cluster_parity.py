@@ -231,3 +231,75 @@ def test_a_workflow_created_with_new_arguments_computes_what_cellpipe_run_p_comp
         assert got == [expected]
     finally:
         _kubectl("delete", "workflow", name, "--wait=false", admin=True, check=False)
+
+
+def test_cellpipe_load_of_a_run_on_an_existing_claim_equals_the_local_runs_values(
+    tmp_path: Path,
+) -> None:
+    import cellpipe
+    from test_argo_cluster_s3 import CELLS, local_values
+
+    claim = {"cellpipe": {"argo": {"existing_claim": os.environ["CELLPIPE_CLUSTER_CLAIM"]}}}
+    nb = write(tmp_path / "points.ipynb", notebook(*CELLS, metadata=claim))
+    _push_images(nb)
+    result, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    names = (("make", "arr"), ("make", "frame"), ("make", "p"), ("total", "total"))
+    local = local_values(nb, names)
+    started = time.monotonic()
+    got = {n: cellpipe.load(result["run_id"], s, n, runs_root=tmp_path / "runs") for s, n in names}
+    took = time.monotonic() - started
+    assert (got["arr"] == local["arr"]).all() and got["arr"].dtype == local["arr"].dtype
+    assert got["frame"].equals(local["frame"])
+    assert type(got["p"]).__name__ == "Point" and vars(got["p"]) == vars(local["p"])
+    assert got["total"] == local["total"]
+    # two steps' folders, each read by a one-pod Workflow
+    print(f"load from the claim: {took:.1f}s for 2 steps")
+
+
+def test_loading_from_a_succeeded_run_whose_own_volume_argo_deleted_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    import cellpipe
+    from cellpipe.backends.argo.values import ValuesUnavailable
+
+    nb = write(tmp_path / "own.ipynb", notebook(("step:make", "x = 41"), ("step:use", "x + 1")))
+    _push_images(nb)
+    result, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    with pytest.raises(ValuesUnavailable) as err:
+        cellpipe.load(result["run_id"], "make", "x", runs_root=tmp_path / "runs")
+    message = str(err.value)
+    assert "\n" not in message and "when its Workflow succeeded" in message, message
+    assert "existing_claim" in message and "s3" in message
+
+
+def test_a_kale_pvc_volume_is_mounted_in_every_step_at_its_mount_point(tmp_path: Path) -> None:
+    name = f"kale-{tmp_path.name}.txt"
+    nb = write(
+        tmp_path / "kale.ipynb",
+        notebook(
+            ("step:write", f"open('/mnt/shared/{name}', 'w').write('from write')"),
+            (
+                "step:read prev:write",
+                f"import os\nprint('read:', open('/mnt/shared/{name}').read())\n"
+                f"os.remove('/mnt/shared/{name}')",
+            ),
+            metadata={
+                "kubeflow_notebook": {
+                    "volumes": [
+                        {
+                            "type": "pvc",
+                            "name": os.environ["CELLPIPE_CLUSTER_CLAIM"],
+                            "mount_point": "/mnt/shared",
+                        }
+                    ]
+                }
+            },
+        ),
+    )
+    _push_images(nb)
+    result, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    log = (tmp_path / "runs" / result["run_id"] / "logs" / "read.log").read_text()
+    assert "read: from write" in log

@@ -655,3 +655,50 @@ def test_compile_warns_about_files_next_to_the_notebook_that_pods_cannot_see(
     assert "ship_folder is false" in off.message
     with_s3 = file_warnings(pipeline, tmp_path, ArgoSettings.from_notebook({"argo": {"s3": True}}))
     assert ("use", "clean.csv") in [(d.step, d.name) for d in with_s3]
+
+
+def _kale(*volumes: dict[str, Any]) -> dict:
+    return notebook(
+        ("step:a", "x = 1"),
+        ("step:b", "print(x)"),
+        metadata={"kubeflow_notebook": {"volumes": list(volumes)}},
+    )
+
+
+def test_kale_volumes_of_type_pvc_and_new_pvc_are_mounted_in_every_step(tmp_path: Path) -> None:
+    doc = _workflow(
+        tmp_path,
+        _kale(
+            {"type": "pvc", "name": "datasets", "mount_point": "/home/jovyan/data"},
+            {
+                "type": "new_pvc",
+                "name": "scratch",
+                "mount_point": "/scratch",
+                "size": 5,
+                "size_type": "Gi",
+                "annotations": [{"key": "team", "value": "ml"}],
+            },
+        ),
+    )
+    volumes = {v["name"]: v for v in doc["spec"]["volumes"]}
+    assert volumes["kale-datasets"]["persistentVolumeClaim"] == {"claimName": "datasets"}
+    scratch = next(
+        c for c in doc["spec"]["volumeClaimTemplates"] if c["metadata"]["name"] == "kale-scratch"
+    )
+    assert scratch["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert scratch["metadata"]["annotations"] == {"team": "ml"}
+    for step in ("a", "b"):
+        mounts = {
+            m["mountPath"]: m["name"] for m in _template(doc, step)["container"]["volumeMounts"]
+        }
+        assert mounts["/home/jovyan/data"] == "kale-datasets"
+        assert mounts["/scratch"] == "kale-scratch"
+    assert manifest_problems(doc) == []
+
+
+def test_a_kale_rok_snapshot_volume_is_refused_saying_what_argo_takes(tmp_path: Path) -> None:
+    with pytest.raises(ArgoSettingsError, match=r"give type `pvc`.*or `new_pvc`"):
+        _workflow(
+            tmp_path,
+            _kale({"type": "clone", "name": "workspace", "mount_point": "/home/jovyan"}),
+        )

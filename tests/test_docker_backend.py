@@ -221,6 +221,20 @@ def test_a_step_importing_scikit_learn_gets_pandas_which_its_loaders_return(
     assert "pandas" not in [p.split("==")[0] for p in plans["plain"].packages]
 
 
+def test_a_step_importing_pandas_gets_pyarrow_which_keeps_its_strings_as_the_kernels(
+    tmp_path: Path,
+) -> None:
+    from cellpipe.backends.images import plan_images
+    from cellpipe.compiling.compiler import compile_notebook
+
+    nb = write(
+        tmp_path / "strings.ipynb",
+        notebook(("step:make", "import pandas as pd\nframe = pd.DataFrame({'b': ['x']})")),
+    )
+    inferred = [p.split("==")[0] for p in plan_images(compile_notebook(nb))["make"].inferred]
+    assert "pandas" in inferred and "pyarrow" in inferred
+
+
 def test_a_second_run_builds_no_image(tmp_path: Path) -> None:
     nb = _packages_notebook(tmp_path)
     first, _ = _run(nb)

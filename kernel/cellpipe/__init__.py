@@ -135,7 +135,9 @@ def load(run_id: str, step: str, name: str, *, runs_root: str | Path | None = No
     """The value ``name`` as step ``step`` of run ``run_id`` saved it (time travel).
 
     Only names a later step reads are saved. Raises RunNotFound / KeyError with the names
-    that exist.
+    that exist. For a run on Argo the step's values are first copied from the cluster's
+    storage into the run's own directory (S3 with this machine's AWS credentials, or a
+    volume through a one-pod Workflow: docs/argo.md), and read from there.
     """
     from cellpipe.core.pseudo import is_pseudo
     from cellpipe.execution.marshal import load_value
@@ -143,6 +145,17 @@ def load(run_id: str, step: str, name: str, *, runs_root: str | Path | None = No
 
     rd = RunDir.open(Path(runs_root) if runs_root else default_root(), run_id)
     directory = rd.data_dir(step)
+    remote = rd.remote(step)
+    if remote is not None:
+        from cellpipe.backends.argo.values import fetch
+
+        if name not in (remote.get("manifest") or {}):
+            saved = [n for n in remote.get("manifest") or {} if not is_pseudo(n)]
+            raise KeyError(
+                f"step {step} of run {run_id} saved no `{name}`; it saved: "
+                + (", ".join(saved) or "nothing")
+            )
+        fetch(rd, step)
     try:
         manifest = rd.manifest(step)
     except FileNotFoundError:

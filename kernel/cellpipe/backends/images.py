@@ -158,6 +158,10 @@ OPTIONAL_RUNTIME: dict[str, tuple[str, ...]] = {
     "scikit-learn": ("pandas",),
     # tqdm.auto / tqdm.notebook draw a widget in a kernel, and fall back to text without it
     "tqdm": ("ipywidgets",),
+    # pandas 3 stores strings in pyarrow when it is there (`StringDtype(storage="pyarrow")`),
+    # in Python objects when not: a frame made in an image without it is another value
+    # (`frame.equals` is False) than the kernel's; pyarrow also reads and writes parquet
+    "pandas": ("pyarrow",),
 }
 
 

@@ -222,7 +222,7 @@ def ancestry(root: Path, run_id: str, step: str, name: str) -> Origin:
 
 def _origin(rd: RunDir, step: str, name: str, seen: set[tuple[str, str]]) -> Origin:
     try:
-        manifest = rd.manifest(step)
+        manifest = rd.saved_records(step)
     except FileNotFoundError:
         raise KeyError(
             f"step {step} of run {rd.run_id} saved no values (it did not succeed, or no later "

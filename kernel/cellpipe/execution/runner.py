@@ -632,6 +632,8 @@ def _run_in_pod(rd: RunDir, step: str, attempt: int) -> int:
     from cellpipe.backends.argo.trailer import StepResult, encode
 
     _LOG_MIRROR = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    # With S3 the folder is the step's output artifact: there even when it saves nothing.
+    rd.data_dir(step).mkdir(parents=True, exist_ok=True)
     try:
         return run_step(rd, step, attempt=attempt)
     finally:
@@ -651,6 +653,7 @@ def _run_in_pod(rd: RunDir, step: str, attempt: int) -> int:
             rd.metrics().get(step),
             manifest=manifest,
             gate=verdict,
+            lineage=rd.lineage(step) or None,
         )
         _LOG_MIRROR.write(encode(result))
         _LOG_MIRROR.flush()

@@ -70,7 +70,7 @@ def step_facts(rd: RunDir, step: Step, status: StepStatus) -> StepFacts:
     def manifest(name: str) -> dict[str, Any] | None:
         if name not in manifests:
             try:
-                manifests[name] = {k: r.to_json() for k, r in rd.manifest(name).items()}
+                manifests[name] = {k: r.to_json() for k, r in rd.saved_records(name).items()}
             except (FileNotFoundError, ValueError, KeyError):
                 manifests[name] = None
         return manifests[name]

@@ -337,6 +337,17 @@ class RunDir:
         """The values ``step`` saved, by name. Raises FileNotFoundError when it saved none."""
         return read_manifest(self.data_dir(step))
 
+    def saved_records(self, step: str) -> dict[str, ValueRecord]:
+        """The values ``step`` saved, by name: here, or where an Argo run keeps them (the
+        manifest ``remote.json`` holds). Raises FileNotFoundError when it saved none."""
+        try:
+            return self.manifest(step)
+        except FileNotFoundError:
+            remote = self.remote(step)
+            if remote is None or not isinstance(remote.get("manifest"), dict):
+                raise
+            return {k: ValueRecord.from_json(v) for k, v in remote["manifest"].items()}
+
     def step_inputs(self, step: Step) -> list[StepInput]:
         """Each input of ``step`` as its producer saved it in this run (each producer's
         manifest read once), in the order of ``step.inputs``."""

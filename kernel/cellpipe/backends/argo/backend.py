@@ -29,9 +29,11 @@ from cellpipe.backends.argo.manifest import (
     FOLDER_TASK,
     ArgoSettings,
     RunTarget,
+    S3Settings,
     build_workflow,
     fanned_out,
     task_name,
+    values_location,
     workflow_name,
 )
 from cellpipe.backends.argo.trailer import split_log
@@ -841,9 +843,19 @@ class _Follower:
                 gate=result.gate,
                 metrics=result.metrics,
                 storage=self.storage,
+                location=values_location(
+                    self.settings,
+                    self.namespace,
+                    (self.rd.info().get("argo") or {}).get("claim"),
+                    self.rd.run_id,
+                    step,
+                ),
+                lineage=result.lineage,
             )
-        if not succeeded and not message:
-            message = _pod_failure(node)
+        ran_through = result is not None and (result.final or {}).get("state") == "succeeded"
+        if not succeeded and (not message or ran_through):
+            # No cell failed: the pod did (killed, or its artifacts could not be saved).
+            message = _pod_failure(node, self.settings)
         if succeeded:
             self._emit(step, State.SUCCEEDED, attempt, message, force=True, **extra)
         elif self.cancelling and result is None:
@@ -1029,13 +1041,58 @@ def _failed_exit_handler(wf: dict[str, Any]) -> str:
     return ""
 
 
-def _pod_failure(node: dict[str, Any]) -> str:
-    message = node.get("message") or ""
+def _pod_failure(node: dict[str, Any], settings: ArgoSettings | None = None) -> str:
+    message = " ".join((node.get("message") or "").split())
+    s3 = settings.s3 if settings is not None else None
+    if s3 is not None and message:
+        # Argo's wait container says each failed upload twice, "; "-joined: once is enough.
+        said: list[str] = []
+        for part in (p.strip().rstrip(";") for p in message.split("; ")):
+            if part and not any(earlier.endswith(part) for earlier in said):
+                said.append(part)
+        why = _s3_failure(s3, "; ".join(said))
+        if why:
+            return why
     if "OOMKilled" in message:
         return f"the step ran out of memory ({message}); raise its `limit:memory:` tag"
     if "deadline" in message.lower():
         return f"the step took longer than its `timeout:` ({message})"
     return message or f"the pod ended {node.get('phase', '')} without a result"
+
+
+#: What Argo's S3 driver says when a bucket is missing, and when credentials are refused.
+_NO_BUCKET = ("bucket does not exist", "nosuchbucket")
+_REFUSED = (
+    "signature we calculated does not match",
+    "signaturedoesnotmatch",
+    "access key id you provided does not exist",
+    "invalidaccesskeyid",
+    "access denied",
+    "accessdenied",
+)
+
+
+def _s3_failure(s3: S3Settings, message: str) -> str:
+    """A failed artifact transfer as one line naming what to fix: the bucket, or the
+    credentials' Secrets; "" when ``message`` is not about S3."""
+    low = message.lower()
+    where = f" at {s3.endpoint}" if s3.endpoint else ""
+    if any(w in low for w in _NO_BUCKET):
+        bucket = f"`{s3.bucket}`" if s3.bucket else "of the artifact repository"
+        return (
+            f"the S3 bucket {bucket}{where} does not exist: create it or fix "
+            f"`metadata.cellpipe.argo.s3.bucket` (Argo: {message})"
+        )
+    secrets = [r for r in (s3.access_key_secret, s3.secret_key_secret) if r is not None]
+    named = " and ".join(f"{r.name}:{r.key}" for r in secrets) or "of the artifact repository"
+    if any(w in low for w in _REFUSED):
+        return (
+            f"S3{where} refused the credentials in Secret {named}: check that Secret's "
+            f"values (Argo: {message})"
+        )
+    if any(f"/{r.name}/" in message or f'"{r.name}"' in message for r in secrets):
+        return f"the S3 credentials in Secret {named} cannot be read (Argo: {message})"
+    return ""
 
 
 def _retryable(exc: CellpipeError) -> bool:

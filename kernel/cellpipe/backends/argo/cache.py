@@ -177,10 +177,29 @@ def record_success(
     gate: Mapping[str, Any] | None,
     metrics: Mapping[str, Any] | None,
     storage: str | None,
+    location: Mapping[str, Any] | None = None,
+    lineage: Mapping[str, Any] | None = None,
 ) -> None:
-    """A step that succeeded in its pod: where its values are, their hashes, its verdict and
-    metrics into this run directory; its key indexed for later runs on the same storage."""
-    rd.record_remote(step, {"storage": storage, "run_key": rd.run_id, "manifest": manifest or {}})
+    """A step that succeeded in its pod: where its values are (``location``:
+    ``manifest.values_location``), their hashes, its verdict, lineage and metrics into this
+    run directory; its key indexed for later runs on the same storage."""
+    record: dict[str, Any] = {"storage": storage, "run_key": rd.run_id, "manifest": manifest or {}}
+    if location:
+        record["location"] = dict(location)
+    rd.record_remote(step, record)
+    if lineage:
+        # The pod's run directory is not this one ("run" under /cellpipe): the step ran in
+        # this run, and each input comes from where this run directory says its producer's
+        # values were made (here, or the earlier run a cached producer was reused from).
+        inputs = {
+            name: dict(source, run=rd.lineage(source.get("step", "")).get("run", rd.run_id))
+            for name, source in (lineage.get("inputs") or {}).items()
+            if isinstance(source, Mapping)
+        }
+        rd.write_lineage(
+            step,
+            dict(lineage, run=rd.run_id, notebook=rd.info().get("notebook"), inputs=inputs),
+        )
     if gate is not None:
         rd.record_gate(step, gate)
     if metrics:

@@ -491,10 +491,20 @@ def workflow_spec(
         if settings.storage_class:
             claim_spec["storageClassName"] = settings.storage_class
         spec["volumeClaimTemplates"] = [{"metadata": {"name": CLAIM_TEMPLATE}, "spec": claim_spec}]
-        # Kept when the run fails, so `cellpipe run --resume` finds the finished steps' data.
+        # Kept when the run fails, so `cellpipe run --resume` finds the finished steps' data
+        # (and `cellpipe.load` their values) until ttl_after_failure deletes the Workflow.
+        # Without it Argo's default, OnWorkflowCompletion, deletes it on failure too; there
+        # is no strategy that keeps a succeeded run's claim.
         spec["volumeClaimGC"] = {"strategy": "OnWorkflowSuccess"}
     secret_volumes = _secret_volumes(run_steps)
     spec["volumes"] += [{"name": v, "secret": {"secretName": n}} for n, v in secret_volumes.items()]
+    volumes, claims, mounts = kale_volumes(pipeline.settings.get("volumes"))
+    spec["volumes"] += volumes
+    if claims:
+        spec["volumeClaimTemplates"] = spec.get("volumeClaimTemplates", []) + claims
+    for template in spec["templates"]:
+        if "container" in template:
+            template["container"]["volumeMounts"] += [dict(m) for m in mounts]
     if notify is not None and not notify.command:
         first = pipeline.steps[0].name
         handler = notify_template(
@@ -1263,6 +1273,61 @@ def notify_template(
     }
 
 
+def kale_volumes(
+    raw: Any,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Kale's ``metadata.kubeflow_notebook.volumes`` as the Workflow's volumes, its claim
+    templates and every step's mounts: ``type: pvc`` mounts that existing claim, ``new_pvc``
+    a claim made per run (``size`` ``size_type``, ``annotations``), at ``mount_point``.
+    Raises ArgoSettingsError for what only Kubeflow's own storage can do (``pv``, ``clone``
+    and snapshots are Arrikto Rok's)."""
+    volumes: list[dict[str, Any]] = []
+    claims: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for i, vol in enumerate(raw or []):
+        where = f"metadata.kubeflow_notebook.volumes[{i}]"
+        if not isinstance(vol, Mapping):
+            raise ArgoSettingsError(f"{where}: expects an object (name, mount_point, type)")
+        kind, name, path = vol.get("type"), vol.get("name"), vol.get("mount_point")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ArgoSettingsError(f"{where}.mount_point: expects an absolute path")
+        if vol.get("snapshot") or kind not in ("pvc", "new_pvc"):
+            raise ArgoSettingsError(
+                f"{where}: Kale volume type {kind!r}"
+                + (" with a snapshot" if vol.get("snapshot") else "")
+                + " needs Kubeflow's Rok storage; on Argo give type `pvc` (an existing claim) "
+                "or `new_pvc` (a claim per run)"
+            )
+        if not isinstance(name, str) or not _DNS1123.match(name):
+            raise ArgoSettingsError(f"{where}.name: expects a Kubernetes name (got {name!r})")
+        volume = dns_name(f"kale-{name}")
+        mounts.append({"name": volume, "mountPath": path})
+        if kind == "pvc":
+            volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": name}})
+            continue
+        size = f"{vol.get('size', 1)}{vol.get('size_type', 'Gi')}"
+        if not _QUANTITY.match(size):
+            raise ArgoSettingsError(f"{where}.size: expects a quantity such as 5 Gi (got {size})")
+        meta: dict[str, Any] = {"name": volume}
+        notes = {
+            a["key"]: str(a["value"])
+            for a in vol.get("annotations") or []
+            if isinstance(a, Mapping) and a.get("key")
+        }
+        if notes:
+            meta["annotations"] = notes
+        claims.append(
+            {
+                "metadata": meta,
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": size}},
+                },
+            }
+        )
+    return volumes, claims, mounts
+
+
 def _step_pipeline(pipeline: Pipeline, step: Step) -> dict[str, Any]:
     """``pipeline.json`` as one step's pod needs it: the prelude and that step's cells, so
     the manifest grows with the notebook once, not once per step; no local path. The other
@@ -1301,6 +1366,31 @@ def _secret_volumes(steps: list[Step]) -> dict[str, str]:
 
 def _s3_key(s3: S3Settings, run_key: str, step: str, leaf: str) -> str:
     return "/".join(p for p in (s3.key_prefix, run_key, step, leaf) if p)
+
+
+def values_location(
+    settings: ArgoSettings, namespace: str, claim: str | None, run_key: str, step: str
+) -> dict[str, Any]:
+    """Where the values ``step`` saved under ``run_key`` are kept, for ``remote.json``: the
+    S3 object of its ``data`` artifact, or the claim and sub-path of its folder. Names
+    only: no credential (those stay in the cluster's Secret, and on this machine the AWS
+    tools' own)."""
+    if settings.s3 is not None:
+        s3 = settings.s3
+        where: dict[str, Any] = {"key": _s3_key(s3, run_key, step, "data.tgz")}
+        if s3.endpoint:
+            where.update(endpoint=s3.endpoint, bucket=s3.bucket, insecure=s3.insecure)
+            if s3.region:
+                where["region"] = s3.region
+        else:
+            ref = s3.repository_ref
+            where["repository"] = f"configmap {ref[0]}" if ref else "the controller's default"
+        return {"s3": where}
+    return {
+        "claim": claim,
+        "namespace": namespace,
+        "sub_path": f"{run_key}/{layout.DATA}/{step}",
+    }
 
 
 # -- what cannot be known to work -------------------------------------------------------------

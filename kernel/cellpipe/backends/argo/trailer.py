@@ -42,6 +42,7 @@ class StepResult:
     metrics: dict[str, Any] | None = None
     manifest: dict[str, Any] | None = None  # the saved values' records, by name
     gate: dict[str, Any] | None = None  # the gate's verdict (cellpipe.compiling.gates)
+    lineage: dict[str, Any] | None = None  # the step's lineage record (cellpipe.execution.lineage)
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -60,6 +61,7 @@ class StepResult:
             "metrics": self.metrics,
             "manifest": self.manifest,
             "gate": self.gate,
+            "lineage": self.lineage,
         }
 
 
@@ -89,6 +91,7 @@ def decode(payload: str) -> StepResult:
         metrics=data.get("metrics") if isinstance(data.get("metrics"), dict) else None,
         manifest=data.get("manifest") if isinstance(data.get("manifest"), dict) else None,
         gate=data.get("gate") if isinstance(data.get("gate"), dict) else None,
+        lineage=data.get("lineage") if isinstance(data.get("lineage"), dict) else None,
     )
 
 
