@@ -23,7 +23,7 @@ from cellpipe.backends.argo.manifest import (
     to_yaml,
 )
 from cellpipe.compiling.compiler import compile_notebook
-from cellpipe.driving.notify import Notify
+from cellpipe.core.notify import Notify
 from nbbuild import notebook, write
 from test_argo_manifest import IMAGES, SECRET_SENTINEL, manifest_problems
 from test_notify import receiver  # noqa: F401  (the fixture)

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cellpipe.driving.notify import Notify, send
+from cellpipe.core.notify import Notify, send
 from nbbuild import notebook, write
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from cellpipe.core.errors import Conflict, ParameterError
 from cellpipe.core.model import State
+from cellpipe.core.notify import notify_target
 from cellpipe.rundir.runs import RunDir
 
 
@@ -37,7 +38,7 @@ def prepare_run(
     ``via`` names what started it for the audit trail (``cli``, ``kernel``, ``server``,
     ``serve``); by default it is guessed from the process. ``notify``: where to say that
     the run ended (``--notify``, ``c.CellpipeApp.notify``) unless the notebook's
-    ``metadata.cellpipe.notify`` says; see ``cellpipe.driving.notify``. An argo run's
+    ``metadata.cellpipe.notify`` says; see ``cellpipe.core.notify``. An argo run's
     ``options["profile"]`` is the cluster profile's JSON (None: none); when the caller
     leaves it out, ``$CELLPIPE_PROFILE`` selects it."""
     from cellpipe.compiling.compiler import compile_notebook, inline_references
@@ -58,7 +59,7 @@ def prepare_run(
 
         profile = resolve(None)
         opts["profile"] = profile.to_json() if profile else None
-    target = _notify_target(notebook_settings(nb).get("notify"), notify)
+    target = notify_target(notebook_settings(nb).get("notify"), notify)
     if target is not None:
         opts["notify"] = target.to_json()  # templates only: secrets stay in the environment
     return RunDir.create(
@@ -70,22 +71,6 @@ def prepare_run(
         options=opts,
         via=via,
     )
-
-
-def _notify_target(from_notebook: Any, default: Any) -> Any:
-    from cellpipe.core.errors import NotebookError
-    from cellpipe.driving.notify import Notify
-
-    try:
-        target = Notify.parse(from_notebook, "metadata.cellpipe.notify")
-    except ValueError as exc:
-        raise NotebookError(str(exc)) from None
-    if target is not None:
-        return target
-    try:
-        return Notify.parse(default, "notify")
-    except ValueError as exc:
-        raise ParameterError(str(exc)) from None
 
 
 def prepare_resume(
@@ -182,7 +167,7 @@ def _driver_notifies(rd: RunDir) -> bool:
 
 def _notify(rd: RunDir, config: Any) -> None:
     """Say the run ended; after the final state is on disk, and never changing it."""
-    from cellpipe.driving.notify import Notify, send
+    from cellpipe.core.notify import Notify, send
 
     try:
         target = Notify.parse(config)

@@ -484,7 +484,7 @@ def _notify_target(info: dict[str, Any]) -> Any:
     cluster: this process runs it at the run's end instead (``driver._driver_notifies``)."""
     import sys
 
-    from cellpipe.driving.notify import Notify
+    from cellpipe.core.notify import Notify
 
     target = Notify.parse((info.get("options") or {}).get("notify"))
     if target is not None and target.command:

@@ -45,9 +45,9 @@ def _warn_all(pipeline: Pipeline, settings: Any, notify: Any = None) -> None:
 def _notify(pipeline: Pipeline, default: str | None = None) -> Any:
     """Where the manifest's runs notify: ``metadata.cellpipe.notify``, else ``default``
     (resolved as ``cellpipe run`` resolves it)."""
-    from cellpipe.driving.driver import _notify_target
+    from cellpipe.core.notify import notify_target
 
-    return _notify_target(pipeline.settings.get("notify"), default)
+    return notify_target(pipeline.settings.get("notify"), default)
 
 
 def _folder(pipeline: Pipeline, settings: Any) -> Any:

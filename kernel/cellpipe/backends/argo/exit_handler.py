@@ -10,7 +10,7 @@ ended, whatever its outcome, in the image of the first step (it has python3 and 
 
 So a run nobody follows (a CronWorkflow's, ``cellpipe schedule``) notifies too. The status it
 POSTs has the shape of the local driver's (``RunStatus.to_json``), built from what the
-controller tells an exit handler, and is sent by :func:`cellpipe.driving.notify.send`: the
+controller tells an exit handler, and is sent by :func:`cellpipe.core.notify.send`: the
 same retries, backoff and timeout as a local run's notification. ``${NAME}`` in the URL is
 read from this pod's environment, where a ``secretKeyRef`` put it. The pod always exits 0:
 a notification never changes the Workflow's outcome.
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        from cellpipe.driving.notify import Notify, send
+        from cellpipe.core.notify import Notify, send
 
         target = Notify.parse(json.loads(args.notify))
         if target is None:

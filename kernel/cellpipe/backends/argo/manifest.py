@@ -31,8 +31,8 @@ from cellpipe.backends.argo.folder import Folder, left_out
 from cellpipe.compiling.notebook import k8s_name
 from cellpipe.core.errors import Diagnostic
 from cellpipe.core.model import Pipeline, Role, Step
+from cellpipe.core.notify import Notify
 from cellpipe.core.pseudo import file_path
-from cellpipe.driving.notify import Notify
 from cellpipe.execution.hidden_state import PROVIDERS, generator_cells
 from cellpipe.rundir import layout
 

@@ -229,3 +229,21 @@ def _url(target: Notify, env: Mapping[str, str]) -> str:
     if missing:
         raise _Unsendable(f"{target.describe()} needs ${missing[0]}, which is not set")
     return _VAR.sub(lambda m: env[m.group(1)], template)
+
+
+def notify_target(from_notebook: Any, default: Any) -> Notify | None:
+    """Where a run notifies: the notebook's ``metadata.cellpipe.notify``, else ``default``
+    (``--notify``, ``c.CellpipeApp.notify``). Raises NotebookError for a bad notebook
+    setting, ParameterError for a bad default."""
+    from cellpipe.core.errors import NotebookError, ParameterError
+
+    try:
+        target = Notify.parse(from_notebook, "metadata.cellpipe.notify")
+    except ValueError as exc:
+        raise NotebookError(str(exc)) from None
+    if target is not None:
+        return target
+    try:
+        return Notify.parse(default, "notify")
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
