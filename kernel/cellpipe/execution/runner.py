@@ -506,6 +506,21 @@ class _LiveWriter:
         )
 
 
+def _copy_folder(src: Path, dest: Path) -> None:
+    """The notebook's folder (an S3 run's, downloaded) into the working directory. Files
+    only, with their times: ``dest`` is the pod's volume mount, whose own mode and times
+    the step's user may not change (copytree's copystat of it fails with EPERM)."""
+    import shutil
+
+    for path in sorted(src.rglob("*")):
+        target = dest / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cellpipe.runner",
@@ -572,9 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         names = ", ".join(s.name for s in rd.pipeline().steps)
         parser.error(f"no step {args.step!r} in this pipeline; steps: {names}")
     if args.folder is not None and args.folder.is_dir():
-        import shutil
-
-        shutil.copytree(args.folder, Path.cwd(), dirs_exist_ok=True)
+        _copy_folder(args.folder, Path.cwd())
     if args.parameter:
         from cellpipe.backends.argo.trailer import parse_overrides
 

@@ -766,6 +766,13 @@ class _Follower:
                 self.pending.pop(step, None)
                 self.pending_nodes.pop(step, None)
         if phase in ("Failed", "Error") and not self.folder_failure:
+            if self.settings.s3 is not None:
+                # On S3 the pod uploads the folder: a missing bucket or refused credentials
+                # fail it first, and are said as for a step's upload.
+                said = _pod_failure(node, self.settings)
+                if _s3_failure(self.settings.s3, said):
+                    self.folder_failure = said
+                    return
             why = node.get("message") or ""
             with contextlib.suppress(CellpipeError):
                 text = self.cluster.pod_log(self.namespace, pod_name(self.name, node)) or ""
