@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from nbbuild import notebook, write
-from oracle import differences, run_pipeline, run_top_to_bottom
+from oracle import REPO, differences, run_pipeline, run_top_to_bottom
 from test_argo_cluster import (  # noqa: F401  (cluster: the fixture)
     _cellpipe,
     _kubectl,
@@ -423,3 +423,35 @@ def test_cellpipe_lineage_of_an_s3_run_names_the_producer_and_the_input_hashes(
     hashes = {n: r["sha256"] for n, r in remote["manifest"].items()}
     inputs = {i["name"]: (i["step"], i["sha256"]) for i in origin["inputs"]}
     assert inputs == {n: ("make", hashes[n]) for n in ("arr", "frame", "p")}
+
+
+def test_the_example_on_s3_runs_then_runs_again_all_cached_and_reports_from_here(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    nb = tmp_path / "wine.ipynb"
+    doc = json.loads((REPO / "examples" / "wine.ipynb").read_text())
+    doc["metadata"].setdefault("cellpipe", {}).setdefault("argo", {})["s3"] = s3.settings()
+    nb.write_text(json.dumps(doc, indent=1))
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    shutil.copy(nb, ref / nb.name)
+    _push_images(nb)
+
+    executed, proc = run_pipeline(nb, tmp_path, None, ("--backend", "argo"))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert executed is not None, "--output wrote no executed notebook"
+    problems = differences(run_top_to_bottom(ref / nb.name), executed)
+    assert not problems, "the example on S3 differs from top to bottom:\n" + "\n".join(problems)
+    (first,) = [d.name for d in (tmp_path / "runs").iterdir() if not d.name.startswith(".")]
+    (wf,) = _workflows(first)
+    assert not wf["spec"].get("volumeClaimTemplates")
+
+    second, proc = _run(nb)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    states = _step_states(tmp_path / "runs" / second["run_id"])
+    assert {s: v["state"] for s, v in states.items()} == dict.fromkeys(states, "cached")
+    assert _workflows(second["run_id"]) == []
+
+    report = _cellpipe("report", first, "-o", "-", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert all(step in report.stdout for step in states), sorted(states)
