@@ -277,6 +277,19 @@ def confirmed_differences(
     return differences(expected, actual, run_again())
 
 
+def both_ways(
+    top: Path, pipe: Path, workdir: Path, extra: Sequence[str] = ()
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """Run ``pipe`` as a pipeline (``cellpipe run`` with ``extra``, from ``workdir``) and
+    ``top`` top to bottom, two copies of one notebook: the pipeline's process and where its
+    outputs differ (``confirmed_differences``; none when it wrote no executed notebook)."""
+    executed, proc = run_pipeline(pipe, workdir, None, extra)
+    expected = run_top_to_bottom(top)
+    if executed is None:
+        return proc, []
+    return proc, confirmed_differences(expected, executed, lambda: run_top_to_bottom(top))
+
+
 #: Notebooks on which the engine is known to compute something else, and why. Strict xfail:
 #: when the engine is fixed the test passes, fails as XPASS, and the entry must go.
 KNOWN_DISCREPANCIES: dict[str, str] = {}

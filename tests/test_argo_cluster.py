@@ -250,6 +250,28 @@ def _run_with_a_running_pod(runs: Path) -> str:
     return run_id
 
 
+def _cancelled_once_a_pod_runs(
+    nb: Path, tmp_path: Path
+) -> tuple[subprocess.Popen[str], str, str, str]:
+    """`cellpipe run NB --backend argo --json` in the background, `cellpipe cancel` as soon
+    as a step's pod is Running: the ended process, its stdout and stderr, and the run id."""
+    env = dict(os.environ, CELLPIPE_RUNS_ROOT=str(tmp_path / "runs"))
+    env["PYTHONPATH"] = str(REPO / "kernel") + os.pathsep + env.get("PYTHONPATH", "")
+    with subprocess.Popen(
+        [sys.executable, "-m", "cellpipe", "run", str(nb), "--backend", "argo", "--json"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as run:
+        run_id = _run_with_a_running_pod(tmp_path / "runs")
+        cancel = _cellpipe("cancel", run_id, cwd=tmp_path)
+        assert cancel.returncode == 0, cancel.stderr
+        out, err = run.communicate(timeout=180)
+    return run, out, err, run_id
+
+
 def test_cancel_mid_run_stops_the_pods_and_the_workflow_and_marks_the_step_cancelled(
     cluster, tmp_path: Path
 ) -> None:
@@ -261,21 +283,8 @@ def test_cancel_mid_run_stops_the_pods_and_the_workflow_and_marks_the_step_cance
         ),
     )
     _push_images(nb)
-    env = dict(os.environ, CELLPIPE_RUNS_ROOT=str(tmp_path / "runs"))
-    env["PYTHONPATH"] = str(REPO / "kernel") + os.pathsep + env.get("PYTHONPATH", "")
-    with subprocess.Popen(
-        [sys.executable, "-m", "cellpipe", "run", str(nb), "--backend", "argo", "--json"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as run:
-        runs = tmp_path / "runs"
-        run_id = _run_with_a_running_pod(runs)
-        cancel = _cellpipe("cancel", run_id, cwd=tmp_path)
-        assert cancel.returncode == 0, cancel.stderr
-        out, err = run.communicate(timeout=180)
+    run, out, err, run_id = _cancelled_once_a_pod_runs(nb, tmp_path)
+    runs = tmp_path / "runs"
     assert run.returncode != 0, out + err
     states = _step_states(runs / run_id)
     assert states["slow"]["state"] == "cancelled", states

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,8 +20,8 @@ from typing import Any
 
 import pytest
 from nbbuild import notebook, write
-from oracle import REPO
 from test_argo_cluster import (  # noqa: F401  (cluster: the fixture)
+    _cancelled_once_a_pod_runs,
     _cellpipe,
     _kubectl,
     _pods,
@@ -191,21 +189,8 @@ def test_a_cancelled_argo_run_still_runs_its_exit_handler_and_posts_cancelled(
     nb = _notebook(tmp_path / "slow.ipynb", hook, slow=True)
     _push_images(nb)
     hook.posts.clear()
-    env = dict(os.environ, CELLPIPE_RUNS_ROOT=str(tmp_path / "runs"))
-    env["PYTHONPATH"] = str(REPO / "kernel") + os.pathsep + env.get("PYTHONPATH", "")
-    with subprocess.Popen(
-        [sys.executable, "-m", "cellpipe", "run", str(nb), "--backend", "argo", "--json"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as run:
-        runs = tmp_path / "runs"
-        run_id = _run_with_a_running_pod(runs)
-        cancel = _cellpipe("cancel", run_id, cwd=tmp_path)
-        assert cancel.returncode == 0, cancel.stderr
-        out, err = run.communicate(timeout=180)
+    run, out, err, run_id = _cancelled_once_a_pod_runs(nb, tmp_path)
+    runs = tmp_path / "runs"
     time.sleep(5)
     assert run.returncode != 0, out + err
     states = _step_states(runs / run_id)

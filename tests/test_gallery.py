@@ -24,7 +24,7 @@ import gallery
 import nbformat
 import pytest
 from cellpipe.compiling.split import _heading
-from oracle import confirmed_differences, run_pipeline, run_top_to_bottom
+from oracle import both_ways as compare_both_ways
 
 EXAMPLES = [
     "classification/plot_digits_classification.py",
@@ -62,14 +62,7 @@ def _both_ways(example: str, workdir: Path) -> tuple[Any, ...]:
         (workdir / side).mkdir()
         sides[side] = workdir / side / f"{_id(example)}.ipynb"
         nbformat.write(nb, sides[side])
-    executed, proc = run_pipeline(sides["pipeline"], workdir, None, ("--jobs", "2"))
-    expected = run_top_to_bottom(sides["top-to-bottom"])
-    problems = (
-        confirmed_differences(expected, executed, lambda: run_top_to_bottom(sides["top-to-bottom"]))
-        if executed is not None
-        else []
-    )
-    return proc, problems
+    return compare_both_ways(sides["top-to-bottom"], sides["pipeline"], workdir, ("--jobs", "2"))
 
 
 @pytest.fixture(scope="module")

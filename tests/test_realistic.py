@@ -13,7 +13,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from oracle import confirmed_differences, run_pipeline, run_top_to_bottom
+from oracle import both_ways as compare_both_ways
 
 HERE = Path(__file__).parent / "notebooks" / "realistic"
 sys.path.insert(0, str(HERE))
@@ -33,14 +33,7 @@ def _both_ways(name: str, workdir: Path) -> tuple[Any, list[str]]:
     for side in ("top-to-bottom", "pipeline"):
         (workdir / side).mkdir()
         sides[side] = Path(shutil.copy(HERE / f"{name}.ipynb", workdir / side))
-    executed, proc = run_pipeline(sides["pipeline"], workdir, None, ("--jobs", "4"))
-    expected = run_top_to_bottom(sides["top-to-bottom"])
-    problems = (
-        confirmed_differences(expected, executed, lambda: run_top_to_bottom(sides["top-to-bottom"]))
-        if executed is not None
-        else []
-    )
-    return proc, problems
+    return compare_both_ways(sides["top-to-bottom"], sides["pipeline"], workdir, ("--jobs", "4"))
 
 
 @pytest.fixture(scope="module")
