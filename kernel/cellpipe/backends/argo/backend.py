@@ -666,12 +666,7 @@ class _Follower:
         if node_id in self.finished_pods:
             return
         if phase == "Pending":
-            message = node.get("message") or ""
-            since, last = self.pending.get(step, (time.time(), ""))
-            if message and message != last:
-                self._emit(step, State.PENDING, attempt, f"waiting: {message}", force=True)
-            self.pending[step] = (since, message or last)
-            self.pending_nodes[step] = node
+            self._waiting(step, attempt, node)
             return
         self.pending.pop(step, None)
         self.running_steps.add(step)
@@ -693,6 +688,16 @@ class _Follower:
                 )
             self._collect(step, attempt, node, retries_left and phase != "Succeeded")
 
+    def _waiting(self, step: str, attempt: int, node: dict[str, Any]) -> None:
+        """``step`` waits on the Pending pod ``node`` (its own, its fan-out's, or the folder
+        pod before it): each new reason is said once, and ``check_pending`` times it out."""
+        message = node.get("message") or ""
+        since, last = self.pending.get(step, (time.time(), ""))
+        if message and message != last:
+            self._emit(step, State.PENDING, attempt, f"waiting: {message}", force=True)
+        self.pending[step] = (since, message or last)
+        self.pending_nodes[step] = node
+
     def _fan_nodes(self, step: str, fan: list[tuple[str, dict[str, Any]]]) -> None:
         """A fan-out's pods, before the step's own: the step is running from its `-items`
         pod on (which may wait Pending, with the reason, as a step's pod does), and
@@ -704,12 +709,7 @@ class _Follower:
         for node in items:
             phase = node.get("phase")
             if phase == "Pending":
-                message = node.get("message") or ""
-                since, last = self.pending.get(step, (time.time(), ""))
-                if message and message != last:
-                    self._emit(step, State.PENDING, 1, f"waiting: {message}", force=True)
-                self.pending[step] = (since, message or last)
-                self.pending_nodes[step] = node
+                self._waiting(step, 1, node)
                 return
             self.pending.pop(step, None)
             self.pending_nodes.pop(step, None)
@@ -753,13 +753,8 @@ class _Follower:
         node_id = node.get("id", "")
         waiting = [s for s in self.first_steps if not self.state.get(s, State.PENDING).terminal]
         if phase == "Pending":
-            message = node.get("message") or ""
             for step in waiting:
-                since, last = self.pending.get(step, (time.time(), ""))
-                if message and message != last:
-                    self._emit(step, State.PENDING, 1, f"waiting: {message}", force=True)
-                self.pending[step] = (since, message or last)
-                self.pending_nodes[step] = node
+                self._waiting(step, 1, node)
             return
         for step in list(self.pending_nodes):
             if self.pending_nodes[step].get("id") == node_id:
